@@ -1,0 +1,276 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { parseEnv } from 'node:util';
+
+export type Environment = 'development' | 'test' | 'production';
+export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
+export type PasswordHasherName = 'argon2id' | 'bcrypt';
+export type PasswordPolicyPreset = 'strict' | 'nist';
+export type BreachCheckMode = 'offline' | 'api' | 'off';
+export type CaptchaProvider = 'hcaptcha' | 'recaptcha' | 'turnstile';
+
+export interface RateLimit {
+  points: number;
+  durationSeconds: number;
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  publicUrl: string;
+  environment: Environment;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  /** Prefix of every Redis key, so that several deployments can share one Redis. */
+  redisKeyPrefix: string;
+  secretKey: string;
+  algorithm: JwtAlgorithm;
+  jwtIssuer: string;
+  jwtAudience: string;
+  accessTokenExpireMinutes: number;
+  refreshTokenExpireDays: number;
+  refreshReuseIntervalSeconds: number;
+  refreshTokenCookie: boolean;
+  passwordHasher: PasswordHasherName;
+  bcryptRounds: number;
+  hashConcurrency: number;
+  hashQueueLimit: number;
+  passwordPolicy: PasswordPolicyPreset;
+  breachCheck: BreachCheckMode;
+  breachFailClosed: boolean;
+  hibpApiUrl: string;
+  breachCorpusPath: string | undefined;
+  smtpUrl: string | undefined;
+  mailFrom: string;
+  requireEmailVerification: boolean;
+  registrationEnumerationSafe: boolean;
+  rateLimitRegister: RateLimit;
+  rateLimitLogin: RateLimit;
+  lockoutThreshold: number;
+  lockoutMinutes: number;
+  captchaProvider: CaptchaProvider | undefined;
+  captchaSiteKey: string | undefined;
+  captchaSecretKey: string | undefined;
+  captchaVerifyUrl: string | undefined;
+  trustProxy: boolean | string[];
+  corsOrigins: string[];
+  logLevel: string;
+}
+
+export class ConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+    this.variable = variable;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Reads `.env` (when present) beneath the real environment, which wins. */
+export function readEnvironment(path = '.env'): Env {
+  const env: Env = { ...process.env };
+  if (existsSync(path)) {
+    for (const [k, v] of Object.entries(parseEnv(readFileSync(path, 'utf8')))) env[k] ??= v;
+  }
+  return env;
+}
+
+const DEFAULT_CAPTCHA_VERIFY_URLS: Record<CaptchaProvider, string> = {
+  hcaptcha: 'https://api.hcaptcha.com/siteverify',
+  recaptcha: 'https://www.google.com/recaptcha/api/siteverify',
+  turnstile: 'https://challenges.cloudflare.com/turnstile/v0/siteverify',
+};
+
+/** Environment → one validated Config. Throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = readEnvironment()): Config {
+  const read = new Reader(env);
+  const environment = read.oneOf('ENVIRONMENT', ['development', 'test', 'production'], 'development');
+  const dataDir = read.string('DATA_DIR', './data');
+  const publicUrl = read.url('PUBLIC_URL', 'http://localhost:8000').replace(/\/+$/, '');
+  const captchaProvider = read.optionalOneOf('CAPTCHA_PROVIDER', ['hcaptcha', 'recaptcha', 'turnstile']);
+  const smtpUrl = read.optional('SMTP_URL');
+  if (smtpUrl && !/^smtps?:\/\//.test(smtpUrl))
+    throw new ConfigError('SMTP_URL', 'must start with smtp:// or smtps://');
+
+  const config: Config = {
+    port: read.integer('PORT', 8000, 0, 65535),
+    host: read.string('HOST', '0.0.0.0'),
+    publicUrl,
+    environment,
+    dataDir,
+    databaseUrl: read.optional('DATABASE_URL'),
+    redisUrl: read.optional('REDIS_URL'),
+    redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'gatehouse:'),
+    secretKey: read.optional('SECRET_KEY') ?? '',
+    algorithm: read.oneOf('ALGORITHM', ['HS256', 'EdDSA', 'ES256', 'RS256'], 'HS256'),
+    jwtIssuer: read.string('JWT_ISSUER', publicUrl),
+    jwtAudience: read.string('JWT_AUDIENCE', 'gatehouse'),
+    accessTokenExpireMinutes: read.integer('ACCESS_TOKEN_EXPIRE_MINUTES', 30, 1, 24 * 60),
+    refreshTokenExpireDays: read.integer('REFRESH_TOKEN_EXPIRE_DAYS', 7, 1, 365),
+    refreshReuseIntervalSeconds: read.integer('REFRESH_REUSE_INTERVAL_SECONDS', 10, 0, 300),
+    refreshTokenCookie: read.boolean('REFRESH_TOKEN_COOKIE', false),
+    passwordHasher: read.oneOf('PASSWORD_HASHER', ['argon2id', 'bcrypt'], 'argon2id'),
+    bcryptRounds: read.integer('BCRYPT_ROUNDS', 14, 4, 31),
+    hashConcurrency: read.integer('HASH_CONCURRENCY', availableParallelism(), 1, 256),
+    hashQueueLimit: read.integer('HASH_QUEUE_LIMIT', 200, 0, 100_000),
+    passwordPolicy: read.oneOf('PASSWORD_POLICY', ['strict', 'nist'], 'strict'),
+    breachCheck: read.oneOf('BREACH_CHECK', ['offline', 'api', 'off'], 'offline'),
+    breachFailClosed: read.boolean('BREACH_FAIL_CLOSED', false),
+    hibpApiUrl: read.url('HIBP_API_URL', 'https://api.pwnedpasswords.com').replace(/\/+$/, ''),
+    breachCorpusPath: read.optional('BREACH_CORPUS_PATH'),
+    smtpUrl,
+    mailFrom: read.string('MAIL_FROM', 'Gatehouse <no-reply@localhost>'),
+    requireEmailVerification: read.boolean('REQUIRE_EMAIL_VERIFICATION', true),
+    registrationEnumerationSafe: read.boolean('REGISTRATION_ENUMERATION_SAFE', false),
+    rateLimitRegister: read.rateLimit('RATE_LIMIT_REGISTER', '5/1h'),
+    rateLimitLogin: read.rateLimit('RATE_LIMIT_LOGIN', '10/15m'),
+    lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),
+    lockoutMinutes: read.integer('LOCKOUT_MINUTES', 15, 1, 7 * 24 * 60),
+    captchaProvider,
+    captchaSiteKey: read.optional('CAPTCHA_SITE_KEY'),
+    captchaSecretKey: read.optional('CAPTCHA_SECRET_KEY'),
+    captchaVerifyUrl: captchaProvider
+      ? read.url('CAPTCHA_VERIFY_URL', DEFAULT_CAPTCHA_VERIFY_URLS[captchaProvider])
+      : read.optional('CAPTCHA_VERIFY_URL'),
+    trustProxy: read.trustProxy('TRUST_PROXY'),
+    corsOrigins: read.list('CORS_ORIGINS'),
+    logLevel: read.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+  };
+
+  if (captchaProvider && !config.captchaSecretKey) {
+    throw new ConfigError('CAPTCHA_SECRET_KEY', `is required when CAPTCHA_PROVIDER=${captchaProvider}`);
+  }
+  if (environment === 'production') {
+    if (Buffer.byteLength(config.secretKey) < 32) {
+      throw new ConfigError('SECRET_KEY', 'must be set to at least 32 bytes when ENVIRONMENT=production');
+    }
+    if (!config.smtpUrl) {
+      throw new ConfigError(
+        'SMTP_URL',
+        'is required when ENVIRONMENT=production (the development mail sink is refused)',
+      );
+    }
+  } else if (config.secretKey === '') {
+    config.secretKey = developmentSecret(dataDir);
+  } else if (Buffer.byteLength(config.secretKey) < 32) {
+    throw new ConfigError('SECRET_KEY', 'must be at least 32 bytes');
+  }
+  return config;
+}
+
+/** Outside production a missing SECRET_KEY is generated once and kept in the data directory. */
+function developmentSecret(dataDir: string): string {
+  const path = join(dataDir, 'secret_key');
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  mkdirSync(dataDir, { recursive: true });
+  const secret = randomBytes(32).toString('base64url');
+  writeFileSync(path, `${secret}\n`, { mode: 0o600, flag: 'wx' });
+  return secret;
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+class Reader {
+  readonly #env: Env;
+  constructor(env: Env) {
+    this.#env = env;
+  }
+
+  optional(name: string): string | undefined {
+    const value = this.#env[name]?.trim();
+    return value === undefined || value === '' ? undefined : value;
+  }
+
+  string(name: string, fallback: string): string {
+    return this.optional(name) ?? fallback;
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.optional(name);
+    if (raw === undefined) return fallback;
+    if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+    const value = Number(raw);
+    if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+    return value;
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const raw = this.optional(name)?.toLowerCase();
+    if (raw === undefined) return fallback;
+    if (['true', '1', 'yes', 'on'].includes(raw)) return true;
+    if (['false', '0', 'no', 'off'].includes(raw)) return false;
+    throw new ConfigError(name, `must be true or false, got "${raw}"`);
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    return this.optionalOneOf(name, allowed) ?? fallback;
+  }
+
+  optionalOneOf<T extends string>(name: string, allowed: readonly T[]): T | undefined {
+    const raw = this.optional(name);
+    if (raw === undefined) return undefined;
+    const match = allowed.find((a) => a.toLowerCase() === raw.toLowerCase());
+    if (!match) throw new ConfigError(name, `must be one of ${allowed.join(', ')}, got "${raw}"`);
+    return match;
+  }
+
+  url(name: string, fallback: string): string {
+    const raw = this.optional(name) ?? fallback;
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      throw new ConfigError(name, `must be an absolute http(s) URL, got "${raw}"`);
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+      throw new ConfigError(name, `must be an http(s) URL, got "${raw}"`);
+    }
+    return raw;
+  }
+
+  list(name: string): string[] {
+    const raw = this.optional(name);
+    return raw === undefined
+      ? []
+      : raw
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
+  }
+
+  /** `COUNT/WINDOW`, e.g. `5/1h`, `10/15m`, `100/30s`. */
+  rateLimit(name: string, fallback: string): RateLimit {
+    const raw = this.optional(name) ?? fallback;
+    const m = /^(\d+)\s*\/\s*(\d*)\s*([smhd])$/.exec(raw);
+    if (!m) throw new ConfigError(name, `must look like COUNT/WINDOW such as 5/1h or 10/15m, got "${raw}"`);
+    const points = Number(m[1]);
+    const durationSeconds = Number(m[2] || '1') * (DURATION_UNITS[m[3] as string] as number);
+    if (points < 1 || durationSeconds < 1)
+      throw new ConfigError(name, `must allow at least 1 request in at least 1s, got "${raw}"`);
+    return { points, durationSeconds };
+  }
+
+  trustProxy(name: string): boolean | string[] {
+    const raw = this.optional(name);
+    if (raw === undefined || raw.toLowerCase() === 'false') return false;
+    if (raw.toLowerCase() === 'true') return true;
+    const entries = raw
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const entry of entries) {
+      if (!/^(loopback|linklocal|uniquelocal|[0-9a-fA-F:.]+(\/\d{1,3})?)$/.test(entry)) {
+        throw new ConfigError(
+          name,
+          `must be true, false, or a comma-separated list of addresses/CIDRs, got "${entry}"`,
+        );
+      }
+    }
+    return entries;
+  }
+}

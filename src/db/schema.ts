@@ -1,0 +1,169 @@
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+type Json<T> = ColumnType<T, string, string>;
+
+export interface UsersTable {
+  id: Generated<number>;
+  uuid: Generated<string>;
+  email: string;
+  username: string;
+  password_hash: string;
+  first_name: string | null;
+  last_name: string | null;
+  language_code: Generated<string>;
+  is_active: Generated<boolean>;
+  is_superuser: Generated<boolean>;
+  email_verified_at: NullableTimestamp;
+  password_changed_at: NullableTimestamp;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+  last_login_at: NullableTimestamp;
+}
+
+export interface OrganizationsTable {
+  id: Generated<number>;
+  uuid: Generated<string>;
+  name: string;
+  slug: string;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface RolesTable {
+  id: Generated<number>;
+  organization_id: number;
+  name: string;
+  permissions: Json<string[]>;
+  created_at: Generated<Date>;
+}
+
+export interface MembershipsTable {
+  id: Generated<number>;
+  user_id: number;
+  organization_id: number;
+  role_id: number;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface InvitationsTable {
+  id: Generated<number>;
+  uuid: Generated<string>;
+  organization_id: number;
+  email: string;
+  role_id: number;
+  invited_by: number | null;
+  created_at: Generated<Date>;
+  expires_at: Timestamp;
+  accepted_at: NullableTimestamp;
+  accepted_by: number | null;
+  revoked_at: NullableTimestamp;
+}
+
+export interface SessionsTable {
+  id: Generated<number>;
+  uuid: Generated<string>;
+  user_id: number;
+  refresh_token_hash: string;
+  previous_token_hash: string | null;
+  rotated_at: NullableTimestamp;
+  generation: Generated<number>;
+  user_agent: string | null;
+  ip_address: string | null;
+  kind: Generated<string>;
+  created_at: Generated<Date>;
+  last_used_at: Generated<Date>;
+  expires_at: Timestamp;
+  revoked_at: NullableTimestamp;
+  revoked_reason: string | null;
+}
+
+export type OneTimeTokenPurpose = 'verify_email' | 'reset_password' | 'invitation';
+
+export interface OneTimeTokensTable {
+  id: Generated<number>;
+  purpose: OneTimeTokenPurpose;
+  token_hash: string;
+  user_id: number | null;
+  invitation_id: number | null;
+  email: string | null;
+  created_at: Generated<Date>;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
+}
+
+export interface LoginAttemptsTable {
+  id: Generated<number>;
+  identifier: string;
+  user_id: number | null;
+  ip_address: string | null;
+  user_agent: string | null;
+  success: boolean;
+  failure_reason: string | null;
+  attempted_at: Generated<Date>;
+}
+
+export interface AuditLogsTable {
+  id: Generated<number>;
+  action: string;
+  user_id: number | null;
+  organization_id: number | null;
+  ip_address: string | null;
+  user_agent: string | null;
+  details: Json<Record<string, unknown>>;
+  created_at: Generated<Date>;
+  prev_hash: string | null;
+  hash: string | null;
+}
+
+export interface EmailOutboxTable {
+  id: Generated<number>;
+  to_address: string;
+  subject: string;
+  text_body: string;
+  html_body: string;
+  template: string;
+  status: Generated<'pending' | 'sent' | 'failed'>;
+  attempts: Generated<number>;
+  next_attempt_at: Generated<Date>;
+  last_error: string | null;
+  created_at: Generated<Date>;
+  sent_at: NullableTimestamp;
+}
+
+export interface PasswordHistoryTable {
+  id: Generated<number>;
+  user_id: number;
+  password_hash: string;
+  created_at: Generated<Date>;
+}
+
+export interface LockoutsTable {
+  identifier: string;
+  failures: number;
+  lock_count: number;
+  locked_until: NullableTimestamp;
+  updated_at: Generated<Date>;
+}
+
+export interface Database {
+  users: UsersTable;
+  organizations: OrganizationsTable;
+  roles: RolesTable;
+  memberships: MembershipsTable;
+  invitations: InvitationsTable;
+  sessions: SessionsTable;
+  one_time_tokens: OneTimeTokensTable;
+  login_attempts: LoginAttemptsTable;
+  audit_logs: AuditLogsTable;
+  email_outbox: EmailOutboxTable;
+  password_history: PasswordHistoryTable;
+  lockouts: LockoutsTable;
+}
+
+export type User = Selectable<UsersTable>;
+export type NewUser = Insertable<UsersTable>;
+export type Organization = Selectable<OrganizationsTable>;
+export type Session = Selectable<SessionsTable>;

@@ -1,0 +1,37 @@
+/** The three roles every organization starts with, and what each may do. */
+export const ROLE_NAMES = ['admin', 'user', 'viewer'] as const;
+export type RoleName = (typeof ROLE_NAMES)[number];
+
+export const PERMISSIONS = [
+  'organization:read',
+  'organization:update',
+  'organization:delete',
+  'members:read',
+  'members:manage',
+  'invitations:manage',
+  'audit:read',
+  'resources:read',
+  'resources:use',
+] as const;
+export type Permission = (typeof PERMISSIONS)[number];
+
+export const DEFAULT_ROLE_PERMISSIONS: Record<RoleName, readonly Permission[]> = {
+  admin: PERMISSIONS,
+  user: ['organization:read', 'members:read', 'resources:read', 'resources:use'],
+  viewer: ['organization:read', 'members:read', 'resources:read'],
+};
+
+/** Rank for "at least this role" guards: admin ⊇ user ⊇ viewer. */
+const RANK: Record<RoleName, number> = { viewer: 1, user: 2, admin: 3 };
+
+export function isRoleName(value: string): value is RoleName {
+  return (ROLE_NAMES as readonly string[]).includes(value);
+}
+
+export function roleAtLeast(role: RoleName, required: RoleName): boolean {
+  return RANK[role] >= RANK[required];
+}
+
+export function roleAllows(permissions: readonly string[], permission: Permission): boolean {
+  return permissions.includes(permission);
+}

@@ -1,0 +1,59 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { registerAccount } from '../services/registration.ts';
+import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
+
+const RegisterBody = Type.Object(
+  {
+    email: Type.String({ description: 'Trimmed, at most 254 characters, stored lower-cased; unique' }),
+    username: Type.String({ description: '3–50 letters, digits, - or _; stored lower-cased; unique' }),
+    password: Type.String({ description: 'Must satisfy the password policy; checked against breach data' }),
+    confirm_password: Type.Optional(Type.String({ description: 'When present, must equal password' })),
+    first_name: OptionalText,
+    last_name: OptionalText,
+    organization_name: OptionalText,
+    language_code: Type.Optional(Type.String({ description: 'BCP 47 tag such as en or pt-BR', default: 'en' })),
+  },
+  { additionalProperties: true },
+);
+
+const RegisteredUser = Type.Object({
+  ...UserBodyProperties,
+  organization: Type.Union([UserOrganization, Type.Null()]),
+  message: Type.String(),
+});
+
+export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post(
+    '/register',
+    {
+      schema: {
+        tags: ['registration'],
+        summary: 'Create an account',
+        description:
+          'Creates a user (and optionally an organization with the user as admin) and mails a verification link. Accepts JSON or form bodies.',
+        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        body: RegisterBody,
+        response: { 201: RegisteredUser, ...problems(400, 409, 413, 415, 422, 429, 503) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      const account = await registerAccount(
+        app.gatehouse,
+        {
+          email: body.email,
+          username: body.username,
+          password: body.password,
+          confirm_password: body.confirm_password,
+          first_name: body.first_name,
+          last_name: body.last_name,
+          organization_name: body.organization_name,
+          language_code: body.language_code,
+        },
+        request.caller,
+      );
+      return reply.code(201).send(account);
+    },
+  );
+};

@@ -1,0 +1,49 @@
+import { Type } from 'typebox';
+
+/** Problem details as API.md describes them, for the OpenAPI document. */
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String(),
+    issues: Type.Optional(Type.Array(Type.String())),
+    errors: Type.Optional(
+      Type.Array(Type.Object({ field: Type.String(), message: Type.String(), code: Type.String() })),
+    ),
+    recommendation: Type.Optional(Type.String()),
+    retry_after: Type.Optional(Type.Integer()),
+    error: Type.Optional(Type.String()),
+  },
+  { $id: 'Problem', description: 'RFC 9457 problem details' },
+);
+
+export const ProblemRef = Type.Ref('Problem');
+
+export function problems(...statuses: number[]): Record<number, typeof ProblemRef> {
+  return Object.fromEntries(statuses.map((s) => [s, ProblemRef]));
+}
+
+export const UserOrganization = Type.Object({
+  uuid: Type.String({ format: 'uuid' }),
+  name: Type.String(),
+  slug: Type.String(),
+  role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('viewer')]),
+});
+
+export const UserBodyProperties = {
+  id: Type.Integer(),
+  uuid: Type.String({ format: 'uuid' }),
+  email: Type.String(),
+  username: Type.String(),
+  first_name: Type.Union([Type.String(), Type.Null()]),
+  last_name: Type.Union([Type.String(), Type.Null()]),
+  language_code: Type.String(),
+  is_active: Type.Boolean(),
+  email_verified: Type.Boolean(),
+  created_at: Type.String({ format: 'date-time' }),
+};
+
+/** Form bodies are strings; JSON clients may send null for optional fields. */
+export const OptionalText = Type.Optional(Type.Union([Type.String(), Type.Null()]));

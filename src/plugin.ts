@@ -1,0 +1,127 @@
+import formbody from '@fastify/formbody';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import fp from 'fastify-plugin';
+import { type Config, loadConfig } from './config.ts';
+import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.ts';
+import { AppError } from './errors.ts';
+import { clientIpResolver } from './http/client-ip.ts';
+import { healthRoutes } from './http/health.ts';
+import { sendProblem } from './http/problem.ts';
+import { problemPages } from './http/problem-pages.ts';
+import { registerRoutes } from './http/register.ts';
+import { Problem } from './http/schemas.ts';
+import { validatorCompiler } from './http/validation.ts';
+import type { BreachChecker } from './services/breach.ts';
+import type { Clock } from './services/clock.ts';
+import { createServices, type Services } from './services/container.ts';
+import type { RequestContext } from './services/request-context.ts';
+
+export interface GatehouseOptions {
+  /** Full configuration; read from the environment (and `.env`) when omitted. */
+  config?: Config;
+  /** Where the JSON API is mounted. Default `/api/v1`. */
+  prefix?: string;
+  /** Serve `/docs` and `/openapi.json`. Default true. */
+  docs?: boolean;
+  /** An already-open database (the plugin then leaves closing it to the caller). */
+  database?: DatabaseHandle;
+  clock?: Clock;
+  breachChecker?: BreachChecker;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    gatehouse: Services;
+  }
+  interface FastifyRequest {
+    caller: RequestContext;
+  }
+}
+
+/** Auth routes take small bodies; a 1 MB "password" never reaches the hasher. */
+export const AUTH_BODY_LIMIT = 16 * 1024;
+const USER_AGENT_MAX = 512;
+
+async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions): Promise<void> {
+  const config = options.config ?? loadConfig();
+  const prefix = (options.prefix ?? '/api/v1').replace(/\/+$/, '');
+  const ownsDatabase = !options.database;
+  const database = options.database ?? (await openDatabase(config.databaseUrl, config.dataDir));
+  await migrateToLatest(database.db);
+
+  const services = await createServices(config, database, app.log, {
+    ...(options.clock && { clock: options.clock }),
+    ...(options.breachChecker && { breach: options.breachChecker }),
+  });
+  app.decorate('gatehouse', services);
+  app.decorateRequest('caller', null as unknown as RequestContext);
+  app.addHook('onClose', async () => {
+    await services.close();
+    if (ownsDatabase) await database.close();
+  });
+
+  await app.register(async (scope) => {
+    const clientIp = clientIpResolver(config.trustProxy);
+    scope.setValidatorCompiler(validatorCompiler());
+    scope.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));
+    scope.addHook('onRoute', (route) => {
+      route.bodyLimit ??= AUTH_BODY_LIMIT;
+    });
+    scope.addHook('onRequest', async (request) => {
+      const userAgent = request.headers['user-agent'];
+      request.caller = {
+        ip: clientIp(request.raw),
+        userAgent: typeof userAgent === 'string' ? userAgent.slice(0, USER_AGENT_MAX) : null,
+      };
+    });
+    // Prototype-poisoning keys are refused outright rather than stripped.
+    scope.removeContentTypeParser(['application/json', 'text/plain']);
+    scope.addContentTypeParser('application/json', { parseAs: 'string' }, scope.getDefaultJsonParser('error', 'error'));
+    await scope.register(formbody);
+    scope.addSchema(Problem);
+
+    if (options.docs !== false) {
+      await scope.register(swagger, {
+        openapi: {
+          openapi: '3.1.0',
+          info: {
+            title: 'Gatehouse',
+            version: '0.1.0',
+            description: 'User registration and authentication. Errors are RFC 9457 problem details.',
+          },
+          components: {
+            securitySchemes: {
+              oauth2: { type: 'oauth2', flows: { password: { tokenUrl: `${prefix}/login`, scopes: {} } } },
+              bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+            },
+          },
+        },
+      });
+      await scope.register(swaggerUi, { routePrefix: '/docs', uiConfig: { persistAuthorization: false } });
+      scope.get('/openapi.json', { schema: { hide: true } }, async () => scope.swagger());
+    }
+
+    await scope.register(healthRoutes);
+    await scope.register(problemPages);
+    await scope.register(
+      async (api) => {
+        api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));
+        await api.register(registerRoutes);
+      },
+      { prefix },
+    );
+  });
+}
+
+/** Mount with `app.register(gatehouse, options)`; the standalone server is this plugin in an empty app. */
+export const gatehouse: FastifyPluginAsync<GatehouseOptions> = fp(gatehousePlugin, {
+  fastify: '5.x',
+  name: 'gatehouse',
+});
+
+export default gatehouse;
+export type { Config } from './config.ts';
+export { loadConfig } from './config.ts';
+export { AppError } from './errors.ts';

@@ -1,0 +1,104 @@
+import type { FastifyBaseLogger } from 'fastify';
+import { Redis } from 'ioredis';
+import type { Config } from '../config.ts';
+import type { DatabaseHandle, Db } from '../db/index.ts';
+import { type BreachChecker, CommonPasswordChecker, NoBreachChecker } from './breach.ts';
+import { type Clock, systemClock } from './clock.ts';
+import { HashPool } from './hash-pool.ts';
+import { PasswordHasher } from './passwords.ts';
+
+/** Everything a flow needs, passed explicitly: swapped by configuration, never mocked. */
+export interface Services {
+  config: Config;
+  database: DatabaseHandle;
+  db: Db;
+  /** Shared counters and revocations across instances; absent on the embedded default. */
+  redis: Redis | undefined;
+  hashPool: HashPool;
+  hasher: PasswordHasher;
+  breach: BreachChecker;
+  clock: Clock;
+  log: FastifyBaseLogger;
+  /** `ok` or `down` for each dependency /readyz reports on. */
+  readiness(): Promise<Record<string, 'ok' | 'down'>>;
+  close(): Promise<void>;
+}
+
+export interface ServiceOverrides {
+  clock?: Clock;
+  breach?: BreachChecker;
+}
+
+export async function createServices(
+  config: Config,
+  database: DatabaseHandle,
+  log: FastifyBaseLogger,
+  overrides: ServiceOverrides = {},
+): Promise<Services> {
+  const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisKeyPrefix, log) : undefined;
+  const hashPool = new HashPool(config.hashConcurrency, config.hashQueueLimit);
+  return {
+    config,
+    database,
+    db: database.db,
+    redis,
+    hashPool,
+    hasher: new PasswordHasher({ algorithm: config.passwordHasher, bcryptRounds: config.bcryptRounds, pool: hashPool }),
+    breach: overrides.breach ?? createBreachChecker(config),
+    clock: overrides.clock ?? systemClock,
+    log,
+    readiness: async () => {
+      const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
+      if (redis) checks.redis = await pingRedis(redis);
+      return checks;
+    },
+    close: async () => {
+      redis?.disconnect();
+    },
+  };
+}
+
+function createBreachChecker(config: Config): BreachChecker {
+  if (config.breachCheck === 'off') return new NoBreachChecker();
+  return new CommonPasswordChecker();
+}
+
+/**
+ * No offline queue: while Redis is unreachable a command fails at once and the
+ * caller falls back (memory for limits, PostgreSQL for lockouts and
+ * revocations) instead of waiting seconds for a reconnect.
+ */
+async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogger): Promise<Redis> {
+  const redis = new Redis(url, {
+    keyPrefix,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2_000,
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+  });
+  let warned = false;
+  redis.on('error', (error: Error) => {
+    if (!warned) log.warn({ err: { message: error.message } }, 'redis unavailable; using fallbacks');
+    warned = true;
+  });
+  redis.on('ready', () => {
+    if (warned) log.info('redis available again');
+    warned = false;
+  });
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 2_000);
+    redis.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  return redis;
+}
+
+async function pingRedis(redis: Redis): Promise<'ok' | 'down'> {
+  try {
+    return (await redis.ping()) === 'PONG' ? 'ok' : 'down';
+  } catch {
+    return 'down';
+  }
+}

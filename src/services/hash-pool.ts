@@ -1,0 +1,52 @@
+import { AppError } from '../errors.ts';
+
+/**
+ * Bounds how many password hashes run at once (memory: ~19 MiB each for
+ * argon2id) and how many wait. Past the queue limit the caller is told to come
+ * back later rather than letting memory and latency grow without bound.
+ */
+export class HashPool {
+  readonly concurrency: number;
+  readonly queueLimit: number;
+  #running = 0;
+  #completed = 0;
+  readonly #waiting: Array<() => void> = [];
+
+  constructor(concurrency: number, queueLimit: number) {
+    this.concurrency = concurrency;
+    this.queueLimit = queueLimit;
+  }
+
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Hashes finished since start, for metrics and for tests that prove a hash ran. */
+  get completed(): number {
+    return this.#completed;
+  }
+
+  get queued(): number {
+    return this.#waiting.length;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#running >= this.concurrency) {
+      if (this.#waiting.length >= this.queueLimit) {
+        throw new AppError('SERVICE_UNAVAILABLE', { detail: 'Too many password checks in progress', retryAfter: 1 });
+      }
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    } else {
+      this.#running++;
+    }
+    try {
+      return await task();
+    } finally {
+      this.#completed++;
+      const next = this.#waiting.shift();
+      // The slot passes straight to the next waiter, so `running` never dips.
+      if (next) next();
+      else this.#running--;
+    }
+  }
+}

@@ -1,0 +1,238 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/schema.ts';
+import {
+  type Check,
+  checkEmail,
+  checkLanguageCode,
+  checkOrganizationName,
+  checkPersonName,
+  checkStorable,
+  checkUsername,
+} from '../domain/account-rules.ts';
+import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
+import type { RoleName } from '../domain/roles.ts';
+import { AppError, type FieldError } from '../errors.ts';
+import { recordAudit } from './audit.ts';
+import type { Services } from './container.ts';
+import { publicLink, queueMail } from './mail.ts';
+import { issueOneTimeToken } from './one-time-tokens.ts';
+import { createOrganizationWithOwner } from './organizations.ts';
+import type { RequestContext } from './request-context.ts';
+
+export interface RegistrationInput {
+  email: string;
+  username: string;
+  password: string;
+  confirm_password?: string | undefined;
+  first_name?: string | null | undefined;
+  last_name?: string | null | undefined;
+  organization_name?: string | null | undefined;
+  language_code?: string | undefined;
+}
+
+export interface UserOrganization {
+  uuid: string;
+  name: string;
+  slug: string;
+  role: RoleName;
+}
+
+export interface RegisteredAccount {
+  id: number;
+  uuid: string;
+  email: string;
+  username: string;
+  first_name: string | null;
+  last_name: string | null;
+  language_code: string;
+  is_active: boolean;
+  email_verified: boolean;
+  created_at: string;
+  organization: UserOrganization | null;
+  message: string;
+}
+
+interface ValidRegistration {
+  email: string;
+  username: string;
+  password: string;
+  firstName: string | null;
+  lastName: string | null;
+  organizationName: string | null;
+  languageCode: string;
+}
+
+/** Field rules, every failing field reported at once. */
+export function validateRegistration(input: RegistrationInput): ValidRegistration {
+  const errors: FieldError[] = [];
+  for (const [field, value] of Object.entries(input)) {
+    if (typeof value === 'string') {
+      const error = checkStorable(value, field);
+      if (error) errors.push(error);
+    }
+  }
+  if (errors.length > 0) throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+
+  const take = <T>(check: Check<T>): T | undefined => {
+    if (check.ok) return check.value;
+    errors.push(check.error);
+    return undefined;
+  };
+  const email = take(checkEmail(input.email));
+  const username = take(checkUsername(input.username));
+  const firstName = take(checkPersonName(input.first_name ?? '', 'first_name'));
+  const lastName = take(checkPersonName(input.last_name ?? '', 'last_name'));
+  const organizationName =
+    input.organization_name == null ? null : take(checkOrganizationName(input.organization_name));
+  const languageCode = input.language_code == null ? 'en' : take(checkLanguageCode(input.language_code));
+  if (input.password === '') errors.push({ field: 'password', message: 'Password is required', code: 'required' });
+  if (errors.length > 0) throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+  return {
+    email: email as string,
+    username: username as string,
+    password: normalizePassword(input.password),
+    firstName: firstName ?? null,
+    lastName: lastName ?? null,
+    organizationName: organizationName ?? null,
+    languageCode: languageCode as string,
+  };
+}
+
+/** Password rules, then the breach corpus: the order a person fixes them in. */
+export async function assertAcceptablePassword(
+  services: Services,
+  password: string,
+  context: { username?: string; email?: string },
+): Promise<void> {
+  const issues = passwordPolicyIssues(password, context, {
+    preset: services.config.passwordPolicy,
+    hasher: services.config.passwordHasher,
+  });
+  if (issues.length > 0) throw new AppError('PASSWORD_POLICY', { issues });
+  if (await services.breach.isBreached(password)) {
+    throw new AppError('PASSWORD_BREACHED', {
+      recommendation: 'Please choose a different password that has not been compromised',
+    });
+  }
+}
+
+const TAKEN_BY_CONSTRAINT: Record<string, 'EMAIL_TAKEN' | 'USERNAME_TAKEN'> = {
+  users_email_key: 'EMAIL_TAKEN',
+  users_username_key: 'USERNAME_TAKEN',
+};
+
+function uniqueViolation(error: unknown): 'EMAIL_TAKEN' | 'USERNAME_TAKEN' | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const { code, constraint } = error as { code?: unknown; constraint?: unknown };
+  if (code !== '23505' || typeof constraint !== 'string') return undefined;
+  return TAKEN_BY_CONSTRAINT[constraint];
+}
+
+async function assertAvailable(db: Kysely<Database>, email: string, username: string): Promise<void> {
+  const rows = await db
+    .selectFrom('users')
+    .select(['email', 'username'])
+    .where((eb) => eb.or([eb('email', '=', email), eb('username', '=', username)]))
+    .execute();
+  if (rows.some((r) => r.email === email)) throw new AppError('EMAIL_TAKEN');
+  if (rows.some((r) => r.username === username)) throw new AppError('USERNAME_TAKEN');
+}
+
+/**
+ * Creates the user and, when named, its organization with default roles and
+ * the admin membership, the audit row and the verification mail: one
+ * transaction, all or nothing.
+ */
+export async function registerAccount(
+  services: Services,
+  input: RegistrationInput,
+  context: RequestContext,
+): Promise<RegisteredAccount> {
+  const valid = validateRegistration(input);
+  if (input.confirm_password !== undefined && normalizePassword(input.confirm_password) !== valid.password) {
+    throw new AppError('PASSWORD_MISMATCH');
+  }
+  await assertAcceptablePassword(services, valid.password, { username: valid.username, email: valid.email });
+  // Cheap early answer; the unique constraints below settle races.
+  await assertAvailable(services.db, valid.email, valid.username);
+  const passwordHash = await services.hasher.hash(valid.password);
+  const now = services.clock.now();
+
+  try {
+    return await services.db.transaction().execute(async (trx) => {
+      const user = await trx
+        .insertInto('users')
+        .values({
+          email: valid.email,
+          username: valid.username,
+          password_hash: passwordHash,
+          first_name: valid.firstName,
+          last_name: valid.lastName,
+          language_code: valid.languageCode,
+          email_verified_at: services.config.requireEmailVerification ? null : now,
+          password_changed_at: now,
+          created_at: now,
+          updated_at: now,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      await trx.insertInto('password_history').values({ user_id: user.id, password_hash: passwordHash }).execute();
+
+      const organization = valid.organizationName
+        ? await createOrganizationWithOwner(trx, valid.organizationName, user.id)
+        : null;
+
+      await recordAudit(
+        trx,
+        {
+          action: 'user_registration',
+          userId: user.id,
+          organizationId: organization?.id ?? null,
+          details: { username: user.username, organization_uuid: organization?.uuid ?? null },
+        },
+        context,
+      );
+
+      if (services.config.requireEmailVerification) {
+        const token = await issueOneTimeToken(trx, {
+          purpose: 'verify_email',
+          userId: user.id,
+          email: user.email,
+          now,
+        });
+        await queueMail(trx, {
+          to: user.email,
+          template: 'verify_email',
+          languageCode: user.language_code,
+          data: {
+            name: user.first_name ?? user.username,
+            link: publicLink(services.config.publicUrl, 'verify-email', { token }),
+          },
+        });
+      }
+
+      return {
+        id: user.id,
+        uuid: user.uuid,
+        email: user.email,
+        username: user.username,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        language_code: user.language_code,
+        is_active: user.is_active,
+        email_verified: user.email_verified_at !== null,
+        created_at: user.created_at.toISOString(),
+        organization: organization
+          ? { uuid: organization.uuid, name: organization.name, slug: organization.slug, role: organization.role }
+          : null,
+        message: services.config.requireEmailVerification
+          ? 'User account created successfully. Please verify your email address to complete registration.'
+          : 'User account created successfully.',
+      };
+    });
+  } catch (error) {
+    const taken = uniqueViolation(error);
+    if (taken) throw new AppError(taken);
+    throw error;
+  }
+}

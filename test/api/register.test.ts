@@ -1,0 +1,437 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+import { json, logCapture, newUser, startApp, strongPassword, uniqueName } from '../helpers.ts';
+
+type Body = Record<string, unknown>;
+
+describe('POST /api/v1/register', () => {
+  let app: FastifyInstance;
+  const logs = logCapture();
+
+  before(async () => {
+    app = await startApp({}, { logger: { level: 'info', stream: logs.stream } });
+  });
+  after(() => app.close());
+
+  const register = (payload: unknown, headers: Record<string, string> = {}) =>
+    app.inject({
+      method: 'POST',
+      url: '/api/v1/register',
+      headers: { 'content-type': 'application/json', ...headers },
+      payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+    });
+
+  function assertProblem(
+    res: { statusCode: number; headers: Record<string, unknown>; body: string },
+    status: number,
+    code: string,
+  ): Body {
+    assert.equal(res.statusCode, status, res.body);
+    assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+    const body = json(res);
+    assert.equal(body.code, code);
+    assert.equal(body.status, status);
+    assert.equal(body.type, `/problems/${code.toLowerCase().replaceAll('_', '-')}`);
+    assert.equal(typeof body.title, 'string');
+    assert.equal(typeof body.detail, 'string');
+    return body;
+  }
+
+  test('a valid registration with an organization answers 201 with the documented body', async () => {
+    const user = newUser({
+      email: `  ${uniqueName('John')}@Example.COM `,
+      first_name: ' John ',
+      last_name: 'Doe',
+      organization_name: 'Acme Corporation',
+      confirm_password: undefined,
+    });
+    const res = await register(user);
+    assert.equal(res.statusCode, 201, res.body);
+    const body = json(res);
+    assert.deepEqual(Object.keys(body).sort(), [
+      'created_at',
+      'email',
+      'email_verified',
+      'first_name',
+      'id',
+      'is_active',
+      'language_code',
+      'last_name',
+      'message',
+      'organization',
+      'username',
+      'uuid',
+    ]);
+    assert.equal(typeof body.id, 'number');
+    assert.match(String(body.uuid), /^[0-9a-f-]{36}$/);
+    assert.equal(body.email, String(user.email).trim().toLowerCase());
+    assert.equal(body.username, user.username);
+    assert.equal(body.first_name, 'John');
+    assert.equal(body.last_name, 'Doe');
+    assert.equal(body.language_code, 'en');
+    assert.equal(body.is_active, true);
+    assert.equal(body.email_verified, false);
+    assert.ok(!Number.isNaN(Date.parse(String(body.created_at))));
+    assert.match(String(body.created_at), /Z$/);
+    assert.equal(
+      body.message,
+      'User account created successfully. Please verify your email address to complete registration.',
+    );
+    const org = body.organization as Body;
+    assert.equal(org.name, 'Acme Corporation');
+    assert.match(String(org.slug), /^acme-corporation(-\d+)?$/);
+    assert.equal(org.role, 'admin');
+    assert.equal('password_hash' in body, false);
+  });
+
+  test('the user, organization, three roles, admin membership, audit row and outbox mail all exist', async () => {
+    const user = newUser({ organization_name: `Org ${uniqueName()}` });
+    const res = await register(user);
+    assert.equal(res.statusCode, 201, res.body);
+    const body = json(res);
+    const db = app.gatehouse.db;
+    const row = await db
+      .selectFrom('users')
+      .selectAll()
+      .where('uuid', '=', String(body.uuid))
+      .executeTakeFirstOrThrow();
+    assert.match(row.password_hash, /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    const org = await db
+      .selectFrom('organizations')
+      .selectAll()
+      .where('uuid', '=', String((body.organization as Body).uuid))
+      .executeTakeFirstOrThrow();
+    const roles = await db.selectFrom('roles').select(['id', 'name']).where('organization_id', '=', org.id).execute();
+    assert.deepEqual(roles.map((r) => r.name).sort(), ['admin', 'user', 'viewer']);
+    const membership = await db
+      .selectFrom('memberships')
+      .innerJoin('roles', 'roles.id', 'memberships.role_id')
+      .select('roles.name')
+      .where('memberships.user_id', '=', row.id)
+      .where('memberships.organization_id', '=', org.id)
+      .executeTakeFirstOrThrow();
+    assert.equal(membership.name, 'admin');
+    const audit = await db
+      .selectFrom('audit_logs')
+      .selectAll()
+      .where('action', '=', 'user_registration')
+      .where('user_id', '=', row.id)
+      .execute();
+    assert.equal(audit.length, 1);
+    const mail = await db.selectFrom('email_outbox').selectAll().where('to_address', '=', row.email).execute();
+    assert.equal(mail.length, 1);
+    assert.equal(mail[0]?.template, 'verify_email');
+    assert.match(String(mail[0]?.text_body), /http:\/\/gatehouse\.test\/verify-email\?token=[A-Za-z0-9_-]{43}/);
+    const tokens = await db.selectFrom('one_time_tokens').selectAll().where('user_id', '=', row.id).execute();
+    assert.equal(tokens.length, 1);
+    assert.equal(tokens[0]?.purpose, 'verify_email');
+    // Stored as SHA-256 hex, never the token itself.
+    assert.match(String(tokens[0]?.token_hash), /^[0-9a-f]{64}$/);
+    assert.ok(!String(mail[0]?.text_body).includes(String(tokens[0]?.token_hash)));
+  });
+
+  test('registration is all or nothing: a failure after the user insert leaves no rows', async () => {
+    const db = app.gatehouse.db;
+    await sql`create or replace function gatehouse_test_fail_outbox() returns trigger language plpgsql as $$
+      begin if new.to_address like 'fail-outbox-%' then raise exception 'outbox refused'; end if; return new; end $$`.execute(
+      db,
+    );
+    await sql`drop trigger if exists gatehouse_test_fail_outbox on email_outbox`.execute(db);
+    await sql`create trigger gatehouse_test_fail_outbox before insert on email_outbox for each row execute function gatehouse_test_fail_outbox()`.execute(
+      db,
+    );
+    try {
+      const username = uniqueName();
+      const orgName = `Atomic ${username}`;
+      const res = await register({
+        email: `fail-outbox-${username}@example.com`,
+        username,
+        password: strongPassword(),
+        organization_name: orgName,
+      });
+      const body = assertProblem(res, 500, 'INTERNAL_ERROR');
+      assert.ok(!JSON.stringify(body).includes('outbox refused'), 'internal message leaked');
+      assert.equal(
+        await db.selectFrom('users').select('id').where('username', '=', username).executeTakeFirst(),
+        undefined,
+      );
+      assert.equal(
+        await db.selectFrom('organizations').select('id').where('name', '=', orgName).executeTakeFirst(),
+        undefined,
+      );
+      const audit = await sql<{
+        n: number;
+      }>`select count(*)::int as n from audit_logs where details->>'username' = ${username}`.execute(db);
+      assert.equal(audit.rows[0]?.n, 0);
+    } finally {
+      await sql`drop trigger if exists gatehouse_test_fail_outbox on email_outbox`.execute(db);
+    }
+  });
+
+  test('a form-encoded registration answers 201', async () => {
+    const user = newUser({ first_name: 'Ana', language_code: 'pt-br' });
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/register',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams(user as Record<string, string>).toString(),
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(json(res).language_code, 'pt-BR');
+    assert.equal(json(res).organization, null);
+  });
+
+  test('username is stored lower-case and email lower-case', async () => {
+    const name = uniqueName('MiXeD');
+    const res = await register(newUser({ username: name, email: `${name}@EXAMPLE.com` }));
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(json(res).username, name.toLowerCase());
+    assert.equal(json(res).email, `${name.toLowerCase()}@example.com`);
+  });
+
+  test('registration with a taken email answers 409 EMAIL_TAKEN', async () => {
+    const user = newUser();
+    assert.equal((await register(user)).statusCode, 201);
+    const again = await register({ ...newUser(), email: String(user.email).toUpperCase() });
+    const body = assertProblem(again, 409, 'EMAIL_TAKEN');
+    assert.equal(body.detail, 'Email address is already registered');
+  });
+
+  test('registration with a taken username in another case answers 409 USERNAME_TAKEN', async () => {
+    const user = newUser();
+    assert.equal((await register(user)).statusCode, 201);
+    const again = await register({ ...newUser(), username: String(user.username).toUpperCase() });
+    const body = assertProblem(again, 409, 'USERNAME_TAKEN');
+    assert.equal(body.detail, 'Username is already taken');
+  });
+
+  test('a weak password answers 422 PASSWORD_POLICY listing every failing rule', async () => {
+    const res = await register(newUser({ password: 'short' }));
+    const body = assertProblem(res, 422, 'PASSWORD_POLICY');
+    assert.equal(body.detail, 'Password does not meet security requirements');
+    assert.deepEqual(body.issues, [
+      'Password must be at least 12 characters long',
+      'Password must contain at least one uppercase letter',
+      'Password must contain at least one digit',
+      'Password must contain at least one special character',
+    ]);
+  });
+
+  test('a password containing the username or a common pattern is refused', async () => {
+    const user = newUser();
+    const res = await register({ ...user, password: `Xy1!${user.username}Password` });
+    const body = assertProblem(res, 422, 'PASSWORD_POLICY');
+    assert.ok((body.issues as string[]).includes('Password must not contain your username'));
+    assert.ok((body.issues as string[]).includes('Password must not contain common patterns'));
+  });
+
+  test('a breached password answers 422 PASSWORD_BREACHED with the recommendation', async () => {
+    // "sonyericsson" is in the common-password corpus; case and leetspeak are folded before lookup.
+    const body = assertProblem(await register(newUser({ password: 'S0nyer1c$$0n' })), 422, 'PASSWORD_BREACHED');
+    assert.equal(body.recommendation, 'Please choose a different password that has not been compromised');
+  });
+
+  test('confirm_password that differs answers 422 PASSWORD_MISMATCH', async () => {
+    const user = newUser();
+    const res = await register({ ...user, confirm_password: `${user.password}x` });
+    assertProblem(res, 422, 'PASSWORD_MISMATCH');
+  });
+
+  test('field rules answer 422 VALIDATION_ERROR listing each field', async () => {
+    const res = await register({
+      email: 'John Doe <john@example.com>',
+      username: 'a b',
+      password: strongPassword(),
+      first_name: 'x'.repeat(101),
+      last_name: 'Line\r\nBcc: victim@example.com',
+      language_code: 'not a language',
+      organization_name: '   ',
+    });
+    const body = assertProblem(res, 422, 'VALIDATION_ERROR');
+    const fields = (body.errors as Body[]).map((e) => e.field).sort();
+    assert.deepEqual(fields, ['email', 'first_name', 'language_code', 'last_name', 'organization_name', 'username']);
+    for (const e of body.errors as Body[]) {
+      assert.equal(typeof e.message, 'string');
+      assert.equal(typeof e.code, 'string');
+    }
+  });
+
+  for (const email of [
+    'plain',
+    'a@b',
+    '"quoted"@example.com',
+    'a..b@example.com',
+    'a@-example.com',
+    'a@example..com',
+    `${'a'.repeat(65)}@example.com`,
+    'a@[127.0.0.1]',
+  ]) {
+    test(`email ${JSON.stringify(email.slice(0, 30))} answers 422 VALIDATION_ERROR`, async () => {
+      const body = assertProblem(await register(newUser({ email })), 422, 'VALIDATION_ERROR');
+      assert.equal((body.errors as Body[])[0]?.field, 'email');
+    });
+  }
+
+  test('a regex-DoS-shaped email is refused promptly with 422', async () => {
+    const email = `${'a.'.repeat(120)}a@${'a-'.repeat(60)}!`;
+    assertProblem(await register(newUser({ email })), 422, 'VALIDATION_ERROR');
+    assertProblem(await register(newUser({ email: `${'a'.repeat(300)}@example.com` })), 422, 'VALIDATION_ERROR');
+  });
+
+  test('NUL bytes in any string answer 422, never 500', async () => {
+    for (const field of [
+      'email',
+      'username',
+      'password',
+      'first_name',
+      'last_name',
+      'organization_name',
+      'language_code',
+    ]) {
+      const user = newUser({ [field]: field === 'password' ? `${strongPassword()}\u0000` : 'ab\u0000cd' });
+      const body = assertProblem(await register(user), 422, 'VALIDATION_ERROR');
+      assert.ok(
+        (body.errors as Body[]).some((e) => e.field === field),
+        `${field}: ${JSON.stringify(body)}`,
+      );
+    }
+  });
+
+  test('lone surrogates answer 422, never 500', async () => {
+    const payload = `{"email":"x@example.com","username":"surrogate","password":"Aa1!aaaaaaaaa","first_name":"\\ud800"}`;
+    const body = assertProblem(await register(payload), 422, 'VALIDATION_ERROR');
+    assert.equal((body.errors as Body[])[0]?.field, 'first_name');
+  });
+
+  test('arrays and objects where strings belong answer 400 MALFORMED_REQUEST', async () => {
+    for (const value of [['a@example.com'], { a: 1 }, 12345, true]) {
+      assertProblem(await register(newUser({ email: value })), 400, 'MALFORMED_REQUEST');
+    }
+    assertProblem(await register(newUser({ username: 12345 })), 400, 'MALFORMED_REQUEST');
+  });
+
+  test('repeated form fields (arrays) answer 400 MALFORMED_REQUEST', async () => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/register',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: 'email=a%40example.com&email=b%40example.com&username=abc&password=x',
+    });
+    assertProblem(res, 400, 'MALFORMED_REQUEST');
+  });
+
+  test('missing required fields answer 422 VALIDATION_ERROR naming them', async () => {
+    const body = assertProblem(await register({}), 422, 'VALIDATION_ERROR');
+    assert.deepEqual((body.errors as Body[]).map((e) => e.field).sort(), ['email', 'password', 'username']);
+  });
+
+  test('__proto__ and constructor.prototype keys answer 400 and pollute nothing', async () => {
+    const user = newUser();
+    const payload = `{"email":"${user.email}","username":"${user.username}","password":"${user.password}","__proto__":{"is_superuser":true}}`;
+    assertProblem(await register(payload), 400, 'MALFORMED_REQUEST');
+    const payload2 = `{"email":"${user.email}","username":"${user.username}","password":"${user.password}","constructor":{"prototype":{"polluted":true}}}`;
+    assertProblem(await register(payload2), 400, 'MALFORMED_REQUEST');
+    assert.equal(({} as Body).polluted, undefined);
+    assert.equal(({} as Body).is_superuser, undefined);
+  });
+
+  test('deeply nested JSON answers 400, never 500', async () => {
+    const deep = `${'['.repeat(5000)}${']'.repeat(5000)}`;
+    assertProblem(await register(`{"email":${deep}}`), 400, 'MALFORMED_REQUEST');
+  });
+
+  test('unparsable JSON and empty bodies answer 400 MALFORMED_REQUEST', async () => {
+    assertProblem(await register('{"email": '), 400, 'MALFORMED_REQUEST');
+    assertProblem(await register(''), 400, 'MALFORMED_REQUEST');
+    assertProblem(await register('null'), 400, 'MALFORMED_REQUEST');
+    assertProblem(await register('[]'), 400, 'MALFORMED_REQUEST');
+  });
+
+  test('a 1 MB password answers 413 PAYLOAD_TOO_LARGE before any hashing', async () => {
+    const before = app.gatehouse.hashPool.completed;
+    const res = await register(newUser({ password: `Aa1!${'x'.repeat(1024 * 1024)}` }));
+    assertProblem(res, 413, 'PAYLOAD_TOO_LARGE');
+    assert.equal(app.gatehouse.hashPool.completed, before);
+  });
+
+  test('a 10 KB password inside the body limit is refused by the policy before hashing', async () => {
+    const before = app.gatehouse.hashPool.completed;
+    const body = assertProblem(
+      await register(newUser({ password: `Aa1!${'x'.repeat(10_000)}` })),
+      422,
+      'PASSWORD_POLICY',
+    );
+    assert.deepEqual(body.issues, ['Password must be at most 128 characters long']);
+    assert.equal(app.gatehouse.hashPool.completed, before);
+  });
+
+  test('unsupported media types answer 415 UNSUPPORTED_MEDIA_TYPE', async () => {
+    assertProblem(await register('email=x', { 'content-type': 'text/plain' }), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    assertProblem(await register('<x/>', { 'content-type': 'application/xml' }), 415, 'UNSUPPORTED_MEDIA_TYPE');
+  });
+
+  test('unknown fields such as is_superuser and email_verified are never applied', async () => {
+    const user = newUser({
+      is_superuser: true,
+      email_verified: true,
+      is_active: false,
+      id: 999999,
+      email_verified_at: '2020-01-01T00:00:00Z',
+    });
+    const res = await register(user);
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(json(res).email_verified, false);
+    assert.equal(json(res).is_active, true);
+    const row = await app.gatehouse.db
+      .selectFrom('users')
+      .selectAll()
+      .where('username', '=', String(user.username))
+      .executeTakeFirstOrThrow();
+    assert.equal(row.is_superuser, false);
+    assert.equal(row.email_verified_at, null);
+    assert.notEqual(row.id, 999999);
+  });
+
+  test('names are NFC-normalised and CR/LF in names is refused', async () => {
+    const res = await register(newUser({ first_name: 'Jose\u0301' }));
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(json(res).first_name, 'Jos\u00e9');
+    const bad = await register(newUser({ first_name: 'Eve\r\nX-Injected: yes' }));
+    assertProblem(bad, 422, 'VALIDATION_ERROR');
+  });
+
+  test('Unicode passwords are NFC-normalised before hashing', async () => {
+    const user = newUser({ password: `Ünïcödé-Pässwörd-9${uniqueName()}`.normalize('NFD') });
+    assert.equal((await register(user)).statusCode, 201);
+    const row = await app.gatehouse.db
+      .selectFrom('users')
+      .select('password_hash')
+      .where('username', '=', String(user.username))
+      .executeTakeFirstOrThrow();
+    const check = await app.gatehouse.hasher.verify(row.password_hash, String(user.password).normalize('NFC'));
+    assert.equal(check.ok, true);
+  });
+
+  test('organization slugs get a suffix on collision', async () => {
+    const name = `Same Name ${uniqueName()}`;
+    const a = json(await register(newUser({ organization_name: name }))).organization as Body;
+    const b = json(await register(newUser({ organization_name: name }))).organization as Body;
+    assert.notEqual(a.slug, b.slug);
+    assert.equal(b.slug, `${a.slug}-2`);
+  });
+
+  test('the password never appears in any log line', async () => {
+    const user = newUser();
+    const res = await register(user);
+    assert.equal(res.statusCode, 201);
+    const weak = await register({ ...newUser(), password: 'weakpassword-in-log?' });
+    assert.equal(weak.statusCode, 422);
+    assert.ok(logs.lines.length > 0, 'expected request logs');
+    for (const line of logs.lines) {
+      assert.ok(!line.includes(String(user.password)), `password leaked: ${line}`);
+      assert.ok(!line.includes('weakpassword-in-log?'), `password leaked: ${line}`);
+    }
+  });
+});

@@ -1,0 +1,77 @@
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { type BuildAppOptions, buildApp } from '../src/app.ts';
+import { type Config, loadConfig } from '../src/config.ts';
+
+/** A random 32-byte key made per run; never a committed secret. */
+const TEST_SECRET = randomBytes(32).toString('base64url');
+
+/** Tests run on PGlite in memory unless DATABASE_URL/REDIS_URL point at real servers. */
+export function testConfig(env: Record<string, string | undefined> = {}): Config {
+  return loadConfig({
+    ENVIRONMENT: 'test',
+    SECRET_KEY: TEST_SECRET,
+    DATABASE_URL: process.env.DATABASE_URL ?? 'memory://',
+    REDIS_URL: process.env.REDIS_URL,
+    LOG_LEVEL: 'silent',
+    PUBLIC_URL: 'http://gatehouse.test',
+    RATE_LIMIT_REGISTER: '100000/1h',
+    RATE_LIMIT_LOGIN: '100000/1h',
+    ...env,
+  });
+}
+
+export async function startApp(
+  env: Record<string, string | undefined> = {},
+  options: BuildAppOptions = {},
+): Promise<FastifyInstance> {
+  const app = await buildApp(testConfig(env), options);
+  await app.ready();
+  return app;
+}
+
+/** A password that satisfies the strict policy and is in no breach list; fresh each call. */
+export function strongPassword(): string {
+  return `Kx9#${randomBytes(6).toString('hex')}Vq!`;
+}
+
+let counter = 0;
+/** Unique across runs on a shared database. */
+export function uniqueName(prefix = 'user'): string {
+  counter += 1;
+  return `${prefix}_${randomBytes(4).toString('hex')}_${counter}`;
+}
+
+export function newUser(overrides: Record<string, unknown> = {}) {
+  const username = uniqueName();
+  return {
+    email: `${username}@example.com`,
+    username,
+    password: strongPassword(),
+    ...overrides,
+  };
+}
+
+/** Captures every log line written, for assertions about what is never logged. */
+export function logCapture(): { stream: Writable; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(...String(chunk).split('\n').filter(Boolean));
+      done();
+    },
+  });
+  return { stream, lines };
+}
+
+export function json<T = Record<string, unknown>>(response: { body: string }): T {
+  return JSON.parse(response.body) as T;
+}
+
+/** In CI a missing service fails the run; on a developer's machine the test is skipped with a reason. */
+export function requireService(name: string, available: boolean): string | false {
+  if (available) return false;
+  if (process.env.CI === 'true') throw new Error(`${name} is required in CI but is not reachable`);
+  return `${name} is not reachable`;
+}
