@@ -1,0 +1,166 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import autocannon from 'autocannon';
+import pg from 'pg';
+
+/** Every load goes to loopback only, for a bounded time. */
+export const HOST = '127.0.0.1';
+export const ADMIN_DATABASE_URL = process.env.BENCH_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** Seconds per measurement; `BENCH_SECONDS=3 npm run bench` for a quick look. */
+export const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+
+export interface BenchResult {
+  name: string;
+  value: number;
+  unit: string;
+  /** value ÷ baseline, when the figure is compared with one measured in the same run. */
+  ratio?: number;
+  baseline?: string;
+  target?: number;
+  p50_ms?: number;
+  p99_ms?: number;
+  note?: string;
+}
+
+export interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  total: number;
+  non2xx: number;
+  errors: number;
+  statusCodes: Record<string, number>;
+}
+
+export interface Server {
+  url: string;
+  process: ChildProcess;
+  close(): Promise<void>;
+}
+
+/** Starts `bench/servers/<name>.ts` in its own process and waits for its port. */
+export async function startServer(name: 'hello' | 'gatehouse', env: Record<string, string> = {}): Promise<Server> {
+  const child = spawn(process.execPath, [new URL(`./servers/${name}.ts`, import.meta.url).pathname], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout! });
+  const [line] = (await Promise.race([
+    once(lines, 'line'),
+    once(child, 'exit').then(() => {
+      throw new Error(`${name} server exited before listening`);
+    }),
+  ])) as [string];
+  const { port } = JSON.parse(line) as { port: number };
+  return {
+    url: `http://${HOST}:${port}`,
+    process: child,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
+
+/** A fresh PostgreSQL database for one scenario. */
+export async function createDatabase(prefix = 'gatehouse_bench'): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${Date.now()}_${randomBytes(3).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(ADMIN_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    },
+  };
+}
+
+/** Gatehouse on PostgreSQL + Redis, limits out of the way, as the benchmarks measure it. */
+export function gatehouseEnv(databaseUrl: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ENVIRONMENT: 'test',
+    SECRET_KEY: randomBytes(32).toString('base64url'),
+    DATABASE_URL: databaseUrl,
+    REDIS_URL,
+    REDIS_KEY_PREFIX: `bench:${randomBytes(3).toString('hex')}:`,
+    RATE_LIMIT_REGISTER: '100000000/1h',
+    RATE_LIMIT_LOGIN: '100000000/1h',
+    REQUIRE_EMAIL_VERIFICATION: 'false',
+    LOG_LEVEL: 'warn',
+    ...extra,
+  };
+}
+
+export interface LoadOptions {
+  url: string;
+  method?: 'GET' | 'POST' | 'PATCH' | 'DELETE';
+  headers?: Record<string, string>;
+  body?: string;
+  /** Builds each request's body (and headers) afresh, e.g. unique users. */
+  setupRequest?: (request: autocannon.Request) => autocannon.Request;
+  connections?: number;
+  seconds?: number;
+  amount?: number;
+}
+
+export async function load(options: LoadOptions): Promise<LoadResult> {
+  const result = await autocannon({
+    url: options.url,
+    method: options.method ?? 'GET',
+    headers: options.headers ?? {},
+    ...(options.body !== undefined && { body: options.body }),
+    ...(options.setupRequest && { requests: [{ setupRequest: options.setupRequest }] }),
+    connections: options.connections ?? 10,
+    ...(options.amount ? { amount: options.amount } : { duration: options.seconds ?? SECONDS }),
+    timeout: 30,
+  });
+  const statusCodes: Record<string, number> = {};
+  const codes = result.statusCodeStats as unknown as Record<string, { count: number }> | undefined;
+  for (const [code, stat] of Object.entries(codes ?? {})) statusCodes[code] = stat.count;
+  const seconds = result.duration || options.seconds || SECONDS;
+  return {
+    rps: (result.requests.total - result.non2xx) / seconds,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    total: result.requests.total,
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+    statusCodes,
+  };
+}
+
+/** Runs `task` with `concurrency` workers for `seconds`; returns completions per second. */
+export async function rate(task: () => Promise<unknown>, concurrency: number, seconds = SECONDS): Promise<number> {
+  const end = performance.now() + seconds * 1000;
+  let done = 0;
+  const worker = async () => {
+    while (performance.now() < end) {
+      await task();
+      done++;
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return done / ((performance.now() - start) / 1000);
+}
+
+export function uniqueUser(): { email: string; username: string; password: string } {
+  const id = randomBytes(6).toString('hex');
+  return { email: `bench_${id}@example.com`, username: `bench_${id}`, password: `Kx9#${id}Vq!` };
+}
+
+export function round(n: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}

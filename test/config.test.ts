@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig, readEnvironment } from '../src/config.ts';
+
+const dataDir = () => mkdtempSync(join(tmpdir(), 'gatehouse-config-'));
+
+test('defaults follow DESIGN.md', () => {
+  const c = loadConfig({ DATA_DIR: dataDir() });
+  assert.equal(c.port, 8000);
+  assert.equal(c.host, '0.0.0.0');
+  assert.equal(c.publicUrl, 'http://localhost:8000');
+  assert.equal(c.environment, 'development');
+  assert.equal(c.databaseUrl, undefined);
+  assert.equal(c.redisUrl, undefined);
+  assert.equal(c.algorithm, 'HS256');
+  assert.equal(c.accessTokenExpireMinutes, 30);
+  assert.equal(c.refreshTokenExpireDays, 7);
+  assert.equal(c.refreshReuseIntervalSeconds, 10);
+  assert.equal(c.passwordHasher, 'argon2id');
+  assert.equal(c.bcryptRounds, 14);
+  assert.equal(c.passwordPolicy, 'strict');
+  assert.equal(c.breachCheck, 'offline');
+  assert.equal(c.requireEmailVerification, true);
+  assert.deepEqual(c.rateLimitRegister, { points: 5, durationSeconds: 3600 });
+  assert.deepEqual(c.rateLimitLogin, { points: 10, durationSeconds: 900 });
+  assert.equal(c.lockoutThreshold, 5);
+  assert.equal(c.lockoutMinutes, 15);
+  assert.equal(c.captchaProvider, undefined);
+  assert.equal(c.trustProxy, false);
+  assert.deepEqual(c.corsOrigins, []);
+  assert.equal(c.logLevel, 'info');
+});
+
+test('outside production a missing SECRET_KEY is generated once into the data directory and reused', () => {
+  const dir = dataDir();
+  const a = loadConfig({ DATA_DIR: dir });
+  const b = loadConfig({ DATA_DIR: dir });
+  assert.ok(Buffer.byteLength(a.secretKey) >= 32);
+  assert.equal(a.secretKey, b.secretKey);
+  assert.equal(readFileSync(join(dir, 'secret_key'), 'utf8').trim(), a.secretKey);
+});
+
+const bad: Array<[string, string]> = [
+  ['PORT', 'eighty'],
+  ['PORT', '70000'],
+  ['ENVIRONMENT', 'staging'],
+  ['ALGORITHM', 'none'],
+  ['ACCESS_TOKEN_EXPIRE_MINUTES', '-5'],
+  ['PASSWORD_HASHER', 'md5'],
+  ['BCRYPT_ROUNDS', '3'],
+  ['PASSWORD_POLICY', 'lax'],
+  ['BREACH_CHECK', 'maybe'],
+  ['REQUIRE_EMAIL_VERIFICATION', 'perhaps'],
+  ['RATE_LIMIT_REGISTER', 'five per hour'],
+  ['RATE_LIMIT_LOGIN', '10/15y'],
+  ['LOCKOUT_THRESHOLD', '0'],
+  ['CAPTCHA_PROVIDER', 'recaptcha-v9'],
+  ['PUBLIC_URL', 'not a url'],
+  ['SMTP_URL', 'http://mail.example.com'],
+  ['TRUST_PROXY', 'everyone'],
+  ['SECRET_KEY', 'too-short'],
+  ['LOG_LEVEL', 'loud'],
+];
+for (const [name, value] of bad) {
+  test(`${name}=${value} is refused with a message naming ${name}`, () => {
+    assert.throws(
+      () => loadConfig({ DATA_DIR: dataDir(), [name]: value }),
+      (e: unknown) => e instanceof ConfigError && e.variable === name && e.message.startsWith(`${name}:`),
+    );
+  });
+}
+
+test('CAPTCHA_PROVIDER without CAPTCHA_SECRET_KEY is refused', () => {
+  assert.throws(() => loadConfig({ DATA_DIR: dataDir(), CAPTCHA_PROVIDER: 'turnstile' }), /CAPTCHA_SECRET_KEY/);
+});
+
+test('ENVIRONMENT=production refuses a missing or short SECRET_KEY', () => {
+  const base = { DATA_DIR: dataDir(), ENVIRONMENT: 'production', SMTP_URL: 'smtp://mail.example.com' };
+  assert.throws(() => loadConfig(base), /SECRET_KEY/);
+  assert.throws(() => loadConfig({ ...base, SECRET_KEY: 'x'.repeat(31) }), /SECRET_KEY/);
+  assert.equal(loadConfig({ ...base, SECRET_KEY: 'x'.repeat(32) }).environment, 'production');
+});
+
+test('ENVIRONMENT=production refuses the development mail sink', () => {
+  assert.throws(
+    () => loadConfig({ DATA_DIR: dataDir(), ENVIRONMENT: 'production', SECRET_KEY: 'x'.repeat(32) }),
+    /SMTP_URL/,
+  );
+});
+
+test('rate limits, lists and trusted proxies parse', () => {
+  const c = loadConfig({
+    DATA_DIR: dataDir(),
+    RATE_LIMIT_REGISTER: '100/30s',
+    RATE_LIMIT_LOGIN: '3/1d',
+    CORS_ORIGINS: 'https://a.example, https://b.example',
+    TRUST_PROXY: '10.0.0.0/8, 127.0.0.1',
+  });
+  assert.deepEqual(c.rateLimitRegister, { points: 100, durationSeconds: 30 });
+  assert.deepEqual(c.rateLimitLogin, { points: 3, durationSeconds: 86400 });
+  assert.deepEqual(c.corsOrigins, ['https://a.example', 'https://b.example']);
+  assert.deepEqual(c.trustProxy, ['10.0.0.0/8', '127.0.0.1']);
+});
+
+test('.env fills in what the environment does not set', () => {
+  const dir = dataDir();
+  const file = join(dir, '.env');
+  writeFileSync(file, '# comment\nPORT=9001\nHOST="127.0.0.1"\nLOG_LEVEL=debug\n');
+  const saved = process.env.LOG_LEVEL;
+  process.env.LOG_LEVEL = 'warn';
+  try {
+    const env = readEnvironment(file);
+    assert.equal(env.PORT, '9001');
+    assert.equal(env.HOST, '127.0.0.1');
+    assert.equal(env.LOG_LEVEL, 'warn');
+  } finally {
+    if (saved === undefined) delete process.env.LOG_LEVEL;
+    else process.env.LOG_LEVEL = saved;
+  }
+});
+
+test('the server refuses to start on a bad value and names the variable', () => {
+  const r = spawnSync(process.execPath, ['src/main.ts'], {
+    env: { ...process.env, PORT: 'abc', DATA_DIR: dataDir() },
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /PORT: must be a whole number/);
+});
+
+test('the server refuses to start in production without SECRET_KEY', () => {
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    DATA_DIR: dataDir(),
+    ENVIRONMENT: 'production',
+    SMTP_URL: 'smtp://127.0.0.1:2525',
+  };
+  delete env.SECRET_KEY;
+  const r = spawnSync(process.execPath, ['src/main.ts'], { env, encoding: 'utf8', timeout: 20_000 });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /SECRET_KEY/);
+});

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type PasswordPolicy, passwordPolicyIssues } from '../../src/domain/password-policy.ts';
+
+const strict: PasswordPolicy = { preset: 'strict', hasher: 'argon2id' };
+const nist: PasswordPolicy = { preset: 'nist', hasher: 'argon2id' };
+
+test('a password meeting every strict rule has no issues', () => {
+  assert.deepEqual(passwordPolicyIssues('Correct-Horse-7-Battery', {}, strict), []);
+});
+
+test('every failing strict rule is reported, not only the first', () => {
+  assert.deepEqual(passwordPolicyIssues('', {}, strict), [
+    'Password must be at least 12 characters long',
+    'Password must contain at least one uppercase letter',
+    'Password must contain at least one lowercase letter',
+    'Password must contain at least one digit',
+    'Password must contain at least one special character',
+  ]);
+});
+
+test('only the listed special characters count', () => {
+  assert.ok(
+    passwordPolicyIssues('Abcdefghijk1~', {}, strict).includes('Password must contain at least one special character'),
+  );
+  for (const c of '!@#$%^&*()_+-=[]{}|;:,.<>?') {
+    assert.deepEqual(passwordPolicyIssues(`Abcdefghijk1${c}`, {}, strict), [], c);
+  }
+});
+
+test('common patterns are refused case-insensitively', () => {
+  for (const p of ['PassWord', '123456', 'QWERTY', 'Admin', 'LetMeIn']) {
+    assert.ok(
+      passwordPolicyIssues(`Xy9!${p}zzzzzz`, {}, strict).includes('Password must not contain common patterns'),
+      p,
+    );
+  }
+});
+
+test('the username and the email local part may not appear in the password', () => {
+  const issues = passwordPolicyIssues(
+    'Xy9!JohnDoe-JSMITH',
+    { username: 'johndoe', email: 'jsmith@example.com' },
+    strict,
+  );
+  assert.ok(issues.includes('Password must not contain your username'));
+  assert.ok(issues.includes('Password must not contain your email address'));
+});
+
+test('more than 128 characters is refused', () => {
+  assert.deepEqual(passwordPolicyIssues(`Aa1!${'x'.repeat(125)}`, {}, strict), [
+    'Password must be at most 128 characters long',
+  ]);
+});
+
+test('length counts characters, not UTF-16 units or bytes', () => {
+  assert.deepEqual(passwordPolicyIssues('Ωmega-😀😀😀😀-Z9', {}, strict), []);
+  assert.ok(passwordPolicyIssues('Aa1!😀😀😀😀', {}, strict).includes('Password must be at least 12 characters long'));
+});
+
+test('nist: 15 characters, no composition rules, context and pattern checks kept', () => {
+  assert.deepEqual(passwordPolicyIssues('correct horse battery', {}, nist), []);
+  assert.deepEqual(passwordPolicyIssues('short phrase', {}, nist), ['Password must be at least 15 characters long']);
+  assert.ok(
+    passwordPolicyIssues('my name is johndoe ok', { username: 'johndoe' }, nist).includes(
+      'Password must not contain your username',
+    ),
+  );
+});
+
+test('bcrypt: passwords over 72 bytes are refused, never truncated', () => {
+  const policy: PasswordPolicy = { preset: 'strict', hasher: 'bcrypt' };
+  const long = `Aa1!${'é'.repeat(40)}`; // 84 bytes, 44 characters
+  assert.deepEqual(passwordPolicyIssues(long, {}, policy), ['Password must be at most 72 bytes long']);
+  assert.deepEqual(passwordPolicyIssues(long, {}, strict), []);
+});
