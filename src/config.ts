@@ -47,6 +47,10 @@ export interface Config {
   mailFrom: string;
   requireEmailVerification: boolean;
   registrationEnumerationSafe: boolean;
+  /** Mail outbox: poll interval, first retry delay (doubling), attempts before a mail is marked failed. */
+  outboxPollMs: number;
+  outboxRetryBaseMs: number;
+  outboxMaxAttempts: number;
   rateLimitRegister: RateLimit;
   rateLimitLogin: RateLimit;
   lockoutThreshold: number;
@@ -127,6 +131,9 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     mailFrom: read.string('MAIL_FROM', 'Gatehouse <no-reply@localhost>'),
     requireEmailVerification: read.boolean('REQUIRE_EMAIL_VERIFICATION', true),
     registrationEnumerationSafe: read.boolean('REGISTRATION_ENUMERATION_SAFE', false),
+    outboxPollMs: read.integer('OUTBOX_POLL_MS', 5_000, 10, 3_600_000),
+    outboxRetryBaseMs: read.integer('OUTBOX_RETRY_BASE_MS', 30_000, 10, 3_600_000),
+    outboxMaxAttempts: read.integer('OUTBOX_MAX_ATTEMPTS', 10, 1, 100),
     rateLimitRegister: read.rateLimit('RATE_LIMIT_REGISTER', '5/1h'),
     rateLimitLogin: read.rateLimit('RATE_LIMIT_LOGIN', '10/15m'),
     lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),

@@ -57,6 +57,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   });
   app.decorate('gatehouse', services);
   app.decorateRequest('caller', null as unknown as RequestContext);
+  app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onClose', async () => {
     await services.close();
     if (ownsDatabase) await database.close();

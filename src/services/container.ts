@@ -5,6 +5,7 @@ import type { DatabaseHandle, Db } from '../db/index.ts';
 import { type BreachChecker, CommonPasswordChecker, NoBreachChecker } from './breach.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
+import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
 import { PasswordHasher } from './passwords.ts';
 
 /** Everything a flow needs, passed explicitly: swapped by configuration, never mocked. */
@@ -19,6 +20,8 @@ export interface Services {
   breach: BreachChecker;
   clock: Clock;
   log: FastifyBaseLogger;
+  /** Delivers the mail outbox; `kick()` it after committing a transaction that queued mail. */
+  outbox: OutboxSender;
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -37,6 +40,15 @@ export async function createServices(
 ): Promise<Services> {
   const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisKeyPrefix, log) : undefined;
   const hashPool = new HashPool(config.hashConcurrency, config.hashQueueLimit);
+  const outbox = new OutboxSender({
+    db: database.db,
+    transport: createMailTransport({ ...config, log }),
+    log,
+    pollMs: config.outboxPollMs,
+    retryBaseMs: config.outboxRetryBaseMs,
+    maxAttempts: config.outboxMaxAttempts,
+    secrets: smtpSecrets(config.smtpUrl),
+  });
   return {
     config,
     database,
@@ -47,12 +59,14 @@ export async function createServices(
     breach: overrides.breach ?? createBreachChecker(config),
     clock: overrides.clock ?? systemClock,
     log,
+    outbox,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);
       return checks;
     },
     close: async () => {
+      await outbox.stop();
       redis?.disconnect();
     },
   };

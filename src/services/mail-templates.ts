@@ -1,6 +1,26 @@
 import { escapeHtml } from '../views/escape.ts';
 
-export type MailTemplate = 'verify_email';
+/** What each mail needs; every value is interpolated escaped in the HTML part. */
+export interface MailDataByTemplate {
+  verify_email: { name: string; link: string };
+  reset_password: { name: string; link: string };
+  /** `link` leads to the forgot-password page, for the owner who did not make the change. */
+  password_changed: { name: string; link: string };
+  /** Sent to the owner when REGISTRATION_ENUMERATION_SAFE hides that the address is taken. */
+  registration_attempt: { name: string; loginLink: string; resetLink: string };
+  invitation: { organizationName: string; inviterName: string; role: string; link: string };
+}
+
+export type MailTemplate = keyof MailDataByTemplate;
+export type MailData<T extends MailTemplate = MailTemplate> = MailDataByTemplate[T];
+
+export const MAIL_TEMPLATES: readonly MailTemplate[] = [
+  'verify_email',
+  'reset_password',
+  'password_changed',
+  'registration_attempt',
+  'invitation',
+];
 
 export interface RenderedMail {
   subject: string;
@@ -8,66 +28,185 @@ export interface RenderedMail {
   html: string;
 }
 
-interface Copy {
+interface Action {
+  label: string;
+  link: string;
+}
+
+/** One mail in one language, as plain strings; the layout below escapes them. */
+interface Content {
   subject: string;
-  greeting: (name: string) => string;
+  greeting: string;
   lines: string[];
-  action: string;
+  actions: Action[];
   footer: string;
 }
 
-type Catalog = Record<MailTemplate, Copy>;
+type Catalog = { [T in MailTemplate]: (data: MailDataByTemplate[T]) => Content };
+
+const ROLE_LABELS: Record<string, Record<string, string>> = {
+  en: { admin: 'an administrator', user: 'a member', viewer: 'a viewer' },
+  es: { admin: 'administrador', user: 'miembro', viewer: 'lector' },
+};
 
 const CATALOGS: Record<string, Catalog> = {
   en: {
-    verify_email: {
+    verify_email: ({ name, link }) => ({
       subject: 'Verify your email address',
-      greeting: (name) => `Hello ${name},`,
+      greeting: `Hello ${name},`,
       lines: ['Please confirm your email address to finish creating your account.', 'This link is valid for 24 hours.'],
-      action: 'Verify email address',
+      actions: [{ label: 'Verify email address', link }],
       footer: 'If you did not create an account, you can ignore this message.',
-    },
+    }),
+    reset_password: ({ name, link }) => ({
+      subject: 'Reset your password',
+      greeting: `Hello ${name},`,
+      lines: [
+        'We received a request to reset the password of your account.',
+        'This link is valid for 1 hour and works once; asking for another link cancels this one.',
+      ],
+      actions: [{ label: 'Choose a new password', link }],
+      footer: 'If you did not ask for this, you can ignore this message: your password stays the same.',
+    }),
+    password_changed: ({ name, link }) => ({
+      subject: 'Your password was changed',
+      greeting: `Hello ${name},`,
+      lines: [
+        'The password of your account was just changed, and your other sessions were signed out.',
+        'If you made this change, there is nothing else to do.',
+      ],
+      actions: [{ label: 'I did not change it: reset my password', link }],
+      footer: 'If you did not change your password, reset it now: someone else may know it.',
+    }),
+    registration_attempt: ({ name, loginLink, resetLink }) => ({
+      subject: 'Someone tried to register with your address',
+      greeting: `Hello ${name},`,
+      lines: [
+        'Someone tried to create a new account with this email address, but you already have an account.',
+        'If it was you, log in instead, or reset your password if you have forgotten it.',
+      ],
+      actions: [
+        { label: 'Log in', link: loginLink },
+        { label: 'Reset your password', link: resetLink },
+      ],
+      footer: 'If it was not you, you can ignore this message: nothing was changed.',
+    }),
+    invitation: ({ organizationName, inviterName, role, link }) => ({
+      subject: `${inviterName} invited you to join ${organizationName}`,
+      greeting: 'Hello,',
+      lines: [
+        `${inviterName} invited you to join ${organizationName} as ${ROLE_LABELS.en?.[role] ?? role}.`,
+        'This invitation is valid for 7 days.',
+      ],
+      actions: [{ label: 'Accept the invitation', link }],
+      footer: 'If you were not expecting this invitation, you can ignore this message.',
+    }),
   },
   es: {
-    verify_email: {
+    verify_email: ({ name, link }) => ({
       subject: 'Verifica tu dirección de correo',
-      greeting: (name) => `Hola ${name}:`,
+      greeting: `Hola ${name}:`,
       lines: [
         'Confirma tu dirección de correo para terminar de crear tu cuenta.',
         'Este enlace es válido durante 24 horas.',
       ],
-      action: 'Verificar correo',
+      actions: [{ label: 'Verificar correo', link }],
       footer: 'Si no creaste una cuenta, puedes ignorar este mensaje.',
-    },
+    }),
+    reset_password: ({ name, link }) => ({
+      subject: 'Restablece tu contraseña',
+      greeting: `Hola ${name}:`,
+      lines: [
+        'Recibimos una solicitud para restablecer la contraseña de tu cuenta.',
+        'Este enlace es válido durante 1 hora y funciona una sola vez; pedir otro enlace anula este.',
+      ],
+      actions: [{ label: 'Elegir una contraseña nueva', link }],
+      footer: 'Si no lo pediste, puedes ignorar este mensaje: tu contraseña no cambia.',
+    }),
+    password_changed: ({ name, link }) => ({
+      subject: 'Tu contraseña ha cambiado',
+      greeting: `Hola ${name}:`,
+      lines: [
+        'La contraseña de tu cuenta acaba de cambiar y se cerraron tus otras sesiones.',
+        'Si hiciste este cambio, no tienes que hacer nada más.',
+      ],
+      actions: [{ label: 'No fui yo: restablecer mi contraseña', link }],
+      footer: 'Si no cambiaste tu contraseña, restablécela ahora: otra persona podría conocerla.',
+    }),
+    registration_attempt: ({ name, loginLink, resetLink }) => ({
+      subject: 'Alguien intentó registrarse con tu dirección',
+      greeting: `Hola ${name}:`,
+      lines: [
+        'Alguien intentó crear una cuenta nueva con esta dirección de correo, pero ya tienes una cuenta.',
+        'Si fuiste tú, inicia sesión, o restablece tu contraseña si la olvidaste.',
+      ],
+      actions: [
+        { label: 'Iniciar sesión', link: loginLink },
+        { label: 'Restablecer tu contraseña', link: resetLink },
+      ],
+      footer: 'Si no fuiste tú, puedes ignorar este mensaje: no se cambió nada.',
+    }),
+    invitation: ({ organizationName, inviterName, role, link }) => ({
+      subject: `${inviterName} te invitó a unirte a ${organizationName}`,
+      greeting: 'Hola:',
+      lines: [
+        `${inviterName} te invitó a unirte a ${organizationName} como ${ROLE_LABELS.es?.[role] ?? role}.`,
+        'Esta invitación es válida durante 7 días.',
+      ],
+      actions: [{ label: 'Aceptar la invitación', link }],
+      footer: 'Si no esperabas esta invitación, puedes ignorar este mensaje.',
+    }),
   },
 };
 
-export interface MailData {
-  name: string;
-  link: string;
+/** The catalog language for a BCP 47 tag: its primary subtag when we have it, else English. */
+export function mailLanguage(languageCode: string): string {
+  const primary = languageCode.split('-')[0]?.toLowerCase() ?? 'en';
+  return primary in CATALOGS ? primary : 'en';
 }
 
 /** Chooses the user's language by its primary subtag, falling back to English. */
-export function renderMail(template: MailTemplate, languageCode: string, data: MailData): RenderedMail {
-  const primary = languageCode.split('-')[0]?.toLowerCase() ?? 'en';
-  const catalog = CATALOGS[primary] ?? (CATALOGS.en as Catalog);
-  const copy = catalog[template];
-  const text = [
-    copy.greeting(data.name),
+export function renderMail<T extends MailTemplate>(
+  template: T,
+  languageCode: string,
+  data: MailDataByTemplate[T],
+): RenderedMail {
+  const language = mailLanguage(languageCode);
+  const catalog = CATALOGS[language] as Catalog;
+  const content = (catalog[template] as (data: MailDataByTemplate[T]) => Content)(data);
+  return { subject: content.subject, text: renderText(content), html: renderHtml(content, language) };
+}
+
+function renderText(content: Content): string {
+  return [
+    content.greeting,
     '',
-    ...copy.lines,
+    ...content.lines,
     '',
-    `${copy.action}: ${data.link}`,
+    ...content.actions.map((a) => `${a.label}: ${a.link}`),
     '',
-    copy.footer,
+    content.footer,
     '',
   ].join('\n');
-  const html = `<!doctype html><html lang="${escapeHtml(primary)}"><body style="font-family:system-ui,sans-serif;line-height:1.5;color:#1f2937">
-<p>${escapeHtml(copy.greeting(data.name))}</p>
-${copy.lines.map((l) => `<p>${escapeHtml(l)}</p>`).join('\n')}
-<p><a href="${escapeHtml(data.link)}" style="display:inline-block;padding:10px 16px;background:#2563eb;color:#fff;border-radius:6px;text-decoration:none">${escapeHtml(copy.action)}</a></p>
-<p style="font-size:13px;color:#6b7280">${escapeHtml(data.link)}</p>
-<p style="font-size:13px;color:#6b7280">${escapeHtml(copy.footer)}</p>
-</body></html>`;
-  return { subject: copy.subject, text, html };
+}
+
+function renderHtml(content: Content, language: string): string {
+  const muted = 'font-size:13px;color:#6b7280';
+  const button =
+    'display:inline-block;padding:10px 16px;background:#2563eb;color:#ffffff;border-radius:6px;text-decoration:none';
+  const actions = content.actions
+    .map(
+      (a) =>
+        `<p><a href="${escapeHtml(a.link)}" style="${button}">${escapeHtml(a.label)}</a></p>\n<p style="${muted}">${escapeHtml(a.link)}</p>`,
+    )
+    .join('\n');
+  return `<!doctype html>
+<html lang="${escapeHtml(language)}"><head><meta charset="utf-8"><title>${escapeHtml(content.subject)}</title></head>
+<body style="font-family:system-ui,sans-serif;line-height:1.5;color:#1f2937">
+<p>${escapeHtml(content.greeting)}</p>
+${content.lines.map((l) => `<p>${escapeHtml(l)}</p>`).join('\n')}
+${actions}
+<p style="${muted}">${escapeHtml(content.footer)}</p>
+</body></html>
+`;
 }

@@ -1,21 +1,23 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
-import { type MailData, type MailTemplate, renderMail } from './mail-templates.ts';
+import { type MailDataByTemplate, type MailTemplate, renderMail } from './mail-templates.ts';
 
-export interface QueuedMail {
+export interface QueuedMail<T extends MailTemplate = MailTemplate> {
   to: string;
-  template: MailTemplate;
+  template: T;
   languageCode: string;
-  data: MailData;
+  data: MailDataByTemplate[T];
 }
 
 /**
  * Puts a rendered mail in the outbox inside the caller's transaction: the mail
- * exists exactly when the event that caused it does. A sender delivers it later.
+ * exists exactly when the event that caused it does. The outbox sender
+ * delivers it later; call `services.outbox.kick()` after the commit so that
+ * it goes out at once instead of at the next poll.
  */
-export async function queueMail(db: Kysely<Database>, mail: QueuedMail): Promise<void> {
+export async function queueMail<T extends MailTemplate>(db: Kysely<Database>, mail: QueuedMail<T>): Promise<number> {
   const rendered = renderMail(mail.template, mail.languageCode, mail.data);
-  await db
+  const row = await db
     .insertInto('email_outbox')
     .values({
       to_address: mail.to,
@@ -24,11 +26,13 @@ export async function queueMail(db: Kysely<Database>, mail: QueuedMail): Promise
       html_body: rendered.html,
       template: mail.template,
     })
-    .execute();
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
 }
 
 /** Links in mail are built from PUBLIC_URL only, never from request headers. */
-export function publicLink(publicUrl: string, path: string, params: Record<string, string>): string {
+export function publicLink(publicUrl: string, path: string, params: Record<string, string> = {}): string {
   const url = new URL(path.replace(/^\/+/, ''), `${publicUrl}/`);
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
   return url.toString();

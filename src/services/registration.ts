@@ -159,7 +159,7 @@ export async function registerAccount(
   const now = services.clock.now();
 
   try {
-    return await services.db.transaction().execute(async (trx) => {
+    const account = await services.db.transaction().execute(async (trx) => {
       const user = await trx
         .insertInto('users')
         .values({
@@ -230,6 +230,8 @@ export async function registerAccount(
           : 'User account created successfully.',
       };
     });
+    services.outbox.kick();
+    return account;
   } catch (error) {
     const taken = uniqueViolation(error);
     if (taken) throw new AppError(taken);
