@@ -30,6 +30,10 @@ export interface Config {
   algorithm: JwtAlgorithm;
   jwtIssuer: string;
   jwtAudience: string;
+  /** PEM (PKCS#8) private key that signs tokens with EdDSA/ES256/RS256; otherwise a key ring is generated. */
+  jwtPrivateKey: string | undefined;
+  /** Key ring for EdDSA/ES256/RS256 (generated and rotated keys). Default `<DATA_DIR>/jwt-keys`. */
+  jwtKeysDir: string | undefined;
   accessTokenExpireMinutes: number;
   refreshTokenExpireDays: number;
   refreshReuseIntervalSeconds: number;
@@ -114,6 +118,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     algorithm: read.oneOf('ALGORITHM', ['HS256', 'EdDSA', 'ES256', 'RS256'], 'HS256'),
     jwtIssuer: read.string('JWT_ISSUER', publicUrl),
     jwtAudience: read.string('JWT_AUDIENCE', 'gatehouse'),
+    jwtPrivateKey: read.optional('JWT_PRIVATE_KEY'),
+    jwtKeysDir: read.optional('JWT_KEYS_DIR'),
     accessTokenExpireMinutes: read.integer('ACCESS_TOKEN_EXPIRE_MINUTES', 30, 1, 24 * 60),
     refreshTokenExpireDays: read.integer('REFRESH_TOKEN_EXPIRE_DAYS', 7, 1, 365),
     refreshReuseIntervalSeconds: read.integer('REFRESH_REUSE_INTERVAL_SECONDS', 10, 0, 300),

@@ -17,6 +17,7 @@ import type { BreachChecker } from './services/breach.ts';
 import type { Clock } from './services/clock.ts';
 import { createServices, type Services } from './services/container.ts';
 import type { RequestContext } from './services/request-context.ts';
+import type { AuthContext } from './services/sessions.ts';
 
 export interface GatehouseOptions {
   /** Full configuration; read from the environment (and `.env`) when omitted. */
@@ -57,6 +58,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   });
   app.decorate('gatehouse', services);
   app.decorateRequest('caller', null as unknown as RequestContext);
+  app.decorateRequest('auth', null as unknown as AuthContext);
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onClose', async () => {
     await services.close();
@@ -126,3 +128,4 @@ export default gatehouse;
 export type { Config } from './config.ts';
 export { loadConfig } from './config.ts';
 export { AppError } from './errors.ts';
+export { requireSuperuser, requireUser } from './http/auth-guard.ts';

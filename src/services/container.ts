@@ -7,6 +7,8 @@ import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
 import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
 import { PasswordHasher } from './passwords.ts';
+import { RevocationList } from './revocations.ts';
+import { TokenService } from './tokens.ts';
 
 /** Everything a flow needs, passed explicitly: swapped by configuration, never mocked. */
 export interface Services {
@@ -20,6 +22,10 @@ export interface Services {
   breach: BreachChecker;
   clock: Clock;
   log: FastifyBaseLogger;
+  /** Signs and verifies JWTs; publishes the JWKS. */
+  tokens: TokenService;
+  /** Is a session live? Redis fast path, PostgreSQL authority. */
+  revocations: RevocationList;
   /** Delivers the mail outbox; `kick()` it after committing a transaction that queued mail. */
   outbox: OutboxSender;
   /** `ok` or `down` for each dependency /readyz reports on. */
@@ -39,6 +45,15 @@ export async function createServices(
   overrides: ServiceOverrides = {},
 ): Promise<Services> {
   const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisKeyPrefix, log) : undefined;
+  const tokens = await TokenService.create(config, overrides.clock ?? systemClock);
+  const revocations = new RevocationList(
+    database.db,
+    redis,
+    overrides.clock ?? systemClock,
+    log,
+    tokens.accessLifetimeSeconds,
+  );
+  await revocations.start();
   const hashPool = new HashPool(config.hashConcurrency, config.hashQueueLimit);
   const outbox = new OutboxSender({
     db: database.db,
@@ -59,6 +74,8 @@ export async function createServices(
     breach: overrides.breach ?? createBreachChecker(config),
     clock: overrides.clock ?? systemClock,
     log,
+    tokens,
+    revocations,
     outbox,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
@@ -66,6 +83,7 @@ export async function createServices(
       return checks;
     },
     close: async () => {
+      revocations.stop();
       await outbox.stop();
       redis?.disconnect();
     },

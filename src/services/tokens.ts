@@ -1,0 +1,346 @@
+import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  type CryptoKey,
+  calculateJwkThumbprint,
+  errors,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  importPKCS8,
+  type JWK,
+  type JWTPayload,
+  jwtVerify,
+  SignJWT,
+} from 'jose';
+import { type Config, ConfigError, type JwtAlgorithm } from '../config.ts';
+import { AppError } from '../errors.ts';
+import type { Clock } from './clock.ts';
+
+export type TokenType = 'access' | 'refresh';
+
+/** The claims API.md promises, after verification. */
+export interface VerifiedToken {
+  sub: string;
+  email: string | undefined;
+  type: TokenType;
+  sid: string;
+  jti: string;
+  iat: number;
+  exp: number;
+}
+
+interface KeyEntry {
+  kid: string;
+  alg: JwtAlgorithm;
+  /** Absent for keys that only verify (rotated out, or public-only). */
+  signKey: CryptoKey | Uint8Array | undefined;
+  verifyKey: CryptoKey | Uint8Array;
+  publicJwk: JWK | undefined;
+  retiredAt: Date | null;
+}
+
+/** One stored key of the ring: `<JWT_KEYS_DIR>/<kid>.json`, mode 0600. */
+interface StoredKey {
+  kid: string;
+  alg: JwtAlgorithm;
+  created_at: string;
+  retired_at: string | null;
+  private_jwk: JWK;
+}
+
+const ASYMMETRIC: readonly JwtAlgorithm[] = ['EdDSA', 'ES256', 'RS256'];
+/** Allowed clock difference between instances, in seconds. */
+export const CLOCK_TOLERANCE_SECONDS = 5;
+/** A rotated-out key is reloaded at most this often when an unknown `kid` shows up. */
+const RELOAD_INTERVAL_MS = 10_000;
+
+/**
+ * Signs and verifies Gatehouse's JWTs. HS256 keys are derived from SECRET_KEY;
+ * EdDSA/ES256/RS256 keys come from JWT_PRIVATE_KEY or a key ring on disk,
+ * generated on first start. Every token carries a `kid`; every verification
+ * pins the algorithm to the key it names, so `alg: none` and HS256 signed with
+ * a public key never verify.
+ */
+export class TokenService {
+  readonly #config: Config;
+  readonly #clock: Clock;
+  readonly #refreshIdKey: Buffer;
+  #keys = new Map<string, KeyEntry>();
+  #signer: KeyEntry | undefined;
+  #algorithms: JwtAlgorithm[] = [];
+  #lastReload = 0;
+
+  private constructor(config: Config, clock: Clock) {
+    this.#config = config;
+    this.#clock = clock;
+    this.#refreshIdKey = deriveKey(config.secretKey, 'gatehouse refresh token id');
+  }
+
+  static async create(config: Config, clock: Clock): Promise<TokenService> {
+    const service = new TokenService(config, clock);
+    await service.reload();
+    return service;
+  }
+
+  get accessLifetimeSeconds(): number {
+    return this.#config.accessTokenExpireMinutes * 60;
+  }
+
+  get refreshLifetimeSeconds(): number {
+    return this.#config.refreshTokenExpireDays * 86_400;
+  }
+
+  /** The key that signs new tokens. */
+  get currentKid(): string {
+    return this.#requireSigner().kid;
+  }
+
+  /** (Re)reads the keys; a ring rotated by another process is picked up here. */
+  async reload(): Promise<void> {
+    this.#lastReload = Date.now();
+    const keys = new Map<string, KeyEntry>();
+    let signer: KeyEntry | undefined;
+    const config = this.#config;
+    if (config.algorithm === 'HS256') {
+      const secret = new Uint8Array(deriveKey(config.secretKey, 'gatehouse jwt hs256'));
+      const kid = `hs256-${createHash('sha256').update(secret).digest('base64url').slice(0, 16)}`;
+      signer = { kid, alg: 'HS256', signKey: secret, verifyKey: secret, publicJwk: undefined, retiredAt: null };
+      keys.set(kid, signer);
+    }
+    const dir = keysDirectory(config);
+    if (ASYMMETRIC.includes(config.algorithm) && !config.jwtPrivateKey && activeStoredKeys(dir, config).length === 0) {
+      await addStoredKey(dir, config.algorithm, this.#clock.now());
+    }
+    const maxLifetimeMs = this.refreshLifetimeSeconds * 1000;
+    const now = this.#clock.now().getTime();
+    for (const stored of readStoredKeys(dir)) {
+      const retiredAt = stored.retired_at ? new Date(stored.retired_at) : null;
+      // A rotated-out key verifies until the last token it signed has expired.
+      if (retiredAt && retiredAt.getTime() + maxLifetimeMs < now) continue;
+      const entry = await importStoredKey(stored, retiredAt);
+      keys.set(entry.kid, entry);
+    }
+    if (ASYMMETRIC.includes(config.algorithm)) {
+      if (config.jwtPrivateKey) {
+        signer = await importConfiguredKey(config.jwtPrivateKey, config.algorithm).catch((error: Error) => {
+          throw new ConfigError(
+            'JWT_PRIVATE_KEY',
+            `must be a PKCS#8 PEM ${config.algorithm} private key (${error.message})`,
+          );
+        });
+        keys.set(signer.kid, signer);
+      } else {
+        signer = [...keys.values()]
+          .filter((k) => k.alg === config.algorithm && k.retiredAt === null && k.signKey)
+          .at(-1);
+      }
+    }
+    this.#keys = keys;
+    this.#signer = signer;
+    this.#algorithms = [...new Set([...keys.values()].map((k) => k.alg))];
+  }
+
+  /** The public keys, for `GET /.well-known/jwks.json`. Empty with HS256. */
+  jwks(): { keys: JWK[] } {
+    return { keys: [...this.#keys.values()].flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])) };
+  }
+
+  async signAccessToken(claims: { sub: string; email: string; sid: string }, issuedAt: Date): Promise<string> {
+    const iat = Math.floor(issuedAt.getTime() / 1000);
+    return this.#sign(
+      { email: claims.email, type: 'access', sid: claims.sid },
+      claims.sub,
+      randomBytes(16).toString('base64url'),
+      iat,
+      iat + this.accessLifetimeSeconds,
+    );
+  }
+
+  /**
+   * A refresh token is fully determined by its session, generation and times,
+   * so a spent token's successor can be handed out again inside the reuse
+   * interval without storing it.
+   */
+  async signRefreshToken(claims: {
+    sub: string;
+    sid: string;
+    generation: number;
+    issuedAt: Date;
+    expiresAt: Date;
+  }): Promise<string> {
+    return this.#sign(
+      { type: 'refresh', sid: claims.sid },
+      claims.sub,
+      this.refreshTokenId(claims.sid, claims.generation),
+      Math.floor(claims.issuedAt.getTime() / 1000),
+      Math.floor(claims.expiresAt.getTime() / 1000),
+    );
+  }
+
+  /** `jti` of a session's refresh token of one generation: a MAC, unguessable without SECRET_KEY. */
+  refreshTokenId(sessionUuid: string, generation: number): string {
+    return createHmac('sha256', this.#refreshIdKey).update(`${sessionUuid}.${generation}`).digest('base64url');
+  }
+
+  /**
+   * Verifies signature, algorithm, `iss`, `aud`, times and `type`. Expired →
+   * TOKEN_EXPIRED; anything else wrong → TOKEN_INVALID.
+   */
+  async verify(token: string, expected: TokenType): Promise<VerifiedToken> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, (header) => this.#keyFor(header.kid, header.alg), {
+        algorithms: this.#algorithms,
+        issuer: this.#config.jwtIssuer,
+        audience: this.#config.jwtAudience,
+        clockTolerance: CLOCK_TOLERANCE_SECONDS,
+        maxTokenAge: expected === 'access' ? this.accessLifetimeSeconds : this.refreshLifetimeSeconds,
+        requiredClaims: ['sub', 'sid', 'jti', 'exp', 'type'],
+        currentDate: this.#clock.now(),
+      }));
+    } catch (error) {
+      if (error instanceof AppError) throw error;
+      if (error instanceof errors.JWTExpired && error.claim === 'exp') {
+        throw new AppError('TOKEN_EXPIRED', { detail: 'Token has expired' });
+      }
+      throw new AppError('TOKEN_INVALID', { detail: 'Token is invalid', cause: error });
+    }
+    const { sub, sid, jti, type, email, iat, exp } = payload as Record<string, unknown>;
+    if (type !== expected || (type !== 'access' && type !== 'refresh')) {
+      throw new AppError('TOKEN_INVALID', {
+        detail: `Token is not an ${expected === 'access' ? 'access' : 'refresh'} token`,
+      });
+    }
+    if (typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' || typeof exp !== 'number') {
+      throw new AppError('TOKEN_INVALID', { detail: 'Token is invalid' });
+    }
+    if (expected === 'access' && typeof email !== 'string') {
+      throw new AppError('TOKEN_INVALID', { detail: 'Token is invalid' });
+    }
+    return {
+      sub,
+      sid,
+      jti,
+      type,
+      email: typeof email === 'string' ? email : undefined,
+      iat: typeof iat === 'number' ? iat : 0,
+      exp,
+    };
+  }
+
+  #keyFor(kid: string | undefined, alg: string | undefined): CryptoKey | Uint8Array {
+    const key = kid === undefined ? undefined : this.#keys.get(kid);
+    if (!key) {
+      // Another instance may have rotated the ring; look again, but not on every bad token.
+      if (kid !== undefined && Date.now() - this.#lastReload > RELOAD_INTERVAL_MS) void this.reload().catch(() => {});
+      throw new AppError('TOKEN_INVALID', { detail: 'Token was signed by an unknown key' });
+    }
+    if (key.alg !== alg) throw new AppError('TOKEN_INVALID', { detail: 'Token algorithm does not match its key' });
+    return key.verifyKey;
+  }
+
+  async #sign(claims: Record<string, unknown>, sub: string, jti: string, iat: number, exp: number): Promise<string> {
+    const signer = this.#requireSigner();
+    return new SignJWT(claims)
+      .setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'JWT' })
+      .setSubject(sub)
+      .setJti(jti)
+      .setIssuer(this.#config.jwtIssuer)
+      .setAudience(this.#config.jwtAudience)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .sign(signer.signKey as CryptoKey | Uint8Array);
+  }
+
+  #requireSigner(): KeyEntry {
+    if (!this.#signer?.signKey) throw new Error(`no ${this.#config.algorithm} signing key is available`);
+    return this.#signer;
+  }
+}
+
+function deriveKey(secret: string, label: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', secret, '', label, 32));
+}
+
+export function keysDirectory(config: Config): string {
+  return config.jwtKeysDir ?? join(config.dataDir, 'jwt-keys');
+}
+
+function readStoredKeys(dir: string): StoredKey[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((name) => name.endsWith('.json'))
+    .map((name) => JSON.parse(readFileSync(join(dir, name), 'utf8')) as StoredKey)
+    .sort((a, b) => a.created_at.localeCompare(b.created_at));
+}
+
+function activeStoredKeys(dir: string, config: Config): StoredKey[] {
+  return readStoredKeys(dir).filter((k) => k.alg === config.algorithm && k.retired_at === null);
+}
+
+async function importStoredKey(stored: StoredKey, retiredAt: Date | null): Promise<KeyEntry> {
+  const signKey = (await importJWK(stored.private_jwk, stored.alg)) as CryptoKey;
+  const publicJwk = publicPart(stored.private_jwk, stored.kid, stored.alg);
+  const verifyKey = (await importJWK(publicJwk, stored.alg)) as CryptoKey;
+  return { kid: stored.kid, alg: stored.alg, signKey, verifyKey, publicJwk, retiredAt };
+}
+
+async function importConfiguredKey(pem: string, alg: JwtAlgorithm): Promise<KeyEntry> {
+  const signKey = await importPKCS8(pem.replaceAll('\\n', '\n'), alg, { extractable: true });
+  const jwk = await exportJWK(signKey);
+  const kid = await calculateJwkThumbprint(jwk);
+  const publicJwk = publicPart(jwk, kid, alg);
+  const verifyKey = (await importJWK(publicJwk, alg)) as CryptoKey;
+  return { kid, alg, signKey, verifyKey, publicJwk, retiredAt: null };
+}
+
+const PRIVATE_MEMBERS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']);
+
+function publicPart(jwk: JWK, kid: string, alg: JwtAlgorithm): JWK {
+  const pub = Object.fromEntries(Object.entries(jwk).filter(([name]) => !PRIVATE_MEMBERS.has(name))) as JWK;
+  return { ...pub, kid, alg, use: 'sig' };
+}
+
+const GENERATE_OPTIONS: Record<Exclude<JwtAlgorithm, 'HS256'>, { crv?: string; modulusLength?: number }> = {
+  EdDSA: { crv: 'Ed25519' },
+  ES256: {},
+  RS256: { modulusLength: 2048 },
+};
+
+/** Generates a key into the ring. Exclusive create: two processes starting at once cannot clobber a key. */
+async function addStoredKey(dir: string, alg: JwtAlgorithm, now: Date): Promise<StoredKey> {
+  if (alg === 'HS256') throw new Error('HS256 keys are derived from SECRET_KEY, not stored');
+  const { privateKey } = await generateKeyPair(alg, { ...GENERATE_OPTIONS[alg], extractable: true });
+  const privateJwk = await exportJWK(privateKey);
+  const kid = await calculateJwkThumbprint(privateJwk);
+  const stored: StoredKey = { kid, alg, created_at: now.toISOString(), retired_at: null, private_jwk: privateJwk };
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, `${kid}.json`), `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+  return stored;
+}
+
+/**
+ * Puts a new signing key into the ring and retires the current ones. Retired
+ * keys keep verifying (and stay in the JWKS) until every token they signed
+ * has expired. Running instances pick the new key up on restart, or when they
+ * first see a token signed with it.
+ */
+export async function rotateSigningKey(config: Config, now: Date): Promise<{ kid: string; retired: string[] }> {
+  const dir = keysDirectory(config);
+  const retired: string[] = [];
+  const added = await addStoredKey(dir, config.algorithm, now);
+  for (const stored of readStoredKeys(dir)) {
+    if (stored.kid === added.kid || stored.retired_at !== null) continue;
+    stored.retired_at = now.toISOString();
+    writeFileSync(join(dir, `${stored.kid}.json`), `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 });
+    retired.push(stored.kid);
+  }
+  return { kid: added.kid, retired };
+}
+
+/** SHA-256 hex: how refresh token ids are stored. */
+export function sha256Hex(value: string): string {
+  return createHash('sha256').update(value).digest('hex');
+}
