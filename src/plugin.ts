@@ -8,6 +8,7 @@ import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.t
 import { AppError } from './errors.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { healthRoutes } from './http/health.ts';
+import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { sendProblem } from './http/problem.ts';
 import { problemPages } from './http/problem-pages.ts';
 import { registerRoutes } from './http/register.ts';
@@ -26,6 +27,11 @@ export interface GatehouseOptions {
   prefix?: string;
   /** Serve `/docs` and `/openapi.json`. Default true. */
   docs?: boolean;
+  /**
+   * Serve `GET /metrics`. Default true. A host with its own `/metrics` can turn
+   * this off and merge `app.gatehouse.metrics.registry` into its registry.
+   */
+  metrics?: boolean;
   /** An already-open database (the plugin then leaves closing it to the caller). */
   database?: DatabaseHandle;
   clock?: Clock;
@@ -60,6 +66,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.decorateRequest('caller', null as unknown as RequestContext);
   app.decorateRequest('auth', null as unknown as AuthContext);
   app.addHook('onReady', async () => services.outbox.start());
+  app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onClose', async () => {
     await services.close();
     if (ownsDatabase) await database.close();
@@ -69,6 +76,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     const clientIp = clientIpResolver(config.trustProxy);
     scope.setValidatorCompiler(validatorCompiler());
     scope.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));
+    observeRequests(scope, services.metrics);
     scope.addHook('onRoute', (route) => {
       route.bodyLimit ??= AUTH_BODY_LIMIT;
     });
@@ -107,6 +115,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     }
 
     await scope.register(healthRoutes);
+    if (options.metrics !== false) await scope.register(metricsRoutes);
     await scope.register(problemPages);
     await scope.register(
       async (api) => {

@@ -4,6 +4,7 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration';
 import pg from 'pg';
 import * as initial from './migrations/0001_initial.ts';
+import * as auditChain from './migrations/0002_audit_chain.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
 
@@ -66,6 +67,7 @@ async function ping(db: Db): Promise<boolean> {
 
 const migrations: Record<string, Migration> = {
   '0001_initial': initial,
+  '0002_audit_chain': auditChain,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -116,6 +116,16 @@ export interface AuditLogsTable {
   created_at: Generated<Date>;
   prev_hash: string | null;
   hash: string | null;
+  /** Position in the hash chain; null until the background sealer reaches the row. */
+  seal_seq: number | null;
+}
+
+/** The single head row of the audit hash chain (id = 1). */
+export interface AuditChainTable {
+  id: number;
+  last_seq: number;
+  last_hash: string;
+  sealed_at: NullableTimestamp;
 }
 
 export interface EmailOutboxTable {
@@ -158,6 +168,7 @@ export interface Database {
   one_time_tokens: OneTimeTokensTable;
   login_attempts: LoginAttemptsTable;
   audit_logs: AuditLogsTable;
+  audit_chain: AuditChainTable;
   email_outbox: EmailOutboxTable;
   password_history: PasswordHistoryTable;
   lockouts: LockoutsTable;

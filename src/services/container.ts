@@ -2,9 +2,11 @@ import type { FastifyBaseLogger } from 'fastify';
 import { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import type { DatabaseHandle, Db } from '../db/index.ts';
+import { AuditSealer } from './audit-chain.ts';
 import { type BreachChecker, CommonPasswordChecker, NoBreachChecker } from './breach.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
 import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
 import { PasswordHasher } from './passwords.ts';
 import { RevocationList } from './revocations.ts';
@@ -28,6 +30,10 @@ export interface Services {
   revocations: RevocationList;
   /** Delivers the mail outbox; `kick()` it after committing a transaction that queued mail. */
   outbox: OutboxSender;
+  /** Prometheus instruments; flows increment them, /metrics serves them. */
+  metrics: Metrics;
+  /** Seals new audit rows onto the hash chain in the background. */
+  auditSealer: AuditSealer;
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -54,7 +60,18 @@ export async function createServices(
     tokens.accessLifetimeSeconds,
   );
   await revocations.start();
-  const hashPool = new HashPool(config.hashConcurrency, config.hashQueueLimit);
+  const metrics = createMetrics();
+  const hashPool = new HashPool(config.hashConcurrency, config.hashQueueLimit, (seconds) =>
+    metrics.hashWait.observe(seconds),
+  );
+  metrics.gaugeOnScrape(
+    'gatehouse_hash_queue_depth',
+    'Password hashes waiting for a hashing slot',
+    () => hashPool.queued,
+  );
+  metrics.gaugeOnScrape('gatehouse_hash_running', 'Password hashes running now', () => hashPool.running);
+  metrics.gaugeOnScrape('gatehouse_outbox_backlog', 'Mails waiting in the outbox', () => pendingMail(database.db));
+  const auditSealer = new AuditSealer(database.db, log, { onSealed: (count) => metrics.auditRowsSealed.inc(count) });
   const outbox = new OutboxSender({
     db: database.db,
     transport: createMailTransport({ ...config, log }),
@@ -77,6 +94,8 @@ export async function createServices(
     tokens,
     revocations,
     outbox,
+    metrics,
+    auditSealer,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);
@@ -85,9 +104,19 @@ export async function createServices(
     close: async () => {
       revocations.stop();
       await outbox.stop();
+      await auditSealer.stop();
       redis?.disconnect();
     },
   };
+}
+
+async function pendingMail(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom('email_outbox')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('status', '=', 'pending')
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
 }
 
 function createBreachChecker(config: Config): BreachChecker {

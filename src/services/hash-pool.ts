@@ -11,10 +11,13 @@ export class HashPool {
   #running = 0;
   #completed = 0;
   readonly #waiting: Array<() => void> = [];
+  readonly #onWait: ((seconds: number) => void) | undefined;
 
-  constructor(concurrency: number, queueLimit: number) {
+  /** `onWait` hears how long each task waited for a slot (for the queue-wait metric). */
+  constructor(concurrency: number, queueLimit: number, onWait?: (seconds: number) => void) {
     this.concurrency = concurrency;
     this.queueLimit = queueLimit;
+    this.#onWait = onWait;
   }
 
   get running(): number {
@@ -31,6 +34,7 @@ export class HashPool {
   }
 
   async run<T>(task: () => Promise<T>): Promise<T> {
+    const queuedAt = performance.now();
     if (this.#running >= this.concurrency) {
       if (this.#waiting.length >= this.queueLimit) {
         throw new AppError('SERVICE_UNAVAILABLE', { detail: 'Too many password checks in progress', retryAfter: 1 });
@@ -39,6 +43,7 @@ export class HashPool {
     } else {
       this.#running++;
     }
+    this.#onWait?.((performance.now() - queuedAt) / 1000);
     try {
       return await task();
     } finally {

@@ -1,0 +1,77 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+
+export interface IsolatedDatabase {
+  /** A DATABASE_URL nobody else uses: a fresh PGlite directory, or a fresh schema on PostgreSQL. */
+  url: string;
+  /** A scratch DATA_DIR for the same test. */
+  dataDir: string;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A database of the test's own, so that tampering with the audit chain or
+ * counting users never meets other tests' rows. On PostgreSQL (DATABASE_URL
+ * set) it is a new schema in that database, selected with `search_path`.
+ */
+export async function isolatedDatabase(): Promise<IsolatedDatabase> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-test-'));
+  const base = process.env.DATABASE_URL;
+  if (!base || !/^postgres(ql)?:\/\//.test(base)) {
+    return {
+      url: `pglite://${join(dataDir, 'pglite')}`,
+      dataDir,
+      cleanup: async () => rmSync(dataDir, { recursive: true, force: true }),
+    };
+  }
+  const schema = `t_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  await admin.query(`create schema ${schema}`);
+  await admin.end();
+  const url = `${base}${base.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+  return {
+    url,
+    dataDir,
+    cleanup: async () => {
+      const client = new pg.Client({ connectionString: base });
+      await client.connect();
+      await client.query(`drop schema ${schema} cascade`);
+      await client.end();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+const CLI = join(import.meta.dirname, '..', '..', 'src', 'cli.ts');
+
+/** Runs `node src/cli.ts …` as a child process, as an operator would. */
+export function runCli(args: string[], env: Record<string, string | undefined>, input?: string): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
