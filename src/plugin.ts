@@ -8,11 +8,17 @@ import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.t
 import { AppError } from './errors.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { healthRoutes } from './http/health.ts';
+import { jwksRoutes } from './http/jwks.ts';
+import { loginRoutes } from './http/login.ts';
+import { logoutRoutes } from './http/logout.ts';
+import { meRoutes } from './http/me.ts';
 import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { sendProblem } from './http/problem.ts';
 import { problemPages } from './http/problem-pages.ts';
+import { refreshRoutes } from './http/refresh.ts';
 import { registerRoutes } from './http/register.ts';
 import { Problem } from './http/schemas.ts';
+import { sessionRoutes } from './http/sessions.ts';
 import { validatorCompiler } from './http/validation.ts';
 import type { BreachChecker } from './services/breach.ts';
 import type { Clock } from './services/clock.ts';
@@ -115,12 +121,18 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     }
 
     await scope.register(healthRoutes);
+    await scope.register(jwksRoutes);
     if (options.metrics !== false) await scope.register(metricsRoutes);
     await scope.register(problemPages);
     await scope.register(
       async (api) => {
         api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));
         await api.register(registerRoutes);
+        await api.register(loginRoutes);
+        await api.register(refreshRoutes);
+        await api.register(logoutRoutes);
+        await api.register(sessionRoutes);
+        await api.register(meRoutes);
       },
       { prefix },
     );

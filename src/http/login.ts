@@ -1,0 +1,113 @@
+import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { AppError, type FieldError } from '../errors.ts';
+import { loginWithPassword } from '../services/login.ts';
+import { rotateRefreshToken } from '../services/sessions.ts';
+import { problems } from './schemas.ts';
+import { oauthErrorHandler, sendTokens, TokenResponse } from './token-response.ts';
+
+const LoginBody = Type.Object(
+  {
+    grant_type: Type.Optional(
+      Type.String({ description: '`password` (default), or `refresh_token` to refresh on this same endpoint' }),
+    ),
+    username: Type.Optional(Type.String({ description: 'Username or email' })),
+    email: Type.Optional(Type.String({ description: 'JSON alternative to username' })),
+    password: Type.Optional(Type.String()),
+    refresh_token: Type.Optional(Type.String({ description: 'With grant_type=refresh_token' })),
+    scope: Type.Optional(Type.String({ description: 'Ignored' })),
+  },
+  { additionalProperties: true },
+);
+
+const LoginJsonBody = Type.Object(
+  {
+    username: Type.Optional(Type.String({ description: 'Username or email' })),
+    email: Type.Optional(Type.String({ description: 'Alternative to username' })),
+    password: Type.String(),
+  },
+  { additionalProperties: true },
+);
+
+type LoginFields = { username?: string; email?: string; password?: string };
+
+function credentials(body: LoginFields): { identifier: string; password: string } {
+  const errors: FieldError[] = [];
+  const identifier = body.username ?? body.email;
+  if (identifier === undefined) {
+    errors.push({ field: 'username', message: 'Username or email is required', code: 'required' });
+  }
+  if (body.password === undefined) errors.push({ field: 'password', message: 'Field is required', code: 'required' });
+  if (errors.length > 0) throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+  return { identifier: identifier as string, password: body.password as string };
+}
+
+const description =
+  'The OAuth2 password grant (RFC 6749 §4.3). Errors are problem+json and also carry the RFC 6749 `error` member. ' +
+  'Unknown user and wrong password get the same answer.';
+
+export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { config } = app.gatehouse;
+  const context = (request: FastifyRequest) => request.caller;
+
+  app.post(
+    '/login',
+    {
+      errorHandler: oauthErrorHandler,
+      schema: {
+        tags: ['tokens'],
+        summary: 'Log in (OAuth2 password grant)',
+        description: `${description} Accepts form or JSON bodies; \`grant_type=refresh_token\` refreshes like POST /refresh.`,
+        consumes: ['application/x-www-form-urlencoded', 'application/json'],
+        body: LoginBody,
+        response: { 200: TokenResponse, ...problems(400, 401, 403, 413, 415, 422, 423, 429, 503) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      const grant = body.grant_type ?? 'password';
+      if (grant === 'refresh_token') {
+        if (body.refresh_token === undefined || body.refresh_token === '') {
+          throw new AppError('VALIDATION_ERROR', {
+            detail: 'One or more fields are invalid',
+            errors: [{ field: 'refresh_token', message: 'Field is required', code: 'required' }],
+          });
+        }
+        const issued = await rotateRefreshToken(app.gatehouse, body.refresh_token, context(request));
+        return sendTokens(reply, issued, config, app.prefix);
+      }
+      if (grant !== 'password') {
+        throw new AppError('MALFORMED_REQUEST', {
+          detail: 'grant_type must be password or refresh_token',
+          oauthError: 'unsupported_grant_type',
+        });
+      }
+      const issued = await loginWithPassword(app.gatehouse, credentials(body), context(request));
+      return sendTokens(reply, issued, config, app.prefix);
+    },
+  );
+
+  // JSON only: without the form parser in this scope a form body answers 415.
+  await app.register(async (scope) => {
+    scope.removeContentTypeParser('application/x-www-form-urlencoded');
+    const json = scope.withTypeProvider<TypeBoxTypeProvider>();
+    json.post(
+      '/login/json',
+      {
+        errorHandler: oauthErrorHandler,
+        schema: {
+          tags: ['tokens'],
+          summary: 'Log in with a JSON body',
+          description: `${description} JSON-only alias of POST /login: \`{"username"|"email", "password"}\`.`,
+          body: LoginJsonBody,
+          response: { 200: TokenResponse, ...problems(400, 401, 403, 413, 415, 422, 423, 429, 503) },
+        },
+      },
+      async (request, reply) => {
+        const issued = await loginWithPassword(app.gatehouse, credentials(request.body), context(request));
+        return sendTokens(reply, issued, config, app.prefix);
+      },
+    );
+  });
+};

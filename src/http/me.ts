@@ -1,0 +1,75 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { deleteAccount, getAccount, updateAccount } from '../services/account.ts';
+import { requireUser } from './auth-guard.ts';
+import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
+
+const Account = Type.Object({
+  ...UserBodyProperties,
+  last_login_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  organizations: Type.Array(UserOrganization),
+});
+
+const AccountUpdate = Type.Object(
+  {
+    first_name: OptionalText,
+    last_name: OptionalText,
+    language_code: Type.Optional(Type.String({ description: 'BCP 47 tag such as en or pt-BR' })),
+  },
+  { additionalProperties: true, description: 'Only these fields; any other field is refused with 422' },
+);
+
+export const meRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const services = app.gatehouse;
+  const security: Record<string, string[]>[] = [{ bearer: [] }, { oauth2: [] }];
+
+  app.get(
+    '/me',
+    {
+      preHandler: requireUser,
+      schema: {
+        tags: ['account'],
+        summary: 'The signed-in account, with its organizations and roles',
+        security,
+        response: { 200: Account, ...problems(401) },
+      },
+    },
+    async (request) => getAccount(services, request.auth.userId),
+  );
+
+  app.patch(
+    '/me',
+    {
+      preHandler: requireUser,
+      schema: {
+        tags: ['account'],
+        summary: 'Change first_name, last_name or language_code',
+        security,
+        body: AccountUpdate,
+        response: { 200: Account, ...problems(400, 401, 413, 415, 422) },
+      },
+    },
+    async (request) => updateAccount(services, request.auth, request.body, request.caller),
+  );
+
+  app.delete(
+    '/me',
+    {
+      preHandler: requireUser,
+      schema: {
+        tags: ['account'],
+        summary: 'Delete the account',
+        description:
+          'Needs the password. Refused with 409 while the user is the last admin of an organization that has other members; ' +
+          'organizations where the user is the only member are deleted with the account.',
+        security,
+        body: Type.Object({ password: Type.String() }, { additionalProperties: true }),
+        response: { 204: Type.Null({ description: 'No content' }), ...problems(400, 401, 409, 413, 415, 422) },
+      },
+    },
+    async (request, reply) => {
+      await deleteAccount(services, request.auth, request.body.password, request.caller);
+      return reply.code(204).send(null);
+    },
+  );
+};

@@ -1,0 +1,241 @@
+import { type Kysely, sql } from 'kysely';
+import { jsonArrayFrom } from 'kysely/helpers/postgres';
+import type { Database } from '../db/schema.ts';
+import { type Check, checkLanguageCode, checkPersonName, checkStorable } from '../domain/account-rules.ts';
+import { normalizePassword } from '../domain/password-policy.ts';
+import type { RoleName } from '../domain/roles.ts';
+import { AppError, type FieldError } from '../errors.ts';
+import { recordAudit } from './audit.ts';
+import type { Services } from './container.ts';
+import type { UserOrganization } from './registration.ts';
+import type { RequestContext } from './request-context.ts';
+import { type AuthContext, revokeUserSessions } from './sessions.ts';
+
+/** `GET /api/v1/me`: the registration body without `message`, plus `last_login_at` and every membership. */
+export interface AccountView {
+  id: number;
+  uuid: string;
+  email: string;
+  username: string;
+  first_name: string | null;
+  last_name: string | null;
+  language_code: string;
+  is_active: boolean;
+  email_verified: boolean;
+  created_at: string;
+  last_login_at: string | null;
+  organizations: UserOrganization[];
+}
+
+/** One query: the user and their organizations with roles. */
+export async function getAccount(
+  services: Services,
+  userId: number,
+  db: Kysely<Database> = services.db,
+): Promise<AccountView> {
+  const row = await db
+    .selectFrom('users')
+    .select((eb) => [
+      'users.id',
+      'users.uuid',
+      'users.email',
+      'users.username',
+      'users.first_name',
+      'users.last_name',
+      'users.language_code',
+      'users.is_active',
+      'users.email_verified_at',
+      'users.created_at',
+      'users.last_login_at',
+      jsonArrayFrom(
+        eb
+          .selectFrom('memberships')
+          .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
+          .innerJoin('roles', 'roles.id', 'memberships.role_id')
+          .select(['organizations.uuid', 'organizations.name', 'organizations.slug', 'roles.name as role'])
+          .whereRef('memberships.user_id', '=', 'users.id')
+          .orderBy('organizations.name')
+          .orderBy('organizations.id'),
+      ).as('organizations'),
+    ])
+    .where('users.id', '=', userId)
+    .executeTakeFirst();
+  // The session outlived its user (deleted meanwhile): the token no longer stands for anyone.
+  if (!row) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
+  return {
+    id: row.id,
+    uuid: row.uuid,
+    email: row.email,
+    username: row.username,
+    first_name: row.first_name,
+    last_name: row.last_name,
+    language_code: row.language_code,
+    is_active: row.is_active,
+    email_verified: row.email_verified_at !== null,
+    created_at: row.created_at.toISOString(),
+    last_login_at: row.last_login_at?.toISOString() ?? null,
+    organizations: row.organizations.map((o) => ({
+      uuid: o.uuid,
+      name: o.name,
+      slug: o.slug,
+      role: o.role as RoleName,
+    })),
+  };
+}
+
+export interface AccountUpdate {
+  first_name?: string | null;
+  last_name?: string | null;
+  language_code?: string;
+}
+
+const EDITABLE = new Set(['first_name', 'last_name', 'language_code']);
+
+/** Only the profile fields; anything else sent is refused, never silently ignored or applied. */
+function validateUpdate(input: Record<string, unknown>): AccountUpdate {
+  const errors: FieldError[] = [];
+  const update: AccountUpdate = {};
+  const take = <T>(check: Check<T>): T | undefined => {
+    if (check.ok) return check.value;
+    errors.push(check.error);
+    return undefined;
+  };
+  for (const [field, value] of Object.entries(input)) {
+    if (!EDITABLE.has(field)) {
+      errors.push({ field, message: 'Field cannot be changed here', code: 'not_allowed' });
+      continue;
+    }
+    if (typeof value === 'string') {
+      const unstorable = checkStorable(value, field);
+      if (unstorable) {
+        errors.push(unstorable);
+        continue;
+      }
+    }
+    if (field === 'language_code') {
+      if (typeof value !== 'string') {
+        errors.push({
+          field,
+          message: 'Language code must be a BCP 47 tag such as en or pt-BR',
+          code: 'invalid_format',
+        });
+        continue;
+      }
+      const code = take(checkLanguageCode(value));
+      if (code !== undefined) update.language_code = code;
+    } else {
+      const name = value === null ? null : take(checkPersonName(value as string, field));
+      if (name !== undefined) update[field as 'first_name' | 'last_name'] = name;
+    }
+  }
+  if (errors.length > 0) throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+  return update;
+}
+
+export async function updateAccount(
+  services: Services,
+  auth: AuthContext,
+  input: Record<string, unknown>,
+  context: RequestContext,
+): Promise<AccountView> {
+  const update = validateUpdate(input);
+  return services.db.transaction().execute(async (trx) => {
+    const before = await trx
+      .selectFrom('users')
+      .select(['first_name', 'last_name', 'language_code'])
+      .where('id', '=', auth.userId)
+      .forUpdate()
+      .executeTakeFirst();
+    if (!before) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
+    const changed = (Object.keys(update) as (keyof AccountUpdate)[]).filter((k) => update[k] !== before[k]);
+    if (changed.length > 0) {
+      await trx
+        .updateTable('users')
+        .set({ ...update, updated_at: services.clock.now() })
+        .where('id', '=', auth.userId)
+        .execute();
+      await recordAudit(trx, { action: 'user_updated', userId: auth.userId, details: { fields: changed } }, context);
+    }
+    return getAccount(services, auth.userId, trx);
+  });
+}
+
+/**
+ * Deletes the account after checking its password. Refused (409) while the
+ * user is the last admin of an organization that has other members;
+ * organizations the user is alone in go with the account.
+ */
+export async function deleteAccount(
+  services: Services,
+  auth: AuthContext,
+  password: string,
+  context: RequestContext,
+): Promise<void> {
+  const user = await services.db
+    .selectFrom('users')
+    .select(['id', 'uuid', 'username', 'password_hash'])
+    .where('id', '=', auth.userId)
+    .executeTakeFirst();
+  if (!user) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
+  const { ok } = await services.hasher.verify(user.password_hash, normalizePassword(password));
+  if (!ok) throw new AppError('INVALID_CREDENTIALS', { detail: 'The password is incorrect' });
+
+  await services.db.transaction().execute(async (trx) => {
+    // Locked in id order so that two admins leaving one organization at once cannot both pass the check.
+    const adminOf = await trx
+      .selectFrom('memberships')
+      .innerJoin('roles', 'roles.id', 'memberships.role_id')
+      .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
+      .select(['organizations.id', 'organizations.uuid', 'organizations.name'])
+      .where('memberships.user_id', '=', user.id)
+      .where('roles.name', '=', 'admin')
+      .orderBy('organizations.id')
+      .forUpdate('organizations')
+      .execute();
+    const blocking: string[] = [];
+    const alone: typeof adminOf = [];
+    for (const org of adminOf) {
+      const others = await trx
+        .selectFrom('memberships')
+        .innerJoin('roles', 'roles.id', 'memberships.role_id')
+        .select([
+          sql<number>`count(*)::int`.as('members'),
+          sql<number>`count(*) filter (where roles.name = 'admin')::int`.as('admins'),
+        ])
+        .where('memberships.organization_id', '=', org.id)
+        .where('memberships.user_id', '!=', user.id)
+        .executeTakeFirstOrThrow();
+      if (others.members === 0) alone.push(org);
+      else if (others.admins === 0) blocking.push(org.name);
+    }
+    if (blocking.length > 0) {
+      throw new AppError('CONFLICT', {
+        detail: `You are the last admin of ${blocking.map((n) => `"${n}"`).join(', ')}; make another member an admin first`,
+      });
+    }
+    for (const org of alone) {
+      await trx.deleteFrom('organizations').where('id', '=', org.id).execute();
+      await recordAudit(
+        trx,
+        {
+          action: 'organization_deleted',
+          userId: user.id,
+          organizationId: org.id,
+          details: { reason: 'owner_deleted' },
+        },
+        context,
+      );
+    }
+    const sessions = await revokeUserSessions(services, user.id, { reason: 'account_deleted' }, trx);
+    await recordAudit(
+      trx,
+      {
+        action: 'user_deleted',
+        userId: user.id,
+        details: { uuid: user.uuid, username: user.username, sessions_revoked: sessions.length },
+      },
+      context,
+    );
+    await trx.deleteFrom('users').where('id', '=', user.id).execute();
+  });
+}

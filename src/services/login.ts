@@ -1,0 +1,184 @@
+import type { User } from '../db/schema.ts';
+import { normalizePassword } from '../domain/password-policy.ts';
+import { isStorableText } from '../domain/text.ts';
+import { AppError, type FieldError } from '../errors.ts';
+import { recordAudit } from './audit.ts';
+import type { Services } from './container.ts';
+import type { RequestContext } from './request-context.ts';
+import { type IssuedSession, issueSession, type SessionKind } from './sessions.ts';
+
+export interface LoginInput {
+  /** Username or email, as typed. */
+  identifier: string;
+  password: string;
+}
+
+/** Why an attempt failed, as stored in `login_attempts.failure_reason` and the audit row. */
+export type LoginFailureReason = 'unknown_user' | 'invalid_password' | 'account_disabled' | 'email_not_verified';
+
+const IDENTIFIER_MAX = 320;
+const PASSWORD_MAX = 1024;
+
+/** Trimmed, NFC, lower-case: usernames and emails are stored lower-cased. */
+export function normalizeIdentifier(raw: string): string {
+  return raw.trim().normalize('NFC').toLowerCase();
+}
+
+function validateLogin(input: LoginInput): LoginInput {
+  const errors: FieldError[] = [];
+  const identifier = normalizeIdentifier(input.identifier);
+  if (identifier === '') errors.push({ field: 'username', message: 'Username or email is required', code: 'required' });
+  else if (identifier.length > IDENTIFIER_MAX || !isStorableText(identifier)) {
+    errors.push({ field: 'username', message: 'Username or email is not valid', code: 'invalid_format' });
+  }
+  if (input.password === '') errors.push({ field: 'password', message: 'Password is required', code: 'required' });
+  else if (input.password.length > PASSWORD_MAX || !input.password.isWellFormed()) {
+    errors.push({ field: 'password', message: 'Password is not valid', code: 'invalid_format' });
+  }
+  if (errors.length > 0) {
+    throw new AppError('VALIDATION_ERROR', {
+      detail: 'One or more fields are invalid',
+      errors,
+      oauthError: 'invalid_request',
+    });
+  }
+  return { identifier, password: normalizePassword(input.password) };
+}
+
+/**
+ * Password login: one path for every outcome. An unknown user costs one hash
+ * like a wrong password, and both answer with the same body; the account's
+ * state (disabled, unverified) is revealed only to the right password.
+ */
+export async function loginWithPassword(
+  services: Services,
+  input: LoginInput,
+  context: RequestContext,
+  options: { kind: SessionKind } = { kind: 'api' },
+): Promise<IssuedSession> {
+  const { identifier, password } = validateLogin(input);
+
+  // Before verifying: rate limits, lockout and CAPTCHA checks belong here.
+
+  const user = await findUserByIdentifier(services, identifier);
+  let failure: LoginFailureReason | undefined;
+  let needsRehash = false;
+  if (!user) {
+    await services.hasher.verifyDummy(password);
+    failure = 'unknown_user';
+  } else {
+    const verification = await services.hasher.verify(user.password_hash, password);
+    needsRehash = verification.needsRehash;
+    if (!verification.ok) failure = 'invalid_password';
+    else if (!user.is_active) failure = 'account_disabled';
+    else if (services.config.requireEmailVerification && user.email_verified_at === null) {
+      failure = 'email_not_verified';
+    }
+  }
+
+  if (failure || !user) {
+    const reason = failure ?? 'unknown_user';
+    await recordLoginFailure(services, identifier, user, reason, context);
+    throw loginError(reason);
+  }
+  return recordLoginSuccess(services, identifier, user, password, needsRehash, context, options.kind);
+}
+
+function loginError(reason: LoginFailureReason): AppError {
+  switch (reason) {
+    case 'account_disabled':
+      return new AppError('ACCOUNT_DISABLED', { oauthError: 'invalid_grant' });
+    case 'email_not_verified':
+      return new AppError('EMAIL_NOT_VERIFIED', { oauthError: 'invalid_grant' });
+    default:
+      // Identical for unknown user and wrong password: same code, detail, status.
+      return new AppError('INVALID_CREDENTIALS', { oauthError: 'invalid_grant' });
+  }
+}
+
+async function findUserByIdentifier(services: Services, identifier: string): Promise<User | undefined> {
+  // Usernames cannot contain "@", so the identifier says which column to look in.
+  const column = identifier.includes('@') ? 'email' : 'username';
+  return services.db.selectFrom('users').selectAll().where(column, '=', identifier).executeTakeFirst();
+}
+
+/** After a failure: the attempt and audit rows. Lockout counting belongs here. */
+async function recordLoginFailure(
+  services: Services,
+  identifier: string,
+  user: User | undefined,
+  reason: LoginFailureReason,
+  context: RequestContext,
+): Promise<void> {
+  await services.db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('login_attempts')
+      .values({
+        identifier,
+        user_id: user?.id ?? null,
+        ip_address: context.ip,
+        user_agent: context.userAgent,
+        success: false,
+        failure_reason: reason,
+        attempted_at: services.clock.now(),
+      })
+      .execute();
+    await recordAudit(
+      trx,
+      { action: 'login_failure', userId: user?.id ?? null, details: { identifier, reason } },
+      context,
+    );
+  });
+}
+
+/**
+ * After a success: upgrade an outdated hash, then the session, `last_login_at`,
+ * the attempt and audit rows in one transaction. Lockout reset belongs here.
+ */
+async function recordLoginSuccess(
+  services: Services,
+  identifier: string,
+  user: User,
+  password: string,
+  needsRehash: boolean,
+  context: RequestContext,
+  kind: SessionKind,
+): Promise<IssuedSession> {
+  const upgradedHash = needsRehash ? await services.hasher.hash(password) : undefined;
+  const now = services.clock.now();
+  return services.db.transaction().execute(async (trx) => {
+    await trx.updateTable('users').set({ last_login_at: now }).where('id', '=', user.id).execute();
+    if (upgradedHash) {
+      // Only if unchanged since it was read: a concurrent password change wins.
+      await trx
+        .updateTable('users')
+        .set({ password_hash: upgradedHash })
+        .where('id', '=', user.id)
+        .where('password_hash', '=', user.password_hash)
+        .execute();
+    }
+    await trx
+      .insertInto('login_attempts')
+      .values({
+        identifier,
+        user_id: user.id,
+        ip_address: context.ip,
+        user_agent: context.userAgent,
+        success: true,
+        failure_reason: null,
+        attempted_at: now,
+      })
+      .execute();
+    const issued = await issueSession(services, user, context, { kind }, trx);
+    await recordAudit(
+      trx,
+      {
+        action: 'login_success',
+        userId: user.id,
+        details: { session_uuid: issued.session.uuid, kind, hash_upgraded: upgradedHash !== undefined },
+      },
+      context,
+    );
+    return issued;
+  });
+}
