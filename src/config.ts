@@ -57,12 +57,22 @@ export interface Config {
   outboxMaxAttempts: number;
   rateLimitRegister: RateLimit;
   rateLimitLogin: RateLimit;
+  rateLimitRefresh: RateLimit;
+  rateLimitForgotPassword: RateLimit;
+  rateLimitResendVerification: RateLimit;
+  rateLimitInvitations: RateLimit;
   lockoutThreshold: number;
   lockoutMinutes: number;
+  /** Cap of the doubling lock duration. */
+  lockoutMaxMinutes: number;
   captchaProvider: CaptchaProvider | undefined;
   captchaSiteKey: string | undefined;
   captchaSecretKey: string | undefined;
   captchaVerifyUrl: string | undefined;
+  captchaTimeoutMs: number;
+  /** Login asks for a CAPTCHA after this many consecutive failures of one identifier; 0 = never. */
+  captchaLoginAfterFailures: number;
+  hibpTimeoutMs: number;
   trustProxy: boolean | string[];
   corsOrigins: string[];
   logLevel: string;
@@ -142,14 +152,22 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     outboxMaxAttempts: read.integer('OUTBOX_MAX_ATTEMPTS', 10, 1, 100),
     rateLimitRegister: read.rateLimit('RATE_LIMIT_REGISTER', '5/1h'),
     rateLimitLogin: read.rateLimit('RATE_LIMIT_LOGIN', '10/15m'),
+    rateLimitRefresh: read.rateLimit('RATE_LIMIT_REFRESH', '60/1m'),
+    rateLimitForgotPassword: read.rateLimit('RATE_LIMIT_FORGOT_PASSWORD', '5/1h'),
+    rateLimitResendVerification: read.rateLimit('RATE_LIMIT_RESEND_VERIFICATION', '5/1h'),
+    rateLimitInvitations: read.rateLimit('RATE_LIMIT_INVITATIONS', '50/1h'),
     lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),
     lockoutMinutes: read.integer('LOCKOUT_MINUTES', 15, 1, 7 * 24 * 60),
+    lockoutMaxMinutes: read.integer('LOCKOUT_MAX_MINUTES', 24 * 60, 1, 365 * 24 * 60),
     captchaProvider,
     captchaSiteKey: read.optional('CAPTCHA_SITE_KEY'),
     captchaSecretKey: read.optional('CAPTCHA_SECRET_KEY'),
     captchaVerifyUrl: captchaProvider
       ? read.url('CAPTCHA_VERIFY_URL', DEFAULT_CAPTCHA_VERIFY_URLS[captchaProvider])
       : read.optional('CAPTCHA_VERIFY_URL'),
+    captchaTimeoutMs: read.integer('CAPTCHA_TIMEOUT_MS', 5_000, 100, 60_000),
+    captchaLoginAfterFailures: read.integer('CAPTCHA_LOGIN_AFTER_FAILURES', 3, 0, 1000),
+    hibpTimeoutMs: read.integer('HIBP_TIMEOUT_MS', 2_000, 100, 60_000),
     trustProxy: read.trustProxy('TRUST_PROXY'),
     corsOrigins: read.list('CORS_ORIGINS'),
     logLevel: read.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),

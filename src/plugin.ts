@@ -15,6 +15,7 @@ import { meRoutes } from './http/me.ts';
 import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { sendProblem } from './http/problem.ts';
 import { problemPages } from './http/problem-pages.ts';
+import { rateLimitRoutes } from './http/rate-limit.ts';
 import { refreshRoutes } from './http/refresh.ts';
 import { registerRoutes } from './http/register.ts';
 import { Problem } from './http/schemas.ts';
@@ -97,6 +98,8 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     scope.removeContentTypeParser(['application/json', 'text/plain']);
     scope.addContentTypeParser('application/json', { parseAs: 'string' }, scope.getDefaultJsonParser('error', 'error'));
     await scope.register(formbody);
+    // Before any route: routes with `config: { rateLimit: '<name>' }` get the limiter hook.
+    await scope.register(rateLimitRoutes);
     scope.addSchema(Problem);
 
     if (options.docs !== false) {

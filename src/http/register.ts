@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { requireCaptcha } from '../services/captcha.ts';
 import { registerAccount } from '../services/registration.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
@@ -27,6 +28,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/register',
     {
+      config: { rateLimit: 'register' },
       schema: {
         tags: ['registration'],
         summary: 'Create an account',
@@ -39,6 +41,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const body = request.body;
+      await requireCaptcha(app.gatehouse.captcha, body, request.caller.ip);
       const account = await registerAccount(
         app.gatehouse,
         {

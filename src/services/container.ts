@@ -1,14 +1,26 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { Redis } from 'ioredis';
-import type { Config } from '../config.ts';
+import { type Config, ConfigError } from '../config.ts';
 import type { DatabaseHandle, Db } from '../db/index.ts';
+import { type AbuseMetrics, createAbuseMetrics } from './abuse-metrics.ts';
 import { AuditSealer } from './audit-chain.ts';
-import { type BreachChecker, CommonPasswordChecker, NoBreachChecker } from './breach.ts';
+import {
+  AnyBreachChecker,
+  type BreachChecker,
+  CommonPasswordChecker,
+  NoBreachChecker,
+  OfflineIndexChecker,
+  PwnedPasswordsChecker,
+} from './breach.ts';
+import { BreachIndex } from './breach-index.ts';
+import { type CaptchaVerifier, createCaptchaVerifier } from './captcha.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
+import { Lockout } from './lockout.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
 import { PasswordHasher } from './passwords.ts';
+import { RateLimits } from './rate-limits.ts';
 import { RevocationList } from './revocations.ts';
 import { TokenService } from './tokens.ts';
 
@@ -22,6 +34,12 @@ export interface Services {
   hashPool: HashPool;
   hasher: PasswordHasher;
   breach: BreachChecker;
+  /** Per-client-IP limits (memory, or Redis with an in-process fallback). */
+  rateLimits: RateLimits;
+  /** Consecutive login failures per identifier (Redis, PostgreSQL fallback and locks). */
+  lockout: Lockout;
+  /** Present when CAPTCHA_PROVIDER is set. */
+  captcha: CaptchaVerifier | undefined;
   clock: Clock;
   log: FastifyBaseLogger;
   /** Signs and verifies JWTs; publishes the JWKS. */
@@ -50,6 +68,8 @@ export async function createServices(
   log: FastifyBaseLogger,
   overrides: ServiceOverrides = {},
 ): Promise<Services> {
+  // First, so that a bad BREACH_CORPUS_PATH stops start-up before anything is opened.
+  const breachIndex = overrides.breach ? undefined : openBreachIndex(config);
   const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisKeyPrefix, log) : undefined;
   const tokens = await TokenService.create(config, overrides.clock ?? systemClock);
   const revocations = new RevocationList(
@@ -61,6 +81,9 @@ export async function createServices(
   );
   await revocations.start();
   const metrics = createMetrics();
+  const abuseMetrics = createAbuseMetrics(metrics);
+  const ownBreach = overrides.breach ? undefined : createBreachChecker(config, log, abuseMetrics, breachIndex);
+  const clock = overrides.clock ?? systemClock;
   const hashPool = new HashPool(config.hashConcurrency, config.hashQueueLimit, (seconds) =>
     metrics.hashWait.observe(seconds),
   );
@@ -88,7 +111,10 @@ export async function createServices(
     redis,
     hashPool,
     hasher: new PasswordHasher({ algorithm: config.passwordHasher, bcryptRounds: config.bcryptRounds, pool: hashPool }),
-    breach: overrides.breach ?? createBreachChecker(config),
+    breach: overrides.breach ?? (ownBreach as BreachChecker),
+    rateLimits: new RateLimits(config, { redis, log, metrics: abuseMetrics }),
+    lockout: new Lockout({ db: database.db, redis, config, clock, log, metrics: abuseMetrics }),
+    captcha: createCaptchaVerifier(config, log, abuseMetrics),
     clock: overrides.clock ?? systemClock,
     log,
     tokens,
@@ -105,6 +131,7 @@ export async function createServices(
       revocations.stop();
       await outbox.stop();
       await auditSealer.stop();
+      ownBreach?.close?.();
       redis?.disconnect();
     },
   };
@@ -119,9 +146,41 @@ async function pendingMail(db: Db): Promise<number> {
   return Number(row.count);
 }
 
-function createBreachChecker(config: Config): BreachChecker {
+/**
+ * The bundled common-password list always runs first (in memory, catches
+ * leetspeak); `api` adds the Pwned Passwords range API, `offline` with
+ * BREACH_CORPUS_PATH adds the on-disk index of `gatehouse breach import`.
+ */
+function createBreachChecker(
+  config: Config,
+  log: FastifyBaseLogger,
+  metrics: AbuseMetrics,
+  index: BreachIndex | undefined,
+): BreachChecker {
   if (config.breachCheck === 'off') return new NoBreachChecker();
-  return new CommonPasswordChecker();
+  const common = new CommonPasswordChecker();
+  if (config.breachCheck === 'api') {
+    return new AnyBreachChecker([
+      common,
+      new PwnedPasswordsChecker({
+        apiUrl: config.hibpApiUrl,
+        timeoutMs: config.hibpTimeoutMs,
+        failClosed: config.breachFailClosed,
+        log,
+        metrics,
+      }),
+    ]);
+  }
+  return index ? new AnyBreachChecker([common, new OfflineIndexChecker(index)]) : common;
+}
+
+function openBreachIndex(config: Config): BreachIndex | undefined {
+  if (config.breachCheck !== 'offline' || !config.breachCorpusPath) return undefined;
+  try {
+    return BreachIndex.open(config.breachCorpusPath);
+  } catch (error) {
+    throw new ConfigError('BREACH_CORPUS_PATH', error instanceof Error ? error.message : String(error));
+  }
 }
 
 /**
