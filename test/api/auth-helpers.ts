@@ -1,8 +1,17 @@
 import assert from 'node:assert/strict';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { json, newUser } from '../helpers.ts';
+import type { BuildAppOptions } from '../../src/app.ts';
+import { json, newUser, startApp, uniqueName } from '../helpers.ts';
 
 export type Body = Record<string, unknown>;
+
+/** startApp with Redis keys of its own, so that runs sharing the machine's Redis do not meet. */
+export function startAuthApp(
+  env: Record<string, string | undefined> = {},
+  options: BuildAppOptions = {},
+): Promise<FastifyInstance> {
+  return startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('auth')}:`, ...env }, options);
+}
 
 export interface TestAccount {
   id: number;
