@@ -20,8 +20,6 @@ import { Lockout } from './lockout.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
 import { PasswordHasher } from './passwords.ts';
-import { RevocationList } from './revocations.ts';
-import { TokenService } from './tokens.ts';
 import { RateLimits } from './rate-limits.ts';
 import { RevocationList } from './revocations.ts';
 import { TokenService } from './tokens.ts';
