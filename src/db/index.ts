@@ -40,6 +40,8 @@ export async function openDatabase(url: string | undefined, dataDir: string): Pr
     });
     // A dropped idle connection must not crash the process.
     pool.on('error', () => {});
+    // Nor one dropped while checked out (a restart mid-transaction): its next query fails, the pool discards it.
+    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, kind: 'postgres', ping: () => ping(db), close: () => db.destroy() };
   }

@@ -42,8 +42,43 @@ export function toAppError(error: unknown): AppError {
     // Parser errors (bad JSON, __proto__ keys) carry safe messages, but keep ours stable.
     return new AppError('MALFORMED_REQUEST', { detail: 'Request body could not be parsed' });
   }
-  if (status === 503) return new AppError('SERVICE_UNAVAILABLE', { retryAfter: 5 });
+  if (status === 503 || isUnavailable(error))
+    return new AppError('SERVICE_UNAVAILABLE', { retryAfter: 5, cause: error });
   return new AppError('INTERNAL_ERROR', { cause: error });
+}
+
+/** Socket errors meaning "the server is not there (now)". */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+/** pg's own errors for a lost or unobtainable connection carry no code, only these messages. */
+const PG_CONNECTION_LOST =
+  /^(Connection terminated|Client has encountered a connection error|Client was closed|timeout exceeded when trying to connect)/;
+
+/**
+ * The database cannot be reached or is restarting: SQLSTATE class 08
+ * (connection exception), 53 (insufficient resources), 57P (shutdown,
+ * cannot connect now), a refused or reset socket, or pg's lost-connection
+ * errors. The client may retry, so 503 rather than 500.
+ */
+function isUnavailable(error: unknown, depth = 0): boolean {
+  if (typeof error !== 'object' || error === null || depth > 3) return false;
+  const { code, message, errors, cause } = error as {
+    code?: unknown;
+    message?: unknown;
+    errors?: unknown;
+    cause?: unknown;
+  };
+  if (typeof code === 'string' && (UNREACHABLE.has(code) || /^(08|53|57P)/.test(code))) return true;
+  if (typeof message === 'string' && PG_CONNECTION_LOST.test(message)) return true;
+  if (Array.isArray(errors) && errors.some((e) => isUnavailable(e, depth + 1))) return true;
+  return isUnavailable(cause, depth + 1);
 }
 
 /** Wrong types and non-object bodies are malformed (400); broken field rules are 422. */
