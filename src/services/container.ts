@@ -70,8 +70,9 @@ export async function createServices(
 ): Promise<Services> {
   // First, so that a bad BREACH_CORPUS_PATH stops start-up before anything is opened.
   const breachIndex = overrides.breach ? undefined : openBreachIndex(config);
-  const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisKeyPrefix, log) : undefined;
+  // Keys first: a bad JWT_PRIVATE_KEY stops start-up before any connection is opened.
   const tokens = await TokenService.create(config, overrides.clock ?? systemClock);
+  const redis = config.redisUrl ? await connectRedis(config.redisUrl, config.redisKeyPrefix, log) : undefined;
   const revocations = new RevocationList(
     database.db,
     redis,

@@ -99,7 +99,7 @@ export class TokenService {
 
   /** (Re)reads the keys; a ring rotated by another process is picked up here. */
   async reload(): Promise<void> {
-    this.#lastReload = Date.now();
+    this.#lastReload = this.#clock.now().getTime();
     const keys = new Map<string, KeyEntry>();
     let signer: KeyEntry | undefined;
     const config = this.#config;
@@ -230,13 +230,14 @@ export class TokenService {
     };
   }
 
-  #keyFor(kid: string | undefined, alg: string | undefined): CryptoKey | Uint8Array {
-    const key = kid === undefined ? undefined : this.#keys.get(kid);
-    if (!key) {
-      // Another instance may have rotated the ring; look again, but not on every bad token.
-      if (kid !== undefined && Date.now() - this.#lastReload > RELOAD_INTERVAL_MS) void this.reload().catch(() => {});
-      throw new AppError('TOKEN_INVALID', { detail: 'Token was signed by an unknown key' });
+  async #keyFor(kid: string | undefined, alg: string | undefined): Promise<CryptoKey | Uint8Array> {
+    let key = kid === undefined ? undefined : this.#keys.get(kid);
+    // Another process may have rotated the ring: look again, but not on every bad token.
+    if (!key && kid !== undefined && this.#clock.now().getTime() - this.#lastReload > RELOAD_INTERVAL_MS) {
+      await this.reload();
+      key = this.#keys.get(kid);
     }
+    if (!key) throw new AppError('TOKEN_INVALID', { detail: 'Token was signed by an unknown key' });
     if (key.alg !== alg) throw new AppError('TOKEN_INVALID', { detail: 'Token algorithm does not match its key' });
     return key.verifyKey;
   }
