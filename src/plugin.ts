@@ -17,10 +17,12 @@ import { sendProblem } from './http/problem.ts';
 import { problemPages } from './http/problem-pages.ts';
 import { rateLimitRoutes } from './http/rate-limit.ts';
 import { refreshRoutes } from './http/refresh.ts';
+import { passwordRoutes } from './http/password.ts';
 import { registerRoutes } from './http/register.ts';
 import { Problem } from './http/schemas.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { validatorCompiler } from './http/validation.ts';
+import { verifyEmailRoutes } from './http/verify-email.ts';
 import type { BreachChecker } from './services/breach.ts';
 import type { Clock } from './services/clock.ts';
 import { createServices, type Services } from './services/container.ts';
@@ -131,6 +133,8 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
       async (api) => {
         api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));
         await api.register(registerRoutes);
+        await api.register(verifyEmailRoutes);
+        await api.register(passwordRoutes);
         await api.register(loginRoutes);
         await api.register(refreshRoutes);
         await api.register(logoutRoutes);

@@ -1,6 +1,9 @@
 import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import { simpleParser } from 'mailparser';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import type { BuildAppOptions } from '../src/app.ts';
+import { startApp, uniqueName } from './helpers.ts';
 
 export interface ReceivedMail {
   /** RCPT TO addresses, lower-cased. */
@@ -170,4 +173,35 @@ export function tokenFrom(link: string): string {
   const token = new URL(link).searchParams.get('token');
   if (!token) throw new Error(`no token in ${link}`);
   return token;
+}
+
+/** An app whose mail goes over SMTP to a fresh TestMailServer, polling and retrying fast. */
+export async function startAppWithMail(
+  env: Record<string, string | undefined> = {},
+  options: BuildAppOptions = {},
+): Promise<{ app: FastifyInstance; smtp: TestMailServer; close: () => Promise<void> }> {
+  const smtp = await TestMailServer.start();
+  const app = await startApp(
+    {
+      SMTP_URL: smtp.url,
+      OUTBOX_POLL_MS: '50',
+      OUTBOX_RETRY_BASE_MS: '50',
+      REDIS_KEY_PREFIX: `t:${uniqueName()}:`,
+      RATE_LIMIT_FORGOT_PASSWORD: '100000/1h',
+      RATE_LIMIT_RESEND_VERIFICATION: '100000/1h',
+      ...env,
+    },
+    options,
+  ).catch(async (error: unknown) => {
+    await smtp.stop();
+    throw error;
+  });
+  return {
+    app,
+    smtp,
+    close: async () => {
+      await app.close();
+      await smtp.stop();
+    },
+  };
 }

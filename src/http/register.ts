@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { requireCaptcha } from '../services/captcha.ts';
-import { registerAccount } from '../services/registration.ts';
+import { registerAccount, registerAccountWithoutDisclosure } from '../services/registration.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
 const RegisterBody = Type.Object(
@@ -36,27 +36,30 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
           'Creates a user (and optionally an organization with the user as admin) and mails a verification link. Accepts JSON or form bodies.',
         consumes: ['application/json', 'application/x-www-form-urlencoded'],
         body: RegisterBody,
-        response: { 201: RegisteredUser, ...problems(400, 409, 413, 415, 422, 429, 503) },
+        response: {
+          201: RegisteredUser,
+          202: Type.Object({ message: Type.String() }, { description: 'With REGISTRATION_ENUMERATION_SAFE=true' }),
+          ...problems(400, 409, 413, 415, 422, 429, 503),
+        },
       },
     },
     async (request, reply) => {
       const body = request.body;
       await requireCaptcha(app.gatehouse.captcha, body, request.caller.ip);
-      const account = await registerAccount(
-        app.gatehouse,
-        {
-          email: body.email,
-          username: body.username,
-          password: body.password,
-          confirm_password: body.confirm_password,
-          first_name: body.first_name,
-          last_name: body.last_name,
-          organization_name: body.organization_name,
-          language_code: body.language_code,
-        },
-        request.caller,
-      );
-      return reply.code(201).send(account);
+      const input = {
+        email: body.email,
+        username: body.username,
+        password: body.password,
+        confirm_password: body.confirm_password,
+        first_name: body.first_name,
+        last_name: body.last_name,
+        organization_name: body.organization_name,
+        language_code: body.language_code,
+      };
+      if (app.gatehouse.config.registrationEnumerationSafe) {
+        return reply.code(202).send(await registerAccountWithoutDisclosure(app.gatehouse, input, request.caller));
+      }
+      return reply.code(201).send(await registerAccount(app.gatehouse, input, request.caller));
     },
   );
 };

@@ -41,3 +41,94 @@ export async function issueOneTimeToken(db: Kysely<Database>, input: IssueTokenI
     .execute();
   return token;
 }
+
+export interface LiveToken {
+  id: number;
+  userId: number | null;
+  invitationId: number | null;
+  email: string | null;
+}
+
+const liveTokenColumns = ['id', 'user_id', 'invitation_id', 'email'] as const;
+
+function toLiveToken(row: {
+  id: number;
+  user_id: number | null;
+  invitation_id: number | null;
+  email: string | null;
+}): LiveToken {
+  return { id: row.id, userId: row.user_id, invitationId: row.invitation_id, email: row.email };
+}
+
+/** A token that is known, unused and unexpired, without spending it (to check a form before the real work). */
+export async function findLiveToken(
+  db: Kysely<Database>,
+  purpose: OneTimeTokenPurpose,
+  token: string,
+  now: Date,
+): Promise<LiveToken | undefined> {
+  const row = await db
+    .selectFrom('one_time_tokens')
+    .select(liveTokenColumns)
+    .where('token_hash', '=', hashToken(token))
+    .where('purpose', '=', purpose)
+    .where('used_at', 'is', null)
+    .where('expires_at', '>', now)
+    .executeTakeFirst();
+  return row && toLiveToken(row);
+}
+
+/**
+ * Spends a token: one UPDATE whose WHERE admits only an unused, unexpired
+ * token, so of two concurrent requests exactly one gets it.
+ */
+export async function spendOneTimeToken(
+  db: Kysely<Database>,
+  purpose: OneTimeTokenPurpose,
+  token: string,
+  now: Date,
+): Promise<LiveToken | undefined> {
+  const row = await db
+    .updateTable('one_time_tokens')
+    .set({ used_at: now })
+    .where('token_hash', '=', hashToken(token))
+    .where('purpose', '=', purpose)
+    .where('used_at', 'is', null)
+    .where('expires_at', '>', now)
+    .returning(liveTokenColumns)
+    .executeTakeFirst();
+  return row && toLiveToken(row);
+}
+
+/** Voids a user's unused tokens of one purpose: a newer link replaces the older ones. */
+export async function voidOneTimeTokens(
+  db: Kysely<Database>,
+  purpose: OneTimeTokenPurpose,
+  userId: number,
+  now: Date,
+): Promise<void> {
+  await db
+    .updateTable('one_time_tokens')
+    .set({ used_at: now })
+    .where('user_id', '=', userId)
+    .where('purpose', '=', purpose)
+    .where('used_at', 'is', null)
+    .execute();
+}
+
+/** How many tokens of one purpose a user was sent since `since`: a bound on mail to one inbox. */
+export async function countRecentTokens(
+  db: Kysely<Database>,
+  purpose: OneTimeTokenPurpose,
+  userId: number,
+  since: Date,
+): Promise<number> {
+  const row = await db
+    .selectFrom('one_time_tokens')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('user_id', '=', userId)
+    .where('purpose', '=', purpose)
+    .where('created_at', '>', since)
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
+}

@@ -14,6 +14,7 @@ import type { RoleName } from '../domain/roles.ts';
 import { AppError, type FieldError } from '../errors.ts';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
+import { MAILS_PER_HOUR } from './email-verification.ts';
 import { publicLink, queueMail } from './mail.ts';
 import { issueOneTimeToken } from './one-time-tokens.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
@@ -237,4 +238,68 @@ export async function registerAccount(
     if (taken) throw new AppError(taken);
     throw error;
   }
+}
+
+/** The one answer to every accepted registration while REGISTRATION_ENUMERATION_SAFE is on. */
+export const ACCEPTED_REGISTRATION_MESSAGE =
+  'Registration received. Please check your email to continue; the message explains the next step.';
+
+/**
+ * REGISTRATION_ENUMERATION_SAFE: a taken email answers exactly like a free
+ * one (202, the same body, the same password hashing cost) and its owner is
+ * mailed instead. A taken username still answers 409 USERNAME_TAKEN, also
+ * when the email is taken too, so that a 409 says nothing about the email.
+ */
+export async function registerAccountWithoutDisclosure(
+  services: Services,
+  input: RegistrationInput,
+  context: RequestContext,
+): Promise<{ message: string }> {
+  try {
+    await registerAccount(services, input, context);
+  } catch (error) {
+    if (!(error instanceof AppError) || error.code !== 'EMAIL_TAKEN') throw error;
+    await notifyRegistrationAttempt(services, validateRegistration(input));
+  }
+  return { message: ACCEPTED_REGISTRATION_MESSAGE };
+}
+
+async function notifyRegistrationAttempt(services: Services, valid: ValidRegistration): Promise<void> {
+  const usernameTaken = await services.db
+    .selectFrom('users')
+    .select('id')
+    .where('username', '=', valid.username)
+    .executeTakeFirst();
+  if (usernameTaken) throw new AppError('USERNAME_TAKEN');
+  // The hash a new account would have cost: the two answers take alike long.
+  await services.hasher.hash(valid.password);
+  const since = new Date(services.clock.now().getTime() - 3600_000);
+  const queued = await services.db.transaction().execute(async (trx) => {
+    const owner = await trx
+      .selectFrom('users')
+      .select(['email', 'username', 'first_name', 'language_code'])
+      .where('email', '=', valid.email)
+      .executeTakeFirst();
+    if (!owner) return false;
+    const recent = await trx
+      .selectFrom('email_outbox')
+      .select((eb) => eb.fn.countAll<number>().as('count'))
+      .where('to_address', '=', owner.email)
+      .where('template', '=', 'registration_attempt')
+      .where('created_at', '>', since)
+      .executeTakeFirstOrThrow();
+    if (Number(recent.count) >= MAILS_PER_HOUR) return false;
+    await queueMail(trx, {
+      to: owner.email,
+      template: 'registration_attempt',
+      languageCode: owner.language_code,
+      data: {
+        name: owner.first_name ?? owner.username,
+        loginLink: publicLink(services.config.publicUrl, 'login'),
+        resetLink: publicLink(services.config.publicUrl, 'forgot-password'),
+      },
+    });
+    return true;
+  });
+  if (queued) services.outbox.kick();
 }
