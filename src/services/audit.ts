@@ -26,7 +26,11 @@ export type AuditAction =
   | 'invitation_revoked'
   | 'member_role_changed'
   | 'member_removed'
-  | 'admin_user_updated';
+  | 'admin_user_updated'
+  | 'admin_users_viewed'
+  | 'admin_audit_logs_viewed'
+  | 'admin_login_attempts_viewed'
+  | 'superuser_created';
 
 export interface AuditEntry {
   action: AuditAction;

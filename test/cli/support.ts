@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 
 export interface IsolatedDatabase {
-  /** A DATABASE_URL nobody else uses: a fresh PGlite directory, or a fresh schema on PostgreSQL. */
+  /** A DATABASE_URL nobody else uses: a fresh PGlite directory, or a fresh database on PostgreSQL. */
   url: string;
   /** A scratch DATA_DIR for the same test. */
   dataDir: string;
@@ -16,7 +16,7 @@ export interface IsolatedDatabase {
 /**
  * A database of the test's own, so that tampering with the audit chain or
  * counting users never meets other tests' rows. On PostgreSQL (DATABASE_URL
- * set) it is a new schema in that database, selected with `search_path`.
+ * set) it is a new database on that server, dropped afterwards.
  */
 export async function isolatedDatabase(): Promise<IsolatedDatabase> {
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-test-'));
@@ -28,19 +28,20 @@ export async function isolatedDatabase(): Promise<IsolatedDatabase> {
       cleanup: async () => rmSync(dataDir, { recursive: true, force: true }),
     };
   }
-  const schema = `t_${randomBytes(6).toString('hex')}`;
+  const name = `gatehouse_t_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: base });
   await admin.connect();
-  await admin.query(`create schema ${schema}`);
+  await admin.query(`create database ${name}`);
   await admin.end();
-  const url = `${base}${base.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+  const url = new URL(base);
+  url.pathname = `/${name}`;
   return {
-    url,
+    url: url.toString(),
     dataDir,
     cleanup: async () => {
       const client = new pg.Client({ connectionString: base });
       await client.connect();
-      await client.query(`drop schema ${schema} cascade`);
+      await client.query(`drop database if exists ${name} with (force)`);
       await client.end();
       rmSync(dataDir, { recursive: true, force: true });
     },

@@ -1,0 +1,198 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { AppError } from '../errors.ts';
+import {
+  type AdminActor,
+  listAuditLogs,
+  listLoginAttempts,
+  listUsers,
+  recordAdminView,
+  updateUserAsAdmin,
+} from '../services/admin.ts';
+import { requireSuperuser } from './auth-guard.ts';
+import { problems } from './schemas.ts';
+
+const Nullable = <T extends ReturnType<typeof Type.String>>(schema: T) => Type.Union([schema, Type.Null()]);
+
+const AdminUser = Type.Object({
+  id: Type.Integer(),
+  uuid: Type.String({ format: 'uuid' }),
+  email: Type.String(),
+  username: Type.String(),
+  first_name: Nullable(Type.String()),
+  last_name: Nullable(Type.String()),
+  language_code: Type.String(),
+  is_active: Type.Boolean(),
+  is_superuser: Type.Boolean(),
+  email_verified: Type.Boolean(),
+  created_at: Type.String({ format: 'date-time' }),
+  last_login_at: Nullable(Type.String({ format: 'date-time' })),
+});
+
+const AuditLog = Type.Object({
+  id: Type.Integer(),
+  action: Type.String(),
+  user_uuid: Nullable(Type.String({ format: 'uuid' })),
+  organization_uuid: Nullable(Type.String({ format: 'uuid' })),
+  ip_address: Nullable(Type.String()),
+  user_agent: Nullable(Type.String()),
+  details: Type.Record(Type.String(), Type.Unknown()),
+  created_at: Type.String({ format: 'date-time' }),
+});
+
+const LoginAttempt = Type.Object({
+  id: Type.Integer(),
+  identifier: Type.String(),
+  user_uuid: Nullable(Type.String({ format: 'uuid' })),
+  ip_address: Nullable(Type.String()),
+  user_agent: Nullable(Type.String()),
+  success: Type.Boolean(),
+  failure_reason: Nullable(Type.String()),
+  attempted_at: Type.String({ format: 'date-time' }),
+});
+
+const pageOf = <T extends Parameters<typeof Type.Array>[0]>(item: T) =>
+  Type.Object({
+    items: Type.Array(item),
+    next_cursor: Type.Union([Type.String(), Type.Null()], {
+      description: 'Pass as `cursor` to get the next page; null on the last page',
+    }),
+  });
+
+const Paging = {
+  cursor: Type.Optional(Type.String({ maxLength: 64, description: 'next_cursor of the previous page' })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+};
+
+const Since = Type.Optional(
+  Type.String({ format: 'date-time', description: 'RFC 3339 time, e.g. 2025-06-24T10:30:00Z; newer or equal only' }),
+);
+
+const UpdateUserBody = Type.Object(
+  {
+    is_active: Type.Optional(Type.Boolean({ description: 'false disables the account and revokes its sessions' })),
+    unlock: Type.Optional(Type.Boolean({ description: 'true clears the login lockout of its username and email' })),
+  },
+  { additionalProperties: true },
+);
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const security: Record<string, string[]>[] = [{ bearer: [] }, { oauth2: [] }];
+
+function actor(request: FastifyRequest): AdminActor {
+  return { userId: request.auth.userId, via: 'api' };
+}
+
+/** `/admin/…`: superusers only (401 without a token, 403 for anyone else). Every call is audited. */
+export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.addHook('preHandler', requireSuperuser);
+
+  app.get(
+    '/admin/users',
+    {
+      schema: {
+        tags: ['administration'],
+        summary: 'List users',
+        description:
+          'Newest first. `search` matches part of the email, username or name, case-insensitively. Cursor pagination.',
+        security,
+        querystring: Type.Object({
+          search: Type.Optional(Type.String({ maxLength: 254 })),
+          is_active: Type.Optional(Type.Boolean()),
+          ...Paging,
+        }),
+        response: { 200: pageOf(AdminUser), ...problems(400, 401, 403, 422) },
+      },
+    },
+    async (request) => {
+      const query = { ...request.query, limit: request.query.limit ?? 50 };
+      const result = await listUsers(app.gatehouse, query);
+      await recordAdminView(app.gatehouse, 'admin_users_viewed', actor(request), request.query, request.caller);
+      return result;
+    },
+  );
+
+  app.patch(
+    '/admin/users/:uuid',
+    {
+      schema: {
+        tags: ['administration'],
+        summary: 'Enable, disable or unlock a user',
+        description:
+          'Disabling revokes every session of the user at once. Audited as `admin_user_updated`. A superuser cannot disable their own account (409).',
+        security,
+        params: Type.Object({ uuid: Type.String() }),
+        body: UpdateUserBody,
+        response: { 200: AdminUser, ...problems(400, 401, 403, 404, 409, 413, 415, 422) },
+      },
+    },
+    async (request) => {
+      const { uuid } = request.params;
+      if (!UUID.test(uuid)) throw new AppError('NOT_FOUND', { detail: 'No such user' });
+      const { is_active, unlock } = request.body;
+      if (is_active === undefined && !unlock) {
+        throw new AppError('VALIDATION_ERROR', {
+          detail: 'Nothing to change',
+          errors: [{ field: 'is_active', message: 'Give is_active, or unlock: true', code: 'required' }],
+        });
+      }
+      const target = await app.gatehouse.db.selectFrom('users').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+      if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
+      return updateUserAsAdmin(app.gatehouse, target, { is_active, unlock }, actor(request), request.caller);
+    },
+  );
+
+  app.get(
+    '/admin/audit-logs',
+    {
+      schema: {
+        tags: ['administration'],
+        summary: 'Audit log, newest first',
+        security,
+        querystring: Type.Object({
+          action: Type.Optional(Type.String({ maxLength: 64, description: 'e.g. user_registration' })),
+          since: Since,
+          user: Type.Optional(Type.String({ format: 'uuid', description: 'only rows about this user' })),
+          ...Paging,
+        }),
+        response: { 200: pageOf(AuditLog), ...problems(400, 401, 403, 422) },
+      },
+    },
+    async (request) => {
+      const result = await listAuditLogs(app.gatehouse, { ...request.query, limit: request.query.limit ?? 50 });
+      await recordAdminView(app.gatehouse, 'admin_audit_logs_viewed', actor(request), request.query, request.caller);
+      return result;
+    },
+  );
+
+  app.get(
+    '/admin/login-attempts',
+    {
+      schema: {
+        tags: ['administration'],
+        summary: 'Login attempts, newest first',
+        security,
+        querystring: Type.Object({
+          since: Since,
+          identifier: Type.Optional(Type.String({ maxLength: 320, description: 'username or email as typed' })),
+          success: Type.Optional(Type.Boolean()),
+          ...Paging,
+        }),
+        response: { 200: pageOf(LoginAttempt), ...problems(400, 401, 403, 422) },
+      },
+    },
+    async (request) => {
+      const result = await listLoginAttempts(app.gatehouse, { ...request.query, limit: request.query.limit ?? 50 });
+      await recordAdminView(
+        app.gatehouse,
+        'admin_login_attempts_viewed',
+        actor(request),
+        request.query,
+        request.caller,
+      );
+      return result;
+    },
+  );
+};

@@ -1,0 +1,351 @@
+import { type Kysely, sql } from 'kysely';
+import type { Database, User } from '../db/schema.ts';
+import { AppError } from '../errors.ts';
+import { type AuditAction, recordAudit } from './audit.ts';
+import type { Services } from './container.ts';
+import { assertAcceptablePassword, validateRegistration } from './registration.ts';
+import type { RequestContext } from './request-context.ts';
+import { revokeUserSessions } from './sessions.ts';
+
+/** Who performs an administrative action: a superuser over the API, or an operator at the CLI. */
+export interface AdminActor {
+  /** The superuser's id; null at the CLI. */
+  userId: number | null;
+  via: 'api' | 'cli';
+}
+
+/** A user as superusers see it. */
+export interface AdminUserView {
+  id: number;
+  uuid: string;
+  email: string;
+  username: string;
+  first_name: string | null;
+  last_name: string | null;
+  language_code: string;
+  is_active: boolean;
+  is_superuser: boolean;
+  email_verified: boolean;
+  created_at: string;
+  last_login_at: string | null;
+}
+
+export function adminUserView(user: User): AdminUserView {
+  return {
+    id: user.id,
+    uuid: user.uuid,
+    email: user.email,
+    username: user.username,
+    first_name: user.first_name,
+    last_name: user.last_name,
+    language_code: user.language_code,
+    is_active: user.is_active,
+    is_superuser: user.is_superuser,
+    email_verified: user.email_verified_at !== null,
+    created_at: user.created_at.toISOString(),
+    last_login_at: user.last_login_at?.toISOString() ?? null,
+  };
+}
+
+/** By email or username, as people type them (case-insensitive, trimmed). */
+export async function findUserByLogin(db: Kysely<Database>, login: string): Promise<User | undefined> {
+  const key = login.trim().toLowerCase();
+  return db
+    .selectFrom('users')
+    .selectAll()
+    .where((eb) => eb.or([eb('email', '=', key), eb('username', '=', key)]))
+    .executeTakeFirst();
+}
+
+export interface SuperuserInput {
+  email: string;
+  username: string;
+  password: string;
+  first_name?: string | undefined;
+  last_name?: string | undefined;
+}
+
+/**
+ * Makes a superuser: the registration field rules and the full password
+ * policy apply; the address counts as verified (an operator vouches for it).
+ */
+export async function createSuperuser(
+  services: Services,
+  input: SuperuserInput,
+  context: RequestContext,
+): Promise<AdminUserView> {
+  const valid = validateRegistration({
+    email: input.email,
+    username: input.username,
+    password: input.password,
+    first_name: input.first_name,
+    last_name: input.last_name,
+  });
+  await assertAcceptablePassword(services, valid.password, { username: valid.username, email: valid.email });
+  const taken = await findUserByLogin(services.db, valid.email);
+  if (taken?.email === valid.email) throw new AppError('EMAIL_TAKEN');
+  if ((await findUserByLogin(services.db, valid.username))?.username === valid.username) {
+    throw new AppError('USERNAME_TAKEN');
+  }
+  const passwordHash = await services.hasher.hash(valid.password);
+  const now = services.clock.now();
+  const user = await services.db.transaction().execute(async (trx) => {
+    const user = await trx
+      .insertInto('users')
+      .values({
+        email: valid.email,
+        username: valid.username,
+        password_hash: passwordHash,
+        first_name: valid.firstName,
+        last_name: valid.lastName,
+        is_superuser: true,
+        email_verified_at: now,
+        password_changed_at: now,
+        created_at: now,
+        updated_at: now,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await trx.insertInto('password_history').values({ user_id: user.id, password_hash: passwordHash }).execute();
+    await recordAudit(
+      trx,
+      { action: 'superuser_created', userId: user.id, details: { username: user.username, via: 'cli' } },
+      context,
+    );
+    return user;
+  });
+  return adminUserView(user);
+}
+
+export interface AdminUserChanges {
+  is_active?: boolean | undefined;
+  /** Clear the login lockout of the user's username and email. */
+  unlock?: boolean | undefined;
+}
+
+/**
+ * Enables, disables or unlocks a user. Disabling revokes every session at
+ * once (access tokens included). Audited as `admin_user_updated` with the
+ * actor and what changed.
+ */
+export async function updateUserAsAdmin(
+  services: Services,
+  target: User,
+  changes: AdminUserChanges,
+  actor: AdminActor,
+  context: RequestContext,
+): Promise<AdminUserView> {
+  if (changes.is_active === false && actor.userId === target.id) {
+    throw new AppError('CONFLICT', { detail: 'You cannot disable your own account' });
+  }
+  const now = services.clock.now();
+  const applied: Record<string, unknown> = {};
+  if (changes.unlock) {
+    // Lockouts live in Redis and their own table, outside this transaction; clearing is idempotent.
+    const username = await services.lockout.clear(target.username);
+    const email = await services.lockout.clear(target.email);
+    applied.unlocked = username || email;
+  }
+  const updated = await services.db.transaction().execute(async (trx) => {
+    let user = target;
+    if (changes.is_active !== undefined && changes.is_active !== target.is_active) {
+      user = await trx
+        .updateTable('users')
+        .set({ is_active: changes.is_active, updated_at: now })
+        .where('id', '=', target.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      applied.is_active = changes.is_active;
+      if (!changes.is_active) {
+        const revoked = await revokeUserSessions(services, target.id, { reason: 'account_disabled' }, trx);
+        applied.sessions_revoked = revoked.length;
+      }
+    }
+    await recordAudit(
+      trx,
+      {
+        action: 'admin_user_updated',
+        userId: target.id,
+        details: { by_user_id: actor.userId, via: actor.via, requested: changes, applied },
+      },
+      context,
+    );
+    return user;
+  });
+  return adminUserView(updated);
+}
+
+/** Reads by superusers are audited too: who looked at whose data, and with which filters. */
+export async function recordAdminView(
+  services: Services,
+  action: Extract<AuditAction, 'admin_users_viewed' | 'admin_audit_logs_viewed' | 'admin_login_attempts_viewed'>,
+  actor: AdminActor,
+  filters: Record<string, unknown>,
+  context: RequestContext,
+): Promise<void> {
+  await recordAudit(services.db, { action, userId: actor.userId, details: { filters } }, context);
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Pass as `cursor` for the next page; null on the last page. */
+  next_cursor: string | null;
+}
+
+/** Opaque keyset cursor: the last id of the page, newest first. */
+export function encodeCursor(id: number): string {
+  return Buffer.from(`id:${id}`).toString('base64url');
+}
+
+export function decodeCursor(cursor: string | undefined): number | undefined {
+  if (cursor === undefined) return undefined;
+  const m = /^id:(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  if (!m) {
+    throw new AppError('VALIDATION_ERROR', {
+      detail: 'One or more fields are invalid',
+      errors: [{ field: 'cursor', message: 'Cursor is not one this API returned', code: 'cursor' }],
+    });
+  }
+  return Number(m[1]);
+}
+
+function page<T extends { id: number }>(rows: T[], limit: number): { rows: T[]; next_cursor: string | null } {
+  const more = rows.length > limit;
+  const kept = more ? rows.slice(0, limit) : rows;
+  return { rows: kept, next_cursor: more ? encodeCursor(kept[kept.length - 1]!.id) : null };
+}
+
+/** `%`, `_` and `\` are literal in a search term. */
+function likePattern(term: string): string {
+  return `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+export interface UserQuery {
+  search?: string | undefined;
+  is_active?: boolean | undefined;
+  cursor?: string | undefined;
+  limit: number;
+}
+
+export async function listUsers(services: Services, query: UserQuery): Promise<Page<AdminUserView>> {
+  const after = decodeCursor(query.cursor);
+  let q = services.db.selectFrom('users').selectAll();
+  const term = query.search?.trim();
+  if (term) {
+    const pattern = likePattern(term.toLowerCase());
+    q = q.where((eb) =>
+      eb.or([
+        eb('email', 'like', pattern),
+        eb('username', 'like', pattern),
+        eb(sql`lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))`, 'like', pattern),
+      ]),
+    );
+  }
+  if (query.is_active !== undefined) q = q.where('is_active', '=', query.is_active);
+  if (after !== undefined) q = q.where('id', '<', after);
+  const rows = await q
+    .orderBy('id', 'desc')
+    .limit(query.limit + 1)
+    .execute();
+  const { rows: kept, next_cursor } = page(rows, query.limit);
+  return { items: kept.map(adminUserView), next_cursor };
+}
+
+export interface AuditLogView {
+  id: number;
+  action: string;
+  user_uuid: string | null;
+  organization_uuid: string | null;
+  ip_address: string | null;
+  user_agent: string | null;
+  details: Record<string, unknown>;
+  created_at: string;
+}
+
+export interface AuditLogQuery {
+  action?: string | undefined;
+  since?: string | undefined;
+  user?: string | undefined;
+  cursor?: string | undefined;
+  limit: number;
+}
+
+export async function listAuditLogs(services: Services, query: AuditLogQuery): Promise<Page<AuditLogView>> {
+  const after = decodeCursor(query.cursor);
+  let q = services.db
+    .selectFrom('audit_logs as a')
+    .leftJoin('users as u', 'u.id', 'a.user_id')
+    .leftJoin('organizations as o', 'o.id', 'a.organization_id')
+    .select([
+      'a.id',
+      'a.action',
+      'u.uuid as user_uuid',
+      'o.uuid as organization_uuid',
+      'a.ip_address',
+      'a.user_agent',
+      'a.details',
+      'a.created_at',
+    ]);
+  if (query.action) q = q.where('a.action', '=', query.action);
+  if (query.since) q = q.where('a.created_at', '>=', new Date(query.since));
+  if (query.user) q = q.where('u.uuid', '=', query.user);
+  if (after !== undefined) q = q.where('a.id', '<', after);
+  const rows = await q
+    .orderBy('a.id', 'desc')
+    .limit(query.limit + 1)
+    .execute();
+  const { rows: kept, next_cursor } = page(rows, query.limit);
+  return {
+    items: kept.map((r) => ({ ...r, created_at: r.created_at.toISOString() })),
+    next_cursor,
+  };
+}
+
+export interface LoginAttemptView {
+  id: number;
+  identifier: string;
+  user_uuid: string | null;
+  ip_address: string | null;
+  user_agent: string | null;
+  success: boolean;
+  failure_reason: string | null;
+  attempted_at: string;
+}
+
+export interface LoginAttemptQuery {
+  since?: string | undefined;
+  identifier?: string | undefined;
+  success?: boolean | undefined;
+  cursor?: string | undefined;
+  limit: number;
+}
+
+export async function listLoginAttempts(services: Services, query: LoginAttemptQuery): Promise<Page<LoginAttemptView>> {
+  const after = decodeCursor(query.cursor);
+  let q = services.db
+    .selectFrom('login_attempts as l')
+    .leftJoin('users as u', 'u.id', 'l.user_id')
+    .select([
+      'l.id',
+      'l.identifier',
+      'u.uuid as user_uuid',
+      'l.ip_address',
+      'l.user_agent',
+      'l.success',
+      'l.failure_reason',
+      'l.attempted_at',
+    ]);
+  if (query.since) q = q.where('l.attempted_at', '>=', new Date(query.since));
+  if (query.identifier) q = q.where('l.identifier', '=', query.identifier.trim().normalize('NFC').toLowerCase());
+  if (query.success !== undefined) q = q.where('l.success', '=', query.success);
+  if (after !== undefined) q = q.where('l.id', '<', after);
+  const rows = await q
+    .orderBy('l.id', 'desc')
+    .limit(query.limit + 1)
+    .execute();
+  const { rows: kept, next_cursor } = page(rows, query.limit);
+  return {
+    items: kept.map((r) => ({ ...r, attempted_at: r.attempted_at.toISOString() })),
+    next_cursor,
+  };
+}
