@@ -1,4 +1,4 @@
-import { fastifyCookie } from '@fastify/cookie';
+import { parseCookie, stringifySetCookie } from 'cookie';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.ts';
@@ -28,7 +28,9 @@ export function sendTokens(reply: FastifyReply, issued: IssuedSession, config: C
   if (config.refreshTokenCookie) {
     reply.header(
       'set-cookie',
-      fastifyCookie.serialize(REFRESH_COOKIE, issued.tokens.refresh_token, {
+      stringifySetCookie({
+        name: REFRESH_COOKIE,
+        value: issued.tokens.refresh_token,
         httpOnly: true,
         secure: config.publicUrl.startsWith('https:'),
         sameSite: 'strict',
@@ -44,7 +46,9 @@ export function clearRefreshCookie(reply: FastifyReply, config: Config, prefix: 
   if (!config.refreshTokenCookie) return;
   reply.header(
     'set-cookie',
-    fastifyCookie.serialize(REFRESH_COOKIE, '', {
+    stringifySetCookie({
+      name: REFRESH_COOKIE,
+      value: '',
       httpOnly: true,
       secure: config.publicUrl.startsWith('https:'),
       sameSite: 'strict',
@@ -57,7 +61,7 @@ export function clearRefreshCookie(reply: FastifyReply, config: Config, prefix: 
 export function refreshCookie(request: FastifyRequest): string | undefined {
   const header = request.headers.cookie;
   if (typeof header !== 'string') return undefined;
-  const value = fastifyCookie.parse(header)[REFRESH_COOKIE];
+  const value = parseCookie(header)[REFRESH_COOKIE];
   return value === '' ? undefined : value;
 }
 
