@@ -32,6 +32,7 @@ describe('mail outbox over real SMTP', () => {
     app = await startApp(
       {
         ...FAST_OUTBOX,
+        RATE_LIMIT_FORGOT_PASSWORD: '100000/1h',
         SMTP_URL: smtp.url,
         MAIL_FROM: 'Gatehouse <auth@gatehouse.test>',
         REDIS_KEY_PREFIX: `t:${uniqueName()}:`,
@@ -98,11 +99,20 @@ describe('mail outbox over real SMTP', () => {
     assert.deepEqual(smtp.to(to), []);
   });
 
-  test('SMTP down: registrations still succeed, and on recovery every queued mail is delivered exactly once', async () => {
+  test('SMTP down: registrations and resets still succeed, and on recovery every queued mail is delivered exactly once', async () => {
+    const existing = newUser();
+    assert.equal((await register(app, existing)).statusCode, 201);
+    await smtp.waitFor(String(existing.email));
     await smtp.stop();
     const users = Array.from({ length: 5 }, () => newUser());
     try {
       for (const user of users) assert.equal((await register(app, user)).statusCode, 201);
+      const forgot = await app.inject({
+        method: 'POST',
+        url: '/api/v1/forgot-password',
+        payload: { email: existing.email },
+      });
+      assert.equal(forgot.statusCode, 202, forgot.body);
       // At least one failed attempt each, recorded without losing the mail.
       for (const user of users) {
         await waitUntil(async () => ((await outboxRows(app, String(user.email)))[0]?.last_error ?? null) !== null);
@@ -123,6 +133,17 @@ describe('mail outbox over real SMTP', () => {
       assert.equal(row?.status, 'sent');
       assert.ok((row?.attempts ?? 0) >= 2, `attempts ${row?.attempts}`);
     }
+    // The verification mail before the outage and the reset mail after it, once each; the reset link works.
+    const mails = await smtp.waitFor(String(existing.email), 2);
+    assert.equal(mails.length, 2);
+    assert.equal(mails[1]?.subject, 'Reset your password');
+    const password = `${String(existing.password)}2`;
+    const reset = await app.inject({
+      method: 'POST',
+      url: '/api/v1/reset-password',
+      payload: { token: tokenFrom(mails[1]?.links[0] as string), new_password: password, confirm_password: password },
+    });
+    assert.equal(reset.statusCode, 204, reset.body);
   });
 
   test('a recipient refused with a permanent 5xx is marked failed after one attempt', async () => {

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  MAIL_TEMPLATES,
+  type MailDataByTemplate,
+  mailLanguage,
+  renderMail,
+} from '../../src/services/mail-templates.ts';
+
+const HOSTILE = '<script>alert("x")</script>&\'';
+
+/** Every field of every template carries markup and quotes. */
+const hostileData: MailDataByTemplate = {
+  verify_email: { name: HOSTILE, link: 'http://gatehouse.test/verify-email?token=a"b<c' },
+  reset_password: { name: HOSTILE, link: 'http://gatehouse.test/reset-password?token=a"b<c' },
+  password_changed: { name: HOSTILE, link: 'http://gatehouse.test/forgot-password?x="><script>' },
+  registration_attempt: {
+    name: HOSTILE,
+    loginLink: 'http://gatehouse.test/login?x="><script>',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+  },
+  invitation: {
+    organizationName: HOSTILE,
+    inviterName: HOSTILE,
+    role: HOSTILE,
+    link: 'http://gatehouse.test/invitations/accept?token=a"b<c',
+  },
+};
+
+const render = (template: keyof MailDataByTemplate, language: string) =>
+  renderMail(template, language, hostileData[template] as never);
+
+describe('mail templates', () => {
+  for (const template of MAIL_TEMPLATES) {
+    for (const language of ['en', 'es']) {
+      test(`${template} (${language}) has a subject, a text part and an HTML part, every value escaped in the HTML`, () => {
+        const mail = render(template, language);
+        assert.ok(mail.subject.length > 0);
+        assert.ok(mail.text.length > 0);
+        assert.match(mail.html, new RegExp(`^<!doctype html>\\n<html lang="${language}">`));
+        assert.ok(!mail.html.includes('<script>'), mail.html);
+        assert.ok(!mail.html.includes('"b<c'), 'links are escaped in attributes');
+        assert.ok(mail.html.includes('&lt;script&gt;'));
+        // Plain text is not HTML: it carries the values as they are.
+        assert.ok(mail.text.includes('http://gatehouse.test/'));
+      });
+    }
+  }
+
+  test('the text part carries each link in full', () => {
+    const mail = renderMail('registration_attempt', 'en', {
+      name: 'Ann',
+      loginLink: 'http://gatehouse.test/login',
+      resetLink: 'http://gatehouse.test/forgot-password',
+    });
+    assert.match(mail.text, /Log in: http:\/\/gatehouse\.test\/login\n/);
+    assert.match(mail.text, /Reset your password: http:\/\/gatehouse\.test\/forgot-password\n/);
+  });
+
+  test('the language is chosen by the primary subtag, falling back to English', () => {
+    assert.equal(mailLanguage('es'), 'es');
+    assert.equal(mailLanguage('es-MX'), 'es');
+    assert.equal(mailLanguage('ES'), 'es');
+    assert.equal(mailLanguage('pt-BR'), 'en');
+    assert.equal(mailLanguage(''), 'en');
+    assert.equal(renderMail('reset_password', 'fr', { name: 'A', link: 'http://x' }).subject, 'Reset your password');
+    assert.equal(
+      renderMail('reset_password', 'es-AR', { name: 'A', link: 'http://x' }).subject,
+      'Restablece tu contraseña',
+    );
+  });
+
+  test('the invitation names the organization, the inviter and the role in words', () => {
+    const data = { organizationName: 'Acme', inviterName: 'Ann', role: 'viewer', link: 'http://gatehouse.test/i' };
+    const en = renderMail('invitation', 'en', data);
+    assert.equal(en.subject, 'Ann invited you to join Acme');
+    assert.match(en.text, /Ann invited you to join Acme as a viewer\./);
+    const es = renderMail('invitation', 'es', data);
+    assert.equal(es.subject, 'Ann te invitó a unirte a Acme');
+    assert.match(es.text, /como lector\./);
+  });
+});
