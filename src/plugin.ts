@@ -11,12 +11,15 @@ import { adminRoutes } from './http/admin.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { corsOptions } from './http/cors.ts';
 import { healthRoutes } from './http/health.ts';
+import { invitationRoutes } from './http/invitations.ts';
 import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { jwksRoutes } from './http/jwks.ts';
 import { loginRoutes } from './http/login.ts';
 import { logoutRoutes } from './http/logout.ts';
 import { meRoutes } from './http/me.ts';
+import { memberRoutes } from './http/members.ts';
 import { metricsRoutes, observeRequests } from './http/metrics.ts';
+import { organizationRoutes } from './http/organizations.ts';
 import { sendProblem } from './http/problem.ts';
 import { problemPages } from './http/problem-pages.ts';
 import { rateLimitRoutes } from './http/rate-limit.ts';
@@ -30,6 +33,7 @@ import { verifyEmailRoutes } from './http/verify-email.ts';
 import type { BreachChecker } from './services/breach.ts';
 import type { Clock } from './services/clock.ts';
 import { createServices, type Services } from './services/container.ts';
+import type { OrganizationAccess } from './services/permissions.ts';
 import type { RequestContext } from './services/request-context.ts';
 import type { AuthContext } from './services/sessions.ts';
 
@@ -83,6 +87,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.decorate('gatehouse', services);
   app.decorateRequest('caller', null as unknown as RequestContext);
   app.decorateRequest('auth', null as unknown as AuthContext);
+  app.decorateRequest('membership', null as unknown as OrganizationAccess);
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onReady', async () => services.auditSealer.start());
@@ -154,6 +159,9 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(sessionRoutes);
         await api.register(meRoutes);
         await api.register(adminRoutes);
+        await api.register(organizationRoutes);
+        await api.register(memberRoutes);
+        await api.register(invitationRoutes);
       },
       { prefix },
     );
@@ -171,3 +179,6 @@ export type { Config } from './config.ts';
 export { loadConfig } from './config.ts';
 export { AppError } from './errors.ts';
 export { requireSuperuser, requireUser } from './http/auth-guard.ts';
+export { type OrgGuardOptions, requireOrgPermission, requireOrgRole } from './http/org-guard.ts';
+export { sendProblem } from './http/problem.ts';
+export type { OrganizationAccess } from './services/permissions.ts';

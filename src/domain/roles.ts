@@ -21,7 +21,7 @@ export const DEFAULT_ROLE_PERMISSIONS: Record<RoleName, readonly Permission[]> =
   viewer: ['organization:read', 'members:read', 'resources:read'],
 };
 
-/** Rank for "at least this role" guards: admin ⊇ user ⊇ viewer. */
+/** Rank for "at least this role" comparisons: admin ⊇ user ⊇ viewer. */
 const RANK: Record<RoleName, number> = { viewer: 1, user: 2, admin: 3 };
 
 export function isRoleName(value: string): value is RoleName {
@@ -32,6 +32,19 @@ export function roleAtLeast(role: RoleName, required: RoleName): boolean {
   return RANK[role] >= RANK[required];
 }
 
-export function roleAllows(permissions: readonly string[], permission: Permission): boolean {
-  return permissions.includes(permission);
+/**
+ * What a route asks of a member: one permission, or everything a role may do
+ * (`{ role: 'user' }` is met by every role whose permissions include the
+ * `user` role's, so admins pass too).
+ */
+export type Requirement = Permission | { role: RoleName };
+
+/** Does a role's permission list (the `roles.permissions` row) meet the requirement? */
+export function grants(permissions: readonly string[], requirement: Requirement): boolean {
+  const needed = typeof requirement === 'string' ? [requirement] : DEFAULT_ROLE_PERMISSIONS[requirement.role];
+  return needed.every((permission) => permissions.includes(permission));
+}
+
+export function describeRequirement(requirement: Requirement): string {
+  return typeof requirement === 'string' ? `the ${requirement} permission` : `the ${requirement.role} role`;
 }

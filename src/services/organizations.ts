@@ -1,7 +1,20 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
-import { slugify } from '../domain/account-rules.ts';
-import { DEFAULT_ROLE_PERMISSIONS, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
+import { checkOrganizationName, checkStorable, slugify } from '../domain/account-rules.ts';
+import { DEFAULT_ROLE_PERMISSIONS, isRoleName, type Requirement, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
+import { AppError, type FieldError } from '../errors.ts';
+import { type AuditLogView, decodeCursor, encodeCursor, type Page } from './admin.ts';
+import { recordAudit } from './audit.ts';
+import type { Services } from './container.ts';
+import {
+  authorizeMember,
+  countAdmins,
+  isUuid,
+  lockOrganization,
+  type OrganizationAccess,
+  requirePermission,
+} from './permissions.ts';
+import type { RequestContext } from './request-context.ts';
 
 export interface OrganizationSummary {
   id: number;
@@ -10,21 +23,53 @@ export interface OrganizationSummary {
   slug: string;
 }
 
+/** An organization as one of its members sees it, with the member's role. */
+export interface OrganizationView {
+  uuid: string;
+  name: string;
+  slug: string;
+  role: RoleName;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface MemberView {
+  user_uuid: string;
+  username: string;
+  email: string;
+  first_name: string | null;
+  last_name: string | null;
+  role: RoleName;
+  joined_at: string;
+}
+
+const invalid = (errors: FieldError[]) =>
+  new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+
+async function takenSlugs(db: Kysely<Database>, base: string): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('organizations')
+    .select('slug')
+    .where((eb) => eb.or([eb('slug', '=', base), eb('slug', 'like', `${base.replace(/[\\%_]/g, '\\$&')}-%`)]))
+    .execute();
+  return new Set(rows.map((r) => r.slug));
+}
+
+/** `base`, then `base-2`, `base-3`, … skipping the slugs already taken. */
+function* freeSlugs(base: string, taken: Set<string>): Generator<string> {
+  for (let n = 1; n < 10_000; n++) {
+    const slug = n === 1 ? base : `${base}-${n}`;
+    if (!taken.has(slug)) yield slug;
+  }
+}
+
 /**
  * Inserts the organization under the first free slug derived from its name.
  * ON CONFLICT DO NOTHING keeps a collision from aborting the caller's transaction.
  */
 async function insertWithFreeSlug(db: Kysely<Database>, name: string): Promise<OrganizationSummary> {
   const base = slugify(name);
-  const taken = await db
-    .selectFrom('organizations')
-    .select('slug')
-    .where((eb) => eb.or([eb('slug', '=', base), eb('slug', 'like', `${base.replace(/[\\%_]/g, '\\$&')}-%`)]))
-    .execute();
-  const used = new Set(taken.map((r) => r.slug));
-  for (let n = 1; n < 10_000; n++) {
-    const slug = n === 1 ? base : `${base}-${n}`;
-    if (used.has(slug)) continue;
+  for (const slug of freeSlugs(base, await takenSlugs(db, base))) {
     const row = await db
       .insertInto('organizations')
       .values({ name, slug })
@@ -61,4 +106,369 @@ export async function createOrganizationWithOwner(
     .values({ user_id: ownerId, organization_id: organization.id, role_id: admin.id })
     .execute();
   return { ...organization, role: 'admin' };
+}
+
+function validName(raw: unknown): string {
+  if (typeof raw !== 'string') throw invalid([{ field: 'name', message: 'Field is required', code: 'required' }]);
+  const unstorable = checkStorable(raw, 'name');
+  if (unstorable) throw invalid([unstorable]);
+  const check = checkOrganizationName(raw, 'name');
+  if (!check.ok) throw invalid([check.error]);
+  return check.value;
+}
+
+/** A role name from a request body, or 422 naming the field. */
+export function validRole(raw: unknown, field = 'role'): RoleName {
+  if (typeof raw === 'string' && isRoleName(raw)) return raw;
+  const message = `Role must be one of ${ROLE_NAMES.join(', ')}`;
+  throw invalid([{ field, message, code: raw === undefined ? 'required' : 'invalid_value' }]);
+}
+
+function organizationView(
+  row: { uuid: string; name: string; slug: string; created_at: Date; updated_at: Date },
+  role: RoleName,
+): OrganizationView {
+  return {
+    uuid: row.uuid,
+    name: row.name,
+    slug: row.slug,
+    role,
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString(),
+  };
+}
+
+/** `GET /organizations`: the caller's organizations with the caller's role in each. */
+export async function listOrganizations(services: Services, userId: number): Promise<OrganizationView[]> {
+  const rows = await services.db
+    .selectFrom('memberships')
+    .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
+    .innerJoin('roles', 'roles.id', 'memberships.role_id')
+    .select([
+      'organizations.uuid',
+      'organizations.name',
+      'organizations.slug',
+      'organizations.created_at',
+      'organizations.updated_at',
+      'roles.name as role',
+    ])
+    .where('memberships.user_id', '=', userId)
+    .orderBy('organizations.name')
+    .orderBy('organizations.id')
+    .execute();
+  return rows.filter((r) => isRoleName(r.role)).map((r) => organizationView(r, r.role as RoleName));
+}
+
+/** `POST /organizations`: a new organization with default roles; the caller is its admin. */
+export async function createOrganization(
+  services: Services,
+  userId: number,
+  input: { name?: unknown },
+  context: RequestContext,
+): Promise<OrganizationView> {
+  const name = validName(input.name);
+  return services.db.transaction().execute(async (trx) => {
+    const created = await createOrganizationWithOwner(trx, name, userId);
+    await recordAudit(
+      trx,
+      {
+        action: 'organization_created',
+        userId,
+        organizationId: created.id,
+        details: { uuid: created.uuid, name: created.name, slug: created.slug },
+      },
+      context,
+    );
+    const row = await trx
+      .selectFrom('organizations')
+      .selectAll()
+      .where('id', '=', created.id)
+      .executeTakeFirstOrThrow();
+    return organizationView(row, created.role);
+  });
+}
+
+export async function getOrganization(services: Services, access: OrganizationAccess): Promise<OrganizationView> {
+  const row = await services.db
+    .selectFrom('organizations')
+    .selectAll()
+    .where('id', '=', access.organizationId)
+    .executeTakeFirst();
+  if (!row) throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+  return organizationView(row, access.role);
+}
+
+const EDITABLE = new Set(['name']);
+
+/**
+ * `PATCH /organizations/{uuid}`: renames. The slug follows the name (first
+ * free one), except that a name whose slug is the current one's stem keeps
+ * the current slug, so that "Acme" → "ACME" does not move `acme-2`.
+ */
+export async function updateOrganization(
+  services: Services,
+  access: OrganizationAccess,
+  input: Record<string, unknown>,
+  context: RequestContext,
+): Promise<OrganizationView> {
+  const refused = Object.keys(input)
+    .filter((field) => !EDITABLE.has(field))
+    .map((field) => ({ field, message: 'Field cannot be changed here', code: 'not_allowed' }));
+  if (refused.length > 0) throw invalid(refused);
+  const name = input.name === undefined ? undefined : validName(input.name);
+
+  // A concurrent rename can take the chosen slug between the check and the update: try again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await services.db.transaction().execute(async (trx) => {
+        if (!(await lockOrganization(trx, access.organizationId))) {
+          throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+        }
+        const before = await trx
+          .selectFrom('organizations')
+          .selectAll()
+          .where('id', '=', access.organizationId)
+          .executeTakeFirstOrThrow();
+        if (name === undefined || name === before.name) return organizationView(before, access.role);
+        const base = slugify(name);
+        const keepsSlug = before.slug === base || new RegExp(`^${base}-\\d+$`).test(before.slug);
+        const slug = keepsSlug ? before.slug : freeSlugs(base, await takenSlugs(trx, base)).next().value;
+        if (!slug) throw new Error('no free organization slug');
+        const after = await trx
+          .updateTable('organizations')
+          .set({ name, slug, updated_at: services.clock.now() })
+          .where('id', '=', access.organizationId)
+          .returningAll()
+          .executeTakeFirstOrThrow();
+        await recordAudit(
+          trx,
+          {
+            action: 'organization_updated',
+            userId: access.userId,
+            organizationId: access.organizationId,
+            details: { uuid: after.uuid, from: { name: before.name, slug: before.slug }, to: { name, slug } },
+          },
+          context,
+        );
+        return organizationView(after, access.role);
+      });
+    } catch (error) {
+      if (attempt >= 5 || !isSlugCollision(error)) throw error;
+    }
+  }
+}
+
+function isSlugCollision(error: unknown): boolean {
+  const { code, constraint } = (error ?? {}) as { code?: unknown; constraint?: unknown };
+  return code === '23505' && constraint === 'organizations_slug_key';
+}
+
+/** `DELETE /organizations/{uuid}`: roles, memberships and invitations go with it. */
+export async function deleteOrganization(
+  services: Services,
+  access: OrganizationAccess,
+  context: RequestContext,
+): Promise<void> {
+  await services.db.transaction().execute(async (trx) => {
+    const deleted = await trx
+      .deleteFrom('organizations')
+      .where('id', '=', access.organizationId)
+      .returning(['uuid', 'name', 'slug'])
+      .executeTakeFirst();
+    if (!deleted) throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+    await recordAudit(
+      trx,
+      {
+        action: 'organization_deleted',
+        userId: access.userId,
+        organizationId: access.organizationId,
+        details: { uuid: deleted.uuid, name: deleted.name, slug: deleted.slug },
+      },
+      context,
+    );
+  });
+}
+
+function memberQuery(db: Kysely<Database>, organizationId: number) {
+  return db
+    .selectFrom('memberships')
+    .innerJoin('users', 'users.id', 'memberships.user_id')
+    .innerJoin('roles', 'roles.id', 'memberships.role_id')
+    .select([
+      'memberships.id',
+      'users.id as user_id',
+      'users.uuid',
+      'users.username',
+      'users.email',
+      'users.first_name',
+      'users.last_name',
+      'roles.name as role',
+      'memberships.created_at',
+    ])
+    .where('memberships.organization_id', '=', organizationId);
+}
+
+type MemberRow = Awaited<ReturnType<ReturnType<typeof memberQuery>['executeTakeFirstOrThrow']>>;
+
+function memberView(row: MemberRow, role = row.role): MemberView {
+  return {
+    user_uuid: row.uuid,
+    username: row.username,
+    email: row.email,
+    first_name: row.first_name,
+    last_name: row.last_name,
+    role: role as RoleName,
+    joined_at: row.created_at.toISOString(),
+  };
+}
+
+export async function listMembers(services: Services, access: OrganizationAccess): Promise<MemberView[]> {
+  const rows = await memberQuery(services.db, access.organizationId)
+    .orderBy('memberships.created_at')
+    .orderBy('memberships.id')
+    .execute();
+  return rows.map((row) => memberView(row));
+}
+
+async function findMember(trx: Kysely<Database>, organizationId: number, userUuid: string): Promise<MemberRow> {
+  const member = isUuid(userUuid)
+    ? await memberQuery(trx, organizationId).where('users.uuid', '=', userUuid.toLowerCase()).executeTakeFirst()
+    : undefined;
+  if (!member) throw new AppError('NOT_FOUND', { detail: 'Member not found' });
+  return member;
+}
+
+/**
+ * Locks the organization, then checks the actor again under the lock: a
+ * request that raced a change to the actor's own role (two admins demoting
+ * each other) sees the outcome of the one before it.
+ */
+async function lockAndReauthorize(
+  trx: Kysely<Database>,
+  access: OrganizationAccess,
+  requirement: Requirement,
+): Promise<OrganizationAccess> {
+  if (!(await lockOrganization(trx, access.organizationId))) {
+    throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+  }
+  return authorizeMember(trx, access.userId, access.organizationUuid, requirement);
+}
+
+/** `PATCH /organizations/{uuid}/members/{user_uuid}`: the last admin cannot be demoted. */
+export async function changeMemberRole(
+  services: Services,
+  access: OrganizationAccess,
+  userUuid: string,
+  input: { role?: unknown },
+  context: RequestContext,
+): Promise<MemberView> {
+  const role = validRole(input.role);
+  return services.db.transaction().execute(async (trx) => {
+    await lockAndReauthorize(trx, access, 'members:manage');
+    const member = await findMember(trx, access.organizationId, userUuid);
+    if (member.role === role) return memberView(member);
+    if (member.role === 'admin' && (await countAdmins(trx, access.organizationId, member.user_id)) === 0) {
+      throw new AppError('CONFLICT', {
+        detail: 'The last admin of an organization cannot be demoted; make another member an admin first',
+      });
+    }
+    const target = await trx
+      .selectFrom('roles')
+      .select('id')
+      .where('organization_id', '=', access.organizationId)
+      .where('name', '=', role)
+      .executeTakeFirst();
+    if (!target) throw new AppError('CONFLICT', { detail: `This organization has no ${role} role` });
+    await trx
+      .updateTable('memberships')
+      .set({ role_id: target.id, updated_at: services.clock.now() })
+      .where('id', '=', member.id)
+      .execute();
+    await recordAudit(
+      trx,
+      {
+        action: 'member_role_changed',
+        userId: access.userId,
+        organizationId: access.organizationId,
+        details: { member_uuid: member.uuid, from: member.role, to: role },
+      },
+      context,
+    );
+    return memberView(member, role);
+  });
+}
+
+/**
+ * `DELETE /organizations/{uuid}/members/{user_uuid}`: an admin removes a
+ * member, or any member removes themselves (leaves). The last admin can do
+ * neither to themselves; the organization is deleted instead.
+ */
+export async function removeMember(
+  services: Services,
+  access: OrganizationAccess,
+  userUuid: string,
+  context: RequestContext,
+): Promise<void> {
+  await services.db.transaction().execute(async (trx) => {
+    const actor = await lockAndReauthorize(trx, access, 'organization:read');
+    const member = await findMember(trx, access.organizationId, userUuid);
+    const leaving = member.user_id === actor.userId;
+    if (!leaving) requirePermission(actor, 'members:manage');
+    if (member.role === 'admin' && (await countAdmins(trx, access.organizationId, member.user_id)) === 0) {
+      throw new AppError('CONFLICT', {
+        detail: leaving
+          ? 'You are the last admin of this organization and cannot leave it; make another member an admin first, or delete the organization'
+          : 'The last admin of an organization cannot be removed; make another member an admin first',
+      });
+    }
+    await trx.deleteFrom('memberships').where('id', '=', member.id).execute();
+    await recordAudit(
+      trx,
+      {
+        action: 'member_removed',
+        userId: access.userId,
+        organizationId: access.organizationId,
+        details: { member_uuid: member.uuid, role: member.role, left: leaving },
+      },
+      context,
+    );
+  });
+}
+
+export interface OrganizationAuditQuery {
+  action?: string | undefined;
+  since?: string | undefined;
+  cursor?: string | undefined;
+  limit: number;
+}
+
+/** `GET /organizations/{uuid}/audit-logs`: the organization's trail, newest first, one keyset page. */
+export async function listOrganizationAuditLogs(
+  services: Services,
+  access: OrganizationAccess,
+  query: OrganizationAuditQuery,
+): Promise<Page<AuditLogView>> {
+  const before = decodeCursor(query.cursor);
+  let q = services.db
+    .selectFrom('audit_logs as a')
+    .leftJoin('users as u', 'u.id', 'a.user_id')
+    .select(['a.id', 'a.action', 'u.uuid as user_uuid', 'a.ip_address', 'a.user_agent', 'a.details', 'a.created_at'])
+    .where('a.organization_id', '=', access.organizationId);
+  if (query.action) q = q.where('a.action', '=', query.action);
+  if (query.since) q = q.where('a.created_at', '>=', new Date(query.since));
+  if (before !== undefined) q = q.where('a.id', '<', before);
+  const rows = await q
+    .orderBy('a.id', 'desc')
+    .limit(query.limit + 1)
+    .execute();
+  const kept = rows.slice(0, query.limit);
+  const last = kept[kept.length - 1];
+  return {
+    items: kept.map((r) => ({
+      ...r,
+      organization_uuid: access.organizationUuid,
+      created_at: r.created_at.toISOString(),
+    })),
+    next_cursor: rows.length > query.limit && last ? encodeCursor(last.id) : null,
+  };
 }

@@ -1,0 +1,330 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/schema.ts';
+import { checkEmail, checkStorable } from '../domain/account-rules.ts';
+import { isRoleName, type RoleName } from '../domain/roles.ts';
+import { AppError, type FieldError } from '../errors.ts';
+import { recordAudit } from './audit.ts';
+import type { Services } from './container.ts';
+import { publicLink, queueMail } from './mail.ts';
+import { findLiveToken, issueOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS, spendOneTimeToken } from './one-time-tokens.ts';
+import { getOrganization, type OrganizationView, validRole } from './organizations.ts';
+import { findMembership, isUuid, type OrganizationAccess } from './permissions.ts';
+import type { RequestContext } from './request-context.ts';
+import type { AuthContext } from './sessions.ts';
+
+/** Where the mailed link points: `PUBLIC_URL/accept-invitation?token=…`. */
+export const INVITATION_LINK_PATH = 'accept-invitation';
+
+export interface InvitationView {
+  uuid: string;
+  organization_uuid: string;
+  email: string;
+  role: RoleName;
+  invited_by: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+const invalidInvitation = () =>
+  new AppError('TOKEN_INVALID_OR_EXPIRED', {
+    detail: 'This invitation is invalid, has already been used, was revoked or has expired. Ask for a new one.',
+  });
+
+function validInvitationInput(input: { email?: unknown; role?: unknown }): { email: string; role: RoleName } {
+  const errors: FieldError[] = [];
+  let email: string | undefined;
+  if (typeof input.email !== 'string') {
+    errors.push({ field: 'email', message: 'Email is required', code: 'required' });
+  } else {
+    const storable = checkStorable(input.email, 'email');
+    const check = storable ? { ok: false as const, error: storable } : checkEmail(input.email);
+    if (check.ok) email = check.value;
+    else errors.push(check.error);
+  }
+  let role: RoleName | undefined;
+  try {
+    role = validRole(input.role);
+  } catch (error) {
+    if (!(error instanceof AppError)) throw error;
+    errors.push(...(error.options.errors ?? []));
+  }
+  if (errors.length > 0 || !email || !role) {
+    throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+  }
+  return { email, role };
+}
+
+function invitationQuery(db: Kysely<Database>) {
+  return db
+    .selectFrom('invitations')
+    .innerJoin('organizations', 'organizations.id', 'invitations.organization_id')
+    .innerJoin('roles', 'roles.id', 'invitations.role_id')
+    .leftJoin('users as inviter', 'inviter.id', 'invitations.invited_by')
+    .select([
+      'invitations.id',
+      'invitations.uuid',
+      'organizations.uuid as organization_uuid',
+      'invitations.email',
+      'roles.name as role',
+      'inviter.uuid as invited_by',
+      'invitations.created_at',
+      'invitations.expires_at',
+    ]);
+}
+
+type InvitationRow = Awaited<ReturnType<ReturnType<typeof invitationQuery>['executeTakeFirstOrThrow']>>;
+
+function invitationView(row: InvitationRow): InvitationView {
+  return {
+    uuid: row.uuid,
+    organization_uuid: row.organization_uuid,
+    email: row.email,
+    role: row.role as RoleName,
+    invited_by: row.invited_by,
+    created_at: row.created_at.toISOString(),
+    expires_at: row.expires_at.toISOString(),
+  };
+}
+
+/** Revokes the pending invitations matching `where` and voids their links; returns their uuids. */
+async function revokePending(
+  trx: Kysely<Database>,
+  organizationId: number,
+  where: { email: string } | { uuid: string },
+  now: Date,
+): Promise<string[]> {
+  let query = trx
+    .updateTable('invitations')
+    .set({ revoked_at: now })
+    .where('organization_id', '=', organizationId)
+    .where('accepted_at', 'is', null)
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', now);
+  query = 'email' in where ? query.where('email', '=', where.email) : query.where('uuid', '=', where.uuid);
+  const revoked = await query.returning(['id', 'uuid']).execute();
+  if (revoked.length > 0) {
+    await trx
+      .updateTable('one_time_tokens')
+      .set({ used_at: now })
+      .where(
+        'invitation_id',
+        'in',
+        revoked.map((r) => r.id),
+      )
+      .where('used_at', 'is', null)
+      .execute();
+  }
+  return revoked.map((r) => r.uuid);
+}
+
+/**
+ * `POST /organizations/{uuid}/invitations`: mails a single-use link valid
+ * 7 days. Inviting an address again replaces its pending invitation (the
+ * old link stops working); inviting a member is a CONFLICT.
+ */
+export async function createInvitation(
+  services: Services,
+  access: OrganizationAccess,
+  input: { email?: unknown; role?: unknown },
+  context: RequestContext,
+): Promise<InvitationView> {
+  const { email, role } = validInvitationInput(input);
+  const now = services.clock.now();
+  const view = await services.db.transaction().execute(async (trx) => {
+    const invitee = await trx
+      .selectFrom('users')
+      .select(['id', 'language_code'])
+      .where('email', '=', email)
+      .executeTakeFirst();
+    if (invitee) {
+      const member = await trx
+        .selectFrom('memberships')
+        .select('id')
+        .where('organization_id', '=', access.organizationId)
+        .where('user_id', '=', invitee.id)
+        .executeTakeFirst();
+      if (member) throw new AppError('CONFLICT', { detail: 'This person is already a member of the organization' });
+    }
+    const roleRow = await trx
+      .selectFrom('roles')
+      .select('id')
+      .where('organization_id', '=', access.organizationId)
+      .where('name', '=', role)
+      .executeTakeFirst();
+    if (!roleRow) throw new AppError('CONFLICT', { detail: `This organization has no ${role} role` });
+    const replaced = await revokePending(trx, access.organizationId, { email }, now);
+    const inserted = await trx
+      .insertInto('invitations')
+      .values({
+        organization_id: access.organizationId,
+        email,
+        role_id: roleRow.id,
+        invited_by: access.userId,
+        created_at: now,
+        expires_at: new Date(now.getTime() + ONE_TIME_TOKEN_TTL_SECONDS.invitation * 1000),
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const token = await issueOneTimeToken(trx, { purpose: 'invitation', invitationId: inserted.id, email, now });
+    const inviter = await trx
+      .selectFrom('users')
+      .select(['username', 'first_name', 'language_code'])
+      .where('id', '=', access.userId)
+      .executeTakeFirstOrThrow();
+    await queueMail(trx, {
+      to: email,
+      template: 'invitation',
+      languageCode: invitee?.language_code ?? inviter.language_code,
+      data: {
+        organizationName: access.name,
+        inviterName: inviter.first_name ?? inviter.username,
+        role,
+        link: publicLink(services.config.publicUrl, INVITATION_LINK_PATH, { token }),
+      },
+    });
+    const row = await invitationQuery(trx).where('invitations.id', '=', inserted.id).executeTakeFirstOrThrow();
+    await recordAudit(
+      trx,
+      {
+        action: 'member_invited',
+        userId: access.userId,
+        organizationId: access.organizationId,
+        details: { invitation_uuid: row.uuid, email, role, replaced },
+      },
+      context,
+    );
+    return invitationView(row);
+  });
+  services.outbox.kick();
+  return view;
+}
+
+/** `GET /organizations/{uuid}/invitations`: pending ones (not accepted, revoked or expired), newest first. */
+export async function listPendingInvitations(
+  services: Services,
+  access: OrganizationAccess,
+): Promise<InvitationView[]> {
+  const rows = await invitationQuery(services.db)
+    .where('invitations.organization_id', '=', access.organizationId)
+    .where('invitations.accepted_at', 'is', null)
+    .where('invitations.revoked_at', 'is', null)
+    .where('invitations.expires_at', '>', services.clock.now())
+    .orderBy('invitations.id', 'desc')
+    .execute();
+  return rows.map(invitationView);
+}
+
+/** `DELETE /organizations/{uuid}/invitations/{invitation_uuid}`: only a pending invitation; its link dies. */
+export async function revokeInvitation(
+  services: Services,
+  access: OrganizationAccess,
+  invitationUuid: string,
+  context: RequestContext,
+): Promise<void> {
+  if (!isUuid(invitationUuid)) throw new AppError('NOT_FOUND', { detail: 'No pending invitation with this id' });
+  const now = services.clock.now();
+  await services.db.transaction().execute(async (trx) => {
+    const [revoked] = await revokePending(trx, access.organizationId, { uuid: invitationUuid.toLowerCase() }, now);
+    if (!revoked) throw new AppError('NOT_FOUND', { detail: 'No pending invitation with this id' });
+    await recordAudit(
+      trx,
+      {
+        action: 'invitation_revoked',
+        userId: access.userId,
+        organizationId: access.organizationId,
+        details: { invitation_uuid: revoked },
+      },
+      context,
+    );
+  });
+}
+
+/**
+ * `POST /invitations/accept`: the signed-in user joins with the invited role.
+ * Their verified email must be the invited one. The token is spent only on
+ * success (a refusal rolls the spend back), so the right person can still
+ * use a link someone else opened first.
+ */
+export async function acceptInvitation(
+  services: Services,
+  auth: AuthContext,
+  token: string,
+  context: RequestContext,
+): Promise<OrganizationView> {
+  const now = services.clock.now();
+  const access = await services.db.transaction().execute(async (trx) => {
+    const live = await findLiveToken(trx, 'invitation', token, now);
+    if (!live?.invitationId) throw invalidInvitation();
+    const invitation = await trx
+      .selectFrom('invitations')
+      .innerJoin('roles', 'roles.id', 'invitations.role_id')
+      .select([
+        'invitations.id',
+        'invitations.uuid',
+        'invitations.organization_id',
+        'invitations.email',
+        'invitations.role_id',
+        'roles.name as role',
+      ])
+      .where('invitations.id', '=', live.invitationId)
+      .where('invitations.accepted_at', 'is', null)
+      .where('invitations.revoked_at', 'is', null)
+      .where('invitations.expires_at', '>', now)
+      .executeTakeFirst();
+    if (!invitation || !isRoleName(invitation.role)) throw invalidInvitation();
+
+    const user = await trx
+      .selectFrom('users')
+      .select(['id', 'email', 'email_verified_at'])
+      .where('id', '=', auth.userId)
+      .executeTakeFirst();
+    if (!user) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
+    if (user.email !== invitation.email) {
+      throw new AppError('FORBIDDEN', { detail: 'This invitation was sent to a different email address' });
+    }
+    if (user.email_verified_at === null) {
+      throw new AppError('EMAIL_NOT_VERIFIED', { detail: 'Verify your email address before accepting an invitation' });
+    }
+    const existing = await trx
+      .selectFrom('memberships')
+      .select('id')
+      .where('organization_id', '=', invitation.organization_id)
+      .where('user_id', '=', user.id)
+      .executeTakeFirst();
+    if (existing) throw new AppError('CONFLICT', { detail: 'You are already a member of this organization' });
+
+    // The spend is the single-use guarantee: of two concurrent accepts exactly one gets the token.
+    if (!(await spendOneTimeToken(trx, 'invitation', token, now))) throw invalidInvitation();
+    const accepted = await trx
+      .updateTable('invitations')
+      .set({ accepted_at: now, accepted_by: user.id })
+      .where('id', '=', invitation.id)
+      .where('accepted_at', 'is', null)
+      .where('revoked_at', 'is', null)
+      .returning('id')
+      .executeTakeFirst();
+    if (!accepted) throw invalidInvitation();
+    await trx
+      .insertInto('memberships')
+      .values({ user_id: user.id, organization_id: invitation.organization_id, role_id: invitation.role_id })
+      .execute();
+    await recordAudit(
+      trx,
+      {
+        action: 'invitation_accepted',
+        userId: user.id,
+        organizationId: invitation.organization_id,
+        details: { invitation_uuid: invitation.uuid, role: invitation.role },
+      },
+      context,
+    );
+    const organization = await trx
+      .selectFrom('organizations')
+      .select('uuid')
+      .where('id', '=', invitation.organization_id)
+      .executeTakeFirstOrThrow();
+    return findMembership(trx, user.id, organization.uuid);
+  });
+  if (!access) throw invalidInvitation();
+  return getOrganization(services, access);
+}

@@ -1,0 +1,118 @@
+import { type Kysely, sql } from 'kysely';
+import type { Database } from '../db/schema.ts';
+import { describeRequirement, grants, isRoleName, type Requirement, type RoleName } from '../domain/roles.ts';
+import { AppError } from '../errors.ts';
+
+/** A user's standing in one organization, as the permission check found it. */
+export interface OrganizationAccess {
+  organizationId: number;
+  organizationUuid: string;
+  name: string;
+  slug: string;
+  userId: number;
+  role: RoleName;
+  /** The permissions of the member's role row. */
+  permissions: readonly string[];
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Path identifiers are checked before they reach SQL: a malformed uuid is simply not found. */
+export function isUuid(value: unknown): value is string {
+  return typeof value === 'string' && UUID.test(value);
+}
+
+/** The user's membership in the organization, or undefined (not a member, unknown or malformed uuid). */
+export async function findMembership(
+  db: Kysely<Database>,
+  userId: number,
+  organizationUuid: string,
+): Promise<OrganizationAccess | undefined> {
+  if (!isUuid(organizationUuid)) return undefined;
+  const row = await db
+    .selectFrom('memberships')
+    .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
+    .innerJoin('roles', 'roles.id', 'memberships.role_id')
+    .select([
+      'organizations.id',
+      'organizations.uuid',
+      'organizations.name',
+      'organizations.slug',
+      'roles.name as role',
+      'roles.permissions',
+    ])
+    .where('organizations.uuid', '=', organizationUuid.toLowerCase())
+    .where('memberships.user_id', '=', userId)
+    .executeTakeFirst();
+  if (!row || !isRoleName(row.role)) return undefined;
+  return {
+    organizationId: row.id,
+    organizationUuid: row.uuid,
+    name: row.name,
+    slug: row.slug,
+    userId,
+    role: row.role,
+    permissions: Array.isArray(row.permissions) ? row.permissions : [],
+  };
+}
+
+/**
+ * The permission check: does this member's role meet the requirement?
+ * FORBIDDEN when it does not. Every organization route and the host guard
+ * come through here (via `authorizeMember`, or directly for rules that
+ * depend on the target, such as "anyone may leave, only admins remove").
+ */
+export function requirePermission(access: OrganizationAccess, requirement: Requirement): void {
+  if (grants(access.permissions, requirement)) return;
+  throw new AppError('FORBIDDEN', {
+    detail: `Your role in this organization (${access.role}) does not have ${describeRequirement(requirement)}`,
+  });
+}
+
+/**
+ * Membership, then the permission check. A non-member learns nothing: the
+ * organization is NOT_FOUND (also when it does not exist), never FORBIDDEN.
+ */
+export async function authorizeMember(
+  db: Kysely<Database>,
+  userId: number,
+  organizationUuid: string,
+  requirement: Requirement,
+): Promise<OrganizationAccess> {
+  const access = await findMembership(db, userId, organizationUuid);
+  if (!access) throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+  requirePermission(access, requirement);
+  return access;
+}
+
+/**
+ * Takes the organization's row lock for the rest of the transaction, so that
+ * concurrent role changes, removals and account deletions are serialised and
+ * cannot together remove the last admin.
+ */
+export async function lockOrganization(trx: Kysely<Database>, organizationId: number): Promise<boolean> {
+  const row = await trx
+    .selectFrom('organizations')
+    .select('id')
+    .where('id', '=', organizationId)
+    .forUpdate()
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Members holding the `admin` role, other than `exceptUserId`. Call under `lockOrganization`. */
+export async function countAdmins(
+  db: Kysely<Database>,
+  organizationId: number,
+  exceptUserId: number | null = null,
+): Promise<number> {
+  let query = db
+    .selectFrom('memberships')
+    .innerJoin('roles', 'roles.id', 'memberships.role_id')
+    .select(sql<number>`count(*)::int`.as('admins'))
+    .where('memberships.organization_id', '=', organizationId)
+    .where('roles.name', '=', 'admin');
+  if (exceptUserId !== null) query = query.where('memberships.user_id', '!=', exceptUserId);
+  const row = await query.executeTakeFirstOrThrow();
+  return Number(row.admins);
+}
