@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
+import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './http/pages/options.ts';
 
 export type Environment = 'development' | 'test' | 'production';
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
@@ -76,6 +77,8 @@ export interface Config {
   trustProxy: boolean | string[];
   corsOrigins: string[];
   logLevel: string;
+  /** The HTML pages (PAGES_*). */
+  pages: PagesConfig;
 }
 
 export class ConfigError extends Error {
@@ -171,6 +174,18 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     trustProxy: read.trustProxy('TRUST_PROXY'),
     corsOrigins: read.list('CORS_ORIGINS'),
     logLevel: read.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+    pages: {
+      enabled: read.boolean('PAGES', true),
+      redirectTo: {
+        register: read.parsed('PAGES_REDIRECT_AFTER_REGISTER', parseRedirectTarget),
+        login: read.parsed('PAGES_REDIRECT_AFTER_LOGIN', parseRedirectTarget),
+        logout: read.parsed('PAGES_REDIRECT_AFTER_LOGOUT', parseRedirectTarget),
+      },
+      templateDir: read.optional('PAGES_TEMPLATE_DIR'),
+      styles: read.json('PAGES_STYLES', parsePageStyles) ?? {},
+      readOnly: read.boolean('PAGES_READ_ONLY', false),
+      userDefaults: read.json('PAGES_USER_DEFAULTS', parseUserDefaults) ?? {},
+    },
   };
 
   if (captchaProvider && !config.captchaSecretKey) {
@@ -262,6 +277,30 @@ class Reader {
       throw new ConfigError(name, `must be an http(s) URL, got "${raw}"`);
     }
     return raw;
+  }
+
+  /** A value checked by `parse`, whose message becomes the ConfigError's. */
+  parsed<T>(name: string, parse: (raw: string) => T): T | undefined {
+    const raw = this.optional(name);
+    if (raw === undefined) return undefined;
+    try {
+      return parse(raw);
+    } catch (error) {
+      throw new ConfigError(name, error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  /** A JSON value checked by `parse`. */
+  json<T>(name: string, parse: (value: unknown) => T): T | undefined {
+    return this.parsed(name, (raw) => {
+      let value: unknown;
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        throw new Error('must be valid JSON');
+      }
+      return parse(value);
+    });
   }
 
   list(name: string): string[] {

@@ -21,6 +21,7 @@ import { memberRoutes } from './http/members.ts';
 import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { organizationRoutes } from './http/organizations.ts';
 import { sendProblem } from './http/problem.ts';
+import { type PagesOptions, pageRoutes } from './http/pages/index.ts';
 import { problemPages } from './http/problem-pages.ts';
 import { rateLimitRoutes } from './http/rate-limit.ts';
 import { refreshRoutes } from './http/refresh.ts';
@@ -58,6 +59,11 @@ export interface GatehouseOptions {
   database?: DatabaseHandle;
   clock?: Clock;
   breachChecker?: BreachChecker;
+  /**
+   * The HTML pages (register, login, account…), mounted beside the API at the
+   * root of this plugin. Overrides the PAGES_* configuration; `false` leaves them out.
+   */
+  pages?: PagesOptions | false;
 }
 
 declare module 'fastify' {
@@ -146,6 +152,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     await scope.register(jwksRoutes);
     if (options.metrics !== false) await scope.register(metricsRoutes);
     await scope.register(problemPages);
+    if (options.pages !== false && config.pages.enabled) await scope.register(pageRoutes, { pages: options.pages });
     await scope.register(
       async (api) => {
         api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));

@@ -1,0 +1,170 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError } from '../../errors.ts';
+import { getAccount, updateAccount } from '../../services/account.ts';
+import { type BrowserSession, signOutSession } from '../../services/browser-sessions.ts';
+import { changePassword } from '../../services/password-change.ts';
+import { listSessions } from '../../services/sessions.ts';
+import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
+import type { Pages } from './page.ts';
+
+const LABELS = {
+  first_name: 'First name',
+  last_name: 'Last name',
+  language_code: 'Language',
+  current_password: 'Current password',
+  new_password: 'New password',
+  confirm_password: 'Confirm new password',
+};
+const PROFILE_FIELDS = ['first_name', 'last_name', 'language_code'];
+const PASSWORD_FIELDS = ['current_password', 'new_password', 'confirm_password'];
+
+type Section = 'profile' | 'password' | 'sessions';
+
+/** The account page: profile, organizations, sessions, password. One path; each form says what it does. */
+export function accountPages(app: FastifyInstance, pages: Pages): void {
+  const { services } = pages;
+
+  async function show(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    session: BrowserSession,
+    failed?: { section: Section; errors: FormErrors; values: Record<string, string> },
+  ): Promise<FastifyReply> {
+    const [account, sessions] = await Promise.all([
+      getAccount(services, session.auth.userId),
+      listSessions(services, session.auth),
+    ]);
+    const profile = {
+      first_name: account.first_name ?? '',
+      last_name: account.last_name ?? '',
+      language_code: account.language_code,
+    };
+    return pages.render(request, reply, 'account', {
+      title: 'Your account',
+      wide: true,
+      labels: LABELS,
+      signedIn: true,
+      account,
+      sessions: sessions.map((s) => ({
+        id: s.id,
+        current: s.current,
+        device: describeUserAgent(s.user_agent),
+        kind: s.kind === 'browser' ? 'Browser' : 'API',
+        ip: s.ip_address ?? 'unknown address',
+        createdAt: formatTime(s.created_at),
+      })),
+      section: failed?.section,
+      values: { ...profile, ...(failed?.section === 'profile' ? failed.values : {}) },
+      ...(failed && { errors: failed.errors }),
+    });
+  }
+
+  /** Without a live session: to the login page, and back here after it. */
+  async function requireSession(request: FastifyRequest, reply: FastifyReply): Promise<BrowserSession | undefined> {
+    const session = await pages.session(request);
+    if (session) return session;
+    pages.clearSessionCookie(request, reply);
+    pages.redirect(reply, `${pages.paths.login}?redirect_to=${encodeURIComponent(pages.paths.account)}`);
+    return undefined;
+  }
+
+  app.get('/account', { schema: { hide: true } }, async (request, reply) => {
+    const session = await requireSession(request, reply);
+    return session ? show(request, reply, session) : reply;
+  });
+
+  app.post('/account', { schema: { hide: true } }, async (request, reply) => {
+    const session = await requireSession(request, reply);
+    if (!session) return reply;
+    const body = formBody(request.body);
+    const action = field(body, 'action');
+    try {
+      switch (action) {
+        case 'profile':
+          await updateAccount(
+            services,
+            session.auth,
+            {
+              first_name: field(body, 'first_name'),
+              last_name: field(body, 'last_name'),
+              language_code: field(body, 'language_code'),
+            },
+            request.caller,
+          );
+          return pages.redirect(reply, pages.paths.account, 'profile_saved');
+        case 'password':
+          await changePassword(
+            services,
+            session.auth,
+            {
+              current_password: field(body, 'current_password'),
+              new_password: field(body, 'new_password'),
+              confirm_password: field(body, 'confirm_password'),
+            },
+            request.caller,
+          );
+          return pages.redirect(reply, pages.paths.account, 'password_changed');
+        case 'sign_out_session': {
+          const id = field(body, 'session_id');
+          if (!(await signOutSession(services, session.auth, id, request.caller))) {
+            throw new AppError('NOT_FOUND', { detail: 'That session does not exist or was already signed out.' });
+          }
+          if (id.toLowerCase() === session.auth.sessionUuid) {
+            pages.clearSessionCookie(request, reply);
+            return pages.redirect(reply, pages.paths.login, 'signed_out');
+          }
+          return pages.redirect(reply, pages.paths.account, 'session_revoked');
+        }
+        default:
+          throw new AppError('MALFORMED_REQUEST', { detail: 'The form did not say what to change.' });
+      }
+    } catch (error) {
+      const appError = asAppError(error);
+      const section: Section = action === 'password' ? 'password' : action === 'profile' ? 'profile' : 'sessions';
+      const errors =
+        section === 'password'
+          ? formErrors(appError, {
+              fields: PASSWORD_FIELDS,
+              passwordField: 'new_password',
+              placement: {
+                INVALID_CREDENTIALS: 'current_password',
+                PASSWORD_BREACHED: 'new_password',
+                PASSWORD_REUSED: 'new_password',
+                PASSWORD_MISMATCH: 'confirm_password',
+              },
+            })
+          : formErrors(appError, { fields: section === 'profile' ? PROFILE_FIELDS : [] });
+      const values = section === 'profile' ? Object.fromEntries(PROFILE_FIELDS.map((f) => [f, field(body, f)])) : {};
+      return show(request, reply, session, { section, errors, values });
+    }
+  });
+}
+
+/** "Chrome on Linux": enough to recognise a device, without a user-agent parser. */
+export function describeUserAgent(userAgent: string | null): string {
+  if (!userAgent) return 'Unknown device';
+  const browsers: [RegExp, string][] = [
+    [/Edg\//, 'Edge'],
+    [/OPR\/|Opera/, 'Opera'],
+    [/Firefox\//, 'Firefox'],
+    [/Chrom(e|ium)\//, 'Chrome'],
+    [/Safari\//, 'Safari'],
+    [/curl\//, 'curl'],
+  ];
+  const systems: [RegExp, string][] = [
+    [/Android/, 'Android'],
+    [/iPhone|iPad|iOS/, 'iOS'],
+    [/Windows/, 'Windows'],
+    [/Mac OS X|Macintosh/, 'macOS'],
+    [/Linux|X11/, 'Linux'],
+  ];
+  const browser = browsers.find(([pattern]) => pattern.test(userAgent))?.[1];
+  const system = systems.find(([pattern]) => pattern.test(userAgent))?.[1];
+  if (browser && system) return `${browser} on ${system}`;
+  return browser ?? system ?? userAgent.slice(0, 60);
+}
+
+/** "24 Nov 2025, 10:30 UTC": the server does not know the reader's time zone. */
+function formatTime(iso: string): string {
+  return `${new Intl.DateTimeFormat('en-GB', { dateStyle: 'medium', timeStyle: 'short', timeZone: 'UTC' }).format(new Date(iso))} UTC`;
+}

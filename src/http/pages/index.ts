@@ -1,0 +1,72 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { PROBLEMS } from '../../errors.ts';
+import { toAppError } from '../problem.ts';
+import { accountPages } from './account.ts';
+import { forgotPasswordPages } from './forgot-password.ts';
+import { loginPages } from './login.ts';
+import { logoutPages } from './logout.ts';
+import { type PagesOptions, resolvePagesConfig } from './options.ts';
+import { Pages } from './page.ts';
+import { registerPages } from './register.ts';
+import { resetPasswordPages } from './reset-password.ts';
+import { verifyEmailPages } from './verify-email.ts';
+
+export type { PagesOptions } from './options.ts';
+
+/**
+ * The HTML pages: register, verify, log in, the account, password recovery.
+ * Mounted at the root of the Gatehouse scope (beside the API prefix); every
+ * link and redirect is relative to where the host mounted Gatehouse.
+ */
+export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesOptions | undefined }): Promise<void> {
+  const services = app.gatehouse;
+  const pages = new Pages(services, resolvePagesConfig(services.config.pages, options.pages), app.prefix);
+
+  app.decorateRequest('gatehousePage', null as unknown as FastifyRequest['gatehousePage']);
+  app.addHook('onRequest', async (request) => pages.prepare(request));
+  app.addHook('preHandler', async (request) => {
+    if (request.method === 'POST') pages.assertFormAllowed(request);
+  });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    pages.securityHeaders(reply);
+    return payload;
+  });
+  app.setErrorHandler((error, request, reply) => renderError(pages, error, request, reply));
+
+  app.get('/gatehouse.css', { schema: { hide: true } }, async (_request, reply) =>
+    reply
+      .type('text/css; charset=utf-8')
+      .header('cache-control', 'public, max-age=86400')
+      .header('etag', `"${pages.stylesheet.version}"`)
+      .send(pages.stylesheet.css),
+  );
+
+  registerPages(app, pages);
+  loginPages(app, pages);
+  logoutPages(app, pages);
+  verifyEmailPages(app, pages);
+  forgotPasswordPages(app, pages);
+  resetPasswordPages(app, pages);
+  accountPages(app, pages);
+}
+
+/** Errors on a page are pages too: the same status and code as the API, in HTML. */
+function renderError(pages: Pages, thrown: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const error = toAppError(thrown);
+  if (error.status >= 500) {
+    const cause = error.code === 'INTERNAL_ERROR' ? thrown : error;
+    request.log.error({ err: { message: cause instanceof Error ? cause.message : String(cause) } }, 'page failed');
+  }
+  if (error.options.retryAfter !== undefined) reply.header('retry-after', String(error.options.retryAfter));
+  for (const [name, value] of Object.entries(error.options.headers ?? {})) reply.header(name, value);
+  // A request that failed before the page hooks ran (an unparsable body) still gets a page.
+  if (!request.gatehousePage) pages.prepare(request);
+  return pages.render(request, reply, 'error', {
+    title: PROBLEMS[error.code].title,
+    status: error.status,
+    code: error.code,
+    detail: error.status >= 500 ? PROBLEMS[error.code].fix : error.detail,
+    back: request.method === 'POST' ? request.url : undefined,
+    errors: { status: error.status, fields: {}, form: undefined },
+  });
+}

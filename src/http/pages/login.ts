@@ -1,0 +1,49 @@
+import type { FastifyInstance } from 'fastify';
+import { sessionCookie } from '../../services/browser-sessions.ts';
+import { loginWithPassword } from '../../services/login.ts';
+import { asAppError, field, formBody, formErrors, safeRedirect } from './forms.ts';
+import type { Pages } from './page.ts';
+
+const LABELS = { username: 'Username or email', password: 'Password', captcha: 'CAPTCHA' };
+const FIELDS = Object.keys(LABELS);
+
+export function loginPages(app: FastifyInstance, pages: Pages): void {
+  const { services, settings } = pages;
+  const title = 'Log in';
+
+  app.get<{ Querystring: { redirect_to?: string } }>('/login', { schema: { hide: true } }, async (request, reply) =>
+    pages.render(request, reply, 'login', {
+      title,
+      labels: LABELS,
+      redirectTo: safeRedirect(request.query.redirect_to),
+    }),
+  );
+
+  app.post('/login', { schema: { hide: true }, config: { rateLimit: 'login' } }, async (request, reply) => {
+    const body = formBody(request.body);
+    const redirectTo = safeRedirect(body.redirect_to);
+    const username = field(body, 'username');
+    try {
+      const issued = await loginWithPassword(
+        services,
+        { identifier: username, password: field(body, 'password') },
+        request.caller,
+        { kind: 'browser' },
+      );
+      pages.setSessionCookie(request, reply, issued.tokens.refresh_token, sessionCookie(services.config, issued));
+    } catch (error) {
+      const errors = formErrors(asAppError(error), { fields: FIELDS, placement: { CAPTCHA_FAILED: 'captcha' } });
+      return pages.render(request, reply, 'login', {
+        title,
+        labels: LABELS,
+        values: { username },
+        redirectTo,
+        errors,
+        // Shown once a CAPTCHA is asked for, e.g. after repeated failures.
+        captcha: errors.fields.captcha !== undefined,
+        unverified: asAppError(error).code === 'EMAIL_NOT_VERIFIED',
+      });
+    }
+    return pages.redirect(reply, redirectTo ?? settings.redirectTo.login ?? pages.paths.account);
+  });
+}

@@ -1,0 +1,240 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { AppError } from '../../errors.ts';
+import {
+  authenticateBrowserSession,
+  type BrowserSession,
+  cookieNames,
+  csrfToken,
+  csrfTokenValid,
+  newCsrfSecret,
+  readCookies,
+  serializeCookie,
+} from '../../services/browser-sessions.ts';
+import type { Services } from '../../services/container.ts';
+import { RESEND_VERIFICATION_MESSAGE } from '../../services/email-verification.ts';
+import { FORGOT_PASSWORD_MESSAGE } from '../../services/password-reset.ts';
+import { ACCEPTED_REGISTRATION_MESSAGE } from '../../services/registration.ts';
+import { type FormErrors, NO_ERRORS } from './forms.ts';
+import type { PagesConfig } from './options.ts';
+import { type CaptchaWidget, captchaWidget, contentSecurityPolicy, PageViews } from './views.ts';
+
+/** One-shot messages carried across a redirect by a short-lived cookie that holds only their key. */
+export const NOTICES = {
+  registered: 'Your account was created. We sent you an email: follow its link to verify your address, then log in.',
+  registered_verified: 'Your account was created. You can log in now.',
+  registration_received: ACCEPTED_REGISTRATION_MESSAGE,
+  email_verified: 'Your email address is verified. You can log in now.',
+  verification_sent: RESEND_VERIFICATION_MESSAGE,
+  reset_sent: FORGOT_PASSWORD_MESSAGE,
+  password_reset: 'Your password was changed and every session was signed out. Log in with your new password.',
+  signed_out: 'You are signed out.',
+  profile_saved: 'Your profile was saved.',
+  password_changed: 'Your password was changed. Your other sessions were signed out.',
+  session_revoked: 'That session was signed out.',
+} as const;
+export type Notice = keyof typeof NOTICES;
+
+const FLASH_SECONDS = 60;
+const CSRF_COOKIE_SECONDS = 30 * 24 * 3600;
+
+/** The per-request state of a page: cookies read once, the CSRF secret, the browser session when asked for. */
+interface PageRequestState {
+  cookies: Record<string, string | undefined>;
+  /** The CSRF secret, and whether this response must set it. */
+  csrfSecret: string;
+  csrfSecretIsNew: boolean;
+  /** The session cookie the next form post will carry (undefined once this response clears it). */
+  sessionCookie: string | undefined;
+  session: Promise<BrowserSession | undefined> | undefined;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    gatehousePage: PageRequestState;
+  }
+}
+
+/** Every member a template receives besides its own. */
+export interface PageData {
+  title: string;
+  values?: Record<string, string>;
+  errors?: FormErrors;
+  /** Labels of the form's inputs, for the error summary's links. */
+  labels?: Record<string, string>;
+  captcha?: boolean;
+  /** A wider layout (the account page). */
+  wide?: boolean;
+  [key: string]: unknown;
+}
+
+/** Things every flow needs: rendering, redirects, the session, CSRF. One instance per mount. */
+export class Pages {
+  readonly services: Services;
+  readonly settings: PagesConfig;
+  readonly views: PageViews;
+  readonly base: string;
+  readonly captcha: CaptchaWidget | undefined;
+  readonly #cookies: ReturnType<typeof cookieNames>;
+  readonly #formTargets: string[];
+
+  constructor(services: Services, settings: PagesConfig, base: string) {
+    this.services = services;
+    this.settings = settings;
+    this.base = base;
+    this.views = new PageViews({
+      templateDir: settings.templateDir,
+      styles: settings.styles,
+      cache: services.config.environment !== 'development',
+    });
+    this.captcha = captchaWidget(services.config.captchaProvider, services.config.captchaSiteKey);
+    this.#cookies = cookieNames(services.config);
+    // A form whose answer redirects to another origin needs that origin in form-action.
+    this.#formTargets = [
+      ...new Set(
+        Object.values(settings.redirectTo)
+          .filter((target): target is string => !!target && !target.startsWith('/'))
+          .map((target) => new URL(target).origin),
+      ),
+    ];
+  }
+
+  /** A path of this mount: `/login`, or `/auth/login` when the plugin is mounted under `/auth`. */
+  path(path: string): string {
+    return `${this.base}${path}`;
+  }
+
+  get paths() {
+    return {
+      register: this.path('/register'),
+      login: this.path('/login'),
+      logout: this.path('/logout'),
+      forgotPassword: this.path('/forgot-password'),
+      resetPassword: this.path('/reset-password'),
+      verifyEmail: this.path('/verify-email'),
+      resendVerification: this.path('/resend-verification'),
+      account: this.path('/account'),
+    };
+  }
+
+  /** onRequest: reads the cookies and makes sure the browser has a CSRF secret. */
+  prepare(request: FastifyRequest): void {
+    const cookies = readCookies(request.headers.cookie);
+    const secret = cookies[this.#cookies.csrf];
+    const valid = typeof secret === 'string' && /^[A-Za-z0-9_-]{43}$/.test(secret);
+    request.gatehousePage = {
+      cookies,
+      csrfSecret: valid ? secret : newCsrfSecret(),
+      csrfSecretIsNew: !valid,
+      sessionCookie: cookies[this.#cookies.session] || undefined,
+      session: undefined,
+    };
+  }
+
+  /** The signed-in user, if the session cookie belongs to a live browser session. */
+  session(request: FastifyRequest): Promise<BrowserSession | undefined> {
+    const state = request.gatehousePage;
+    state.session ??= authenticateBrowserSession(this.services, state.sessionCookie);
+    return state.session;
+  }
+
+  /** preHandler of every POST: read_only refuses it, then the CSRF token must match. */
+  assertFormAllowed(request: FastifyRequest): void {
+    if (this.settings.readOnly) {
+      throw new AppError('METHOD_NOT_ALLOWED', {
+        detail: 'These pages are read-only: forms cannot be submitted here.',
+        headers: { allow: 'GET, HEAD' },
+      });
+    }
+    // Browsers say where a request comes from; a cross-site form post is refused whatever it carries.
+    if (request.headers['sec-fetch-site'] === 'cross-site') throw csrfRefused();
+    const state = request.gatehousePage;
+    const body = request.body as Record<string, unknown> | undefined;
+    const presented = typeof body === 'object' && body !== null ? body.csrf_token : undefined;
+    const secret = state.csrfSecretIsNew ? undefined : state.csrfSecret;
+    if (!csrfTokenValid(this.services.config, secret, state.sessionCookie, presented)) throw csrfRefused();
+  }
+
+  setSessionCookie(request: FastifyRequest, reply: FastifyReply, value: string, cookie: string): void {
+    reply.header('set-cookie', cookie);
+    request.gatehousePage.sessionCookie = value;
+    request.gatehousePage.session = undefined;
+  }
+
+  clearSessionCookie(request: FastifyRequest, reply: FastifyReply): void {
+    if (request.gatehousePage.cookies[this.#cookies.session] === undefined) return;
+    reply.header('set-cookie', serializeCookie(this.services.config, this.#cookies.session, '', 0));
+    request.gatehousePage.sessionCookie = undefined;
+    request.gatehousePage.session = Promise.resolve(undefined);
+  }
+
+  /** 303 See Other: the browser follows with a GET, so a reload never posts the form twice. */
+  redirect(reply: FastifyReply, location: string, notice?: Notice): FastifyReply {
+    if (notice)
+      reply.header('set-cookie', serializeCookie(this.services.config, this.#cookies.flash, notice, FLASH_SECONDS));
+    return reply.code(303).header('location', location).send();
+  }
+
+  /** Renders a template inside the layout, with the CSRF token, the flash notice and the page's CSP. */
+  render(request: FastifyRequest, reply: FastifyReply, template: string, data: PageData): FastifyReply {
+    const state = request.gatehousePage;
+    const config = this.services.config;
+    if (state.csrfSecretIsNew) {
+      reply.header('set-cookie', serializeCookie(config, this.#cookies.csrf, state.csrfSecret, CSRF_COOKIE_SECONDS));
+      state.csrfSecretIsNew = false;
+    }
+    const flash = state.cookies[this.#cookies.flash];
+    const notice = flash && Object.hasOwn(NOTICES, flash) ? NOTICES[flash as Notice] : undefined;
+    if (flash !== undefined) reply.header('set-cookie', serializeCookie(config, this.#cookies.flash, '', 0));
+    const captcha = data.captcha ? this.captcha : undefined;
+    const errors = data.errors ?? NO_ERRORS;
+    const html = this.views.render(template, {
+      values: {},
+      labels: {},
+      ...data,
+      errors,
+      captcha,
+      notice,
+      template,
+      base: this.base,
+      paths: this.paths,
+      stylesheet: `${this.path('/gatehouse.css')}?v=${this.stylesheet.version}`,
+      csrfToken: csrfToken(config, state.csrfSecret, state.sessionCookie),
+      readOnly: this.settings.readOnly,
+      passwordHint: passwordHint(config.passwordPolicy),
+    });
+    return reply
+      .code(errors.status)
+      .header('content-security-policy', contentSecurityPolicy({ captcha, formTargets: this.#formTargets }))
+      .type('text/html; charset=utf-8')
+      .send(html);
+  }
+
+  get stylesheet() {
+    return this.views.stylesheet;
+  }
+
+  /** The standard headers of every page answer; a page's own CSP (with a CAPTCHA widget) is kept. */
+  securityHeaders(reply: FastifyReply): void {
+    if (!reply.hasHeader('content-security-policy')) {
+      reply.header('content-security-policy', contentSecurityPolicy({ formTargets: this.#formTargets }));
+    }
+    reply.header('x-frame-options', 'DENY');
+    reply.header('x-content-type-options', 'nosniff');
+    // Reset and verification links carry their token in the URL: never hand it on as a Referer.
+    reply.header('referrer-policy', 'no-referrer');
+    reply.header('cross-origin-opener-policy', 'same-origin');
+    if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+  }
+}
+
+function csrfRefused(): AppError {
+  return new AppError('CSRF_INVALID', {
+    detail: 'This form has expired or was not sent from this site. Go back, reload the page and try again.',
+  });
+}
+
+function passwordHint(policy: string): string {
+  return policy === 'nist'
+    ? 'At least 15 characters. Avoid common passwords and your username.'
+    : 'At least 12 characters, with upper- and lower-case letters, a digit and a symbol such as ! or #.';
+}
