@@ -10,6 +10,9 @@ export class HashPool {
   readonly queueLimit: number;
   #running = 0;
   #completed = 0;
+  #rejected = 0;
+  /** Moving average of one task's duration, to tell refused callers when to come back. */
+  #averageMs = 0;
   readonly #waiting: Array<() => void> = [];
   readonly #onWait: ((seconds: number) => void) | undefined;
 
@@ -33,20 +36,38 @@ export class HashPool {
     return this.#waiting.length;
   }
 
+  /** Tasks refused because the queue was full. */
+  get rejected(): number {
+    return this.#rejected;
+  }
+
+  /** Seconds until the queue has drained at the current pace: at least 1, at most 30. */
+  retryAfterSeconds(): number {
+    const drainMs = ((this.#waiting.length + 1) * this.#averageMs) / this.concurrency;
+    return Math.min(30, Math.max(1, Math.ceil(drainMs / 1000)));
+  }
+
   async run<T>(task: () => Promise<T>): Promise<T> {
     const queuedAt = performance.now();
     if (this.#running >= this.concurrency) {
       if (this.#waiting.length >= this.queueLimit) {
-        throw new AppError('SERVICE_UNAVAILABLE', { detail: 'Too many password checks in progress', retryAfter: 1 });
+        this.#rejected++;
+        throw new AppError('SERVICE_UNAVAILABLE', {
+          detail: 'Too many password checks in progress',
+          retryAfter: this.retryAfterSeconds(),
+        });
       }
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
     } else {
       this.#running++;
     }
-    this.#onWait?.((performance.now() - queuedAt) / 1000);
+    const startedAt = performance.now();
+    this.#onWait?.((startedAt - queuedAt) / 1000);
     try {
       return await task();
     } finally {
+      const took = performance.now() - startedAt;
+      this.#averageMs = this.#completed === 0 ? took : this.#averageMs * 0.8 + took * 0.2;
       this.#completed++;
       const next = this.#waiting.shift();
       // The slot passes straight to the next waiter, so `running` never dips.
