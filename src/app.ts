@@ -50,9 +50,14 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
         }),
     // Gatehouse decides the client IP itself from TRUST_PROXY (src/http/client-ip.ts).
     trustProxy: false,
-    return503OnClosing: true,
+    // While closing, a request that still arrives on an open keep-alive connection is
+    // served (with `Connection: close`) rather than refused with a bare 503.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     requestTimeout: 30_000,
+    // Start-up runs migrations and opens the embedded database; on a busy or small
+    // machine that exceeds Fastify's default 10 s plugin timeout.
+    pluginTimeout: 120_000,
   });
   app.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));
   app.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));

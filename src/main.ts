@@ -1,6 +1,9 @@
 import { buildApp } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 
+/** Below Docker's and Kubernetes' usual grace periods once raised to 30 s (see compose.yaml). */
+const SHUTDOWN_TIMEOUT_MS = 25_000;
+
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
@@ -17,10 +20,26 @@ async function main(): Promise<void> {
   const shutdown = async (signal: string) => {
     if (closing) return;
     closing = true;
-    app.log.info({ signal }, 'shutting down');
+    app.log.info({ signal }, 'shutting down: refusing new connections, finishing requests in flight');
+    // A hung request or dependency must not hold the process forever.
+    const deadline = setTimeout(() => {
+      app.log.error(`shutdown did not finish within ${SHUTDOWN_TIMEOUT_MS / 1000} s; exiting`);
+      process.exit(1);
+    }, SHUTDOWN_TIMEOUT_MS).unref();
+    // Node closes the connections idle right now; those busy now turn idle once their
+    // response is out and would otherwise linger until the keep-alive timeout.
+    const reaper = setInterval(() => app.server.closeIdleConnections(), 100);
     try {
       await app.close();
-      process.exit(0);
+      clearInterval(reaper);
+      clearTimeout(deadline);
+      app.log.info('shut down: requests finished, outbox flushed, pools closed');
+      // No process.exit(0): the process ends by itself once every socket, pool and
+      // timer is released. Something still open after a few seconds is a leak.
+      setTimeout(() => {
+        app.log.error('a handle is still open after shutdown; exiting');
+        process.exit(1);
+      }, 5_000).unref();
     } catch (error) {
       app.log.error({ err: error }, 'shutdown failed');
       process.exit(1);
