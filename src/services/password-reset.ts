@@ -1,16 +1,9 @@
 import { sql } from 'kysely';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
-import { invalidToken, MAILS_PER_HOUR, requireEmail } from './email-verification.ts';
 import { clearUserLockouts } from './lockout.ts';
-import { publicLink, queueMail } from './mail.ts';
-import {
-  countRecentTokens,
-  findLiveToken,
-  issueOneTimeToken,
-  spendOneTimeToken,
-  voidOneTimeTokens,
-} from './one-time-tokens.ts';
+import { invalidToken, queueLinkMail, requireEmail } from './mailed-links.ts';
+import { findLiveToken, spendOneTimeToken, voidOneTimeTokens } from './one-time-tokens.ts';
 import {
   assertNotRecentlyUsed,
   checkNewPassword,
@@ -50,26 +43,14 @@ export async function requestPasswordReset(
       .select(['id', 'email', 'username', 'first_name', 'language_code', 'is_active'])
       .where('email', '=', email)
       .executeTakeFirst();
-    let mailed = false;
-    if (user?.is_active) {
-      const since = new Date(now.getTime() - 3600_000);
-      if ((await countRecentTokens(trx, 'reset_password', user.id, since)) < MAILS_PER_HOUR) {
-        await voidOneTimeTokens(trx, 'reset_password', user.id, now);
-        const token = await issueOneTimeToken(trx, { purpose: 'reset_password', userId: user.id, email, now });
-        await queueMail(trx, {
-          to: user.email,
-          template: 'reset_password',
-          languageCode: user.language_code,
-          data: {
-            name: user.first_name ?? user.username,
-            link: publicLink(services.config.publicUrl, 'reset-password', { token }),
-          },
-        });
-        mailed = true;
-      } else {
-        services.log.info({ user_id: user.id }, 'reset mail not sent: hourly limit for this address reached');
-      }
-    }
+    const recipient = user?.is_active ? user : undefined;
+    const mailed = await queueLinkMail(services, trx, {
+      purpose: 'reset_password',
+      path: 'reset-password',
+      email,
+      recipient,
+      now,
+    });
     await recordAudit(
       trx,
       { action: 'password_reset_request', userId: user?.id ?? null, details: { email, mailed } },

@@ -196,6 +196,12 @@ describe('email verification', () => {
     await app.gatehouse.outbox.drain();
     assert.equal(smtp.to(unknown).length, 0);
     assert.equal(smtp.to(String(verified.user.email)).length, 1);
+    const verifiedTokens = await app.gatehouse.db
+      .selectFrom('one_time_tokens')
+      .select('id')
+      .where('email', 'in', [unknown, String(verified.user.email)])
+      .execute();
+    assert.equal(verifiedTokens.length, 1, 'only the registration token: the decoy writes were rolled back');
 
     // The new link replaces the old one.
     assertProblem(await post('/api/v1/verify-email', { token: unverified.token }), 422, 'TOKEN_INVALID_OR_EXPIRED');
