@@ -232,6 +232,7 @@ export async function registerAccount(
       };
     });
     services.outbox.kick();
+    services.metrics.registrations.inc();
     return account;
   } catch (error) {
     const taken = uniqueViolation(error);
