@@ -209,7 +209,8 @@ describe('HTML pages', () => {
         password: user.password,
       });
       assertHtml(res, 403);
-      assert.match(res.body, /Invalid CSRF token/);
+      assert.match(res.body, /<h1 class="title">This form has expired<\/h1>/);
+      assert.match(res.body, /Error 403 · CSRF_INVALID/);
       assert.match(res.body, /<a class="button button--primary" href="\/register">Back to the form<\/a>/);
       const row = await app.gatehouse.db
         .selectFrom('users')
@@ -310,7 +311,7 @@ describe('HTML pages', () => {
       assert.doesNotMatch(input(res.body, 'password'), /value=/);
       assert.ok(!res.body.includes(weak), 'the password is not in the page');
       assert.match(res.body, /<div class="alert alert--error" id="error-summary" role="alert">/);
-      assert.match(res.body, /<a href="#email">Email address: /);
+      assert.match(res.body, /<a href="#email">Email must be a valid email address<\/a>/);
 
       const policy = await browser.submit('/register', {
         email: user.email,
@@ -606,6 +607,7 @@ describe('HTML pages', () => {
       });
       assertHtml(invalid, 422);
       assert.match(element(invalid.body, 'first_name-error'), /at most 100/);
+      assert.match(invalid.body, /<a href="#first_name">First name: Must be at most 100 characters<\/a>/);
       assert.match(element(invalid.body, 'language_code-error'), /./);
       assert.match(input(invalid.body, 'language_code'), /value="not a tag!"/);
 
@@ -757,7 +759,7 @@ describe('page options', () => {
       });
       assertHtml(noCaptcha, 422);
       assert.match(element(noCaptcha.body, 'captcha-error'), /CAPTCHA token is required/);
-      assert.match(noCaptcha.body, /<a href="#captcha">CAPTCHA: /);
+      assert.match(noCaptcha.body, /<a href="#captcha">A CAPTCHA token is required<\/a>/);
     } finally {
       await app.close();
     }

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { PROBLEMS } from '../../errors.ts';
+import { PROBLEMS, type ProblemCode } from '../../errors.ts';
 import { toAppError } from '../problem.ts';
 import { accountPages } from './account.ts';
 import { forgotPasswordPages } from './forgot-password.ts';
@@ -50,6 +50,15 @@ export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesO
   accountPages(app, pages);
 }
 
+/** Titles in the words of someone using a browser; other codes keep their API title. */
+const PAGE_TITLES: Partial<Record<ProblemCode, string>> = {
+  CSRF_INVALID: 'This form has expired',
+  METHOD_NOT_ALLOWED: 'Forms are turned off',
+  NOT_FOUND: 'Not found',
+  RATE_LIMIT_EXCEEDED: 'Too many attempts',
+  INTERNAL_ERROR: 'Something went wrong',
+};
+
 /** Errors on a page are pages too: the same status and code as the API, in HTML. */
 function renderError(pages: Pages, thrown: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const error = toAppError(thrown);
@@ -62,7 +71,7 @@ function renderError(pages: Pages, thrown: unknown, request: FastifyRequest, rep
   // A request that failed before the page hooks ran (an unparsable body) still gets a page.
   if (!request.gatehousePage) pages.prepare(request);
   return pages.render(request, reply, 'error', {
-    title: PROBLEMS[error.code].title,
+    title: PAGE_TITLES[error.code] ?? PROBLEMS[error.code].title,
     status: error.status,
     code: error.code,
     detail: error.status >= 500 ? PROBLEMS[error.code].fix : error.detail,

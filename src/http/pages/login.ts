@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { sessionCookie } from '../../services/browser-sessions.ts';
+import { captchaToken } from '../../services/captcha.ts';
 import { loginWithPassword } from '../../services/login.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect } from './forms.ts';
 import type { Pages } from './page.ts';
@@ -26,7 +27,7 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
     try {
       const issued = await loginWithPassword(
         services,
-        { identifier: username, password: field(body, 'password') },
+        { identifier: username, password: field(body, 'password'), captchaToken: captchaToken(body) },
         request.caller,
         { kind: 'browser' },
       );

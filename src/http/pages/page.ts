@@ -229,7 +229,7 @@ export class Pages {
 
 function csrfRefused(): AppError {
   return new AppError('CSRF_INVALID', {
-    detail: 'This form has expired or was not sent from this site. Go back, reload the page and try again.',
+    detail: 'The form was open too long, or was not sent from this site. Open it again and resend it.',
   });
 }
 

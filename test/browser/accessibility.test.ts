@@ -1,0 +1,233 @@
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { newUser } from '../helpers.ts';
+import {
+  cspViolations,
+  type LiveGatehouse,
+  launchChromium,
+  mailedLink,
+  newContext,
+  seriousViolations,
+  startLiveGatehouse,
+} from './support.ts';
+
+const SCREENSHOTS = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
+const WIDTHS = [
+  { width: 375, height: 812 },
+  { width: 1280, height: 900 },
+];
+
+/**
+ * Every page, in every state worth seeing, is checked with axe-core (no
+ * serious or critical violation) and photographed at 375 and 1280 px wide
+ * into docs/screenshots/. Also: the whole way through with the keyboard only.
+ */
+describe('pages are accessible and responsive', () => {
+  let gatehouse: LiveGatehouse;
+  let browser: Browser;
+
+  before(async () => {
+    [gatehouse, browser] = await Promise.all([startLiveGatehouse(), launchChromium()]);
+    mkdirSync(SCREENSHOTS, { recursive: true });
+  });
+  after(async () => {
+    await browser?.close();
+    await gatehouse?.close();
+  });
+
+  const url = (path: string) => `${gatehouse.origin}${path}`;
+
+  async function submit(page: Page, button: string): Promise<number> {
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'POST'),
+      page.getByRole('button', { name: button, exact: true }).click(),
+    ]);
+    await page.waitForLoadState();
+    return response.status();
+  }
+
+  /** axe on the page as it is now, then a full-page screenshot at each width. */
+  async function check(page: Page, name: string): Promise<void> {
+    const violations = await seriousViolations(page);
+    assert.deepEqual(violations, [], `${name}: ${JSON.stringify(violations, null, 2)}`);
+    for (const size of WIDTHS) {
+      await page.setViewportSize(size);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `${name} at ${size.width}px scrolls sideways by ${overflow}px`);
+      await page.screenshot({ path: `${SCREENSHOTS}${name}-${size.width}.png`, fullPage: true });
+    }
+  }
+
+  test('every page passes axe-core and is photographed at 375 and 1280 px', async () => {
+    // axe is a script injected into the page: only a context that bypasses the CSP can run it.
+    const context = await newContext(browser, { bypassCSP: true });
+    const page = await context.newPage();
+    const user = newUser({ email: `ada.${Date.now()}@example.com` });
+
+    await page.goto(url('/register'));
+    await check(page, 'register');
+
+    await page.getByLabel('First name').fill('Ada');
+    await page.getByLabel('Email address').fill('ada@');
+    await page.getByLabel('Username').fill(user.username);
+    await page.getByLabel('Password', { exact: true }).fill('lovelace');
+    await page.getByLabel('Confirm password').fill('lovelace');
+    assert.equal(await submit(page, 'Create account'), 422);
+    await check(page, 'register-errors');
+
+    await page.getByLabel('Last name').fill('Lovelace');
+    await page.getByLabel('Email address').fill(user.email);
+    await page.getByLabel('Password', { exact: true }).fill(user.password);
+    await page.getByLabel('Confirm password').fill(user.password);
+    await page.getByLabel('Organization').fill('Analytical Engines');
+    assert.equal(await submit(page, 'Create account'), 303);
+    await check(page, 'login-registered');
+
+    await page.goto(url('/login'));
+    await check(page, 'login');
+    await page.getByLabel('Username or email').fill(user.username);
+    await page.getByLabel('Password', { exact: true }).fill('wrong password');
+    await submit(page, 'Log in');
+    await check(page, 'login-error');
+
+    await page.goto(await mailedLink(gatehouse.smtp, user.email, 'verify-email'));
+    await check(page, 'verify-email');
+    assert.equal(await submit(page, 'Confirm email address'), 303);
+
+    await page.goto(url('/verify-email'));
+    await check(page, 'verify-email-resend');
+
+    await page.goto(url('/forgot-password'));
+    await check(page, 'forgot-password');
+    await page.getByLabel('Email address').fill(user.email);
+    assert.equal(await submit(page, 'Send reset link'), 303);
+    await check(page, 'forgot-password-sent');
+    await page.goto(await mailedLink(gatehouse.smtp, user.email, 'reset-password'));
+    await check(page, 'reset-password');
+    await page.goto(url('/reset-password?token=expired'));
+    await check(page, 'reset-password-expired');
+
+    // A second session, so that the account page lists one to sign out.
+    const laptop = await newContext(browser, {
+      userAgent: 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15',
+    });
+    await logIn(await laptop.newPage(), user.username, user.password);
+    await logIn(page, user.username, user.password);
+    await check(page, 'account');
+    await page.getByLabel('Current password').fill('not it');
+    await page.getByLabel('New password', { exact: true }).fill('short');
+    await page.getByLabel('Confirm new password').fill('short');
+    await submit(page, 'Change password');
+    await check(page, 'account-errors');
+
+    await page.goto(url('/logout'));
+    await check(page, 'logout');
+
+    await page.goto(url('/register'));
+    await page.locator('input[name="csrf_token"]').evaluate((input) => input.remove());
+    assert.equal(await submit(page, 'Create account'), 403);
+    await check(page, 'error');
+    await Promise.all([context.close(), laptop.close()]);
+  });
+
+  async function logIn(page: Page, username: string, password: string) {
+    await page.goto(url('/login'));
+    await page.getByLabel('Username or email').fill(username);
+    await page.getByLabel('Password', { exact: true }).fill(password);
+    assert.equal(await submit(page, 'Log in'), 303);
+  }
+
+  /** What has the focus: its id, name or text (a button's in brackets). */
+  async function focused(page: Page): Promise<string> {
+    return page.evaluate(() => {
+      const el = document.activeElement as HTMLElement | null;
+      if (!el) return '';
+      const text = (el.textContent ?? '').trim();
+      return el.id || el.getAttribute('name') || (el.tagName === 'BUTTON' ? `[${text}]` : text);
+    });
+  }
+
+  /** Tabs forward until `target` has the focus, returning what got it on the way. */
+  async function tabTo(page: Page, target: string, max = 20): Promise<string[]> {
+    const seen: string[] = [];
+    for (let i = 0; i < max; i++) {
+      await page.keyboard.press('Tab');
+      const now = await focused(page);
+      seen.push(now);
+      if (now === target) return seen;
+    }
+    throw new Error(`Tab never reached ${target}; focus went ${seen.join(' → ')}`);
+  }
+
+  async function focusRing(page: Page): Promise<string> {
+    return page.evaluate(() => {
+      const style = getComputedStyle(document.activeElement as Element);
+      return `${style.outlineStyle} ${style.outlineWidth} ${style.boxShadow}`;
+    });
+  }
+
+  test('register, verify, log in and sign out with the keyboard only', async () => {
+    // Without transitions, the focus ring is checked as drawn, not half-way through fading in.
+    const context: BrowserContext = await newContext(browser, { reducedMotion: 'reduce' });
+    const page = await context.newPage();
+    const violations = cspViolations(page);
+    const user = newUser();
+
+    await page.goto(url('/register'));
+    assert.equal(
+      await page.evaluate(() => getComputedStyle(document.body).backgroundColor),
+      'rgb(244, 245, 249)',
+      'the stylesheet loads under the CSP',
+    );
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'Skip to main content');
+    assert.match(await focusRing(page), /^solid 3px/, 'the skip link shows where the focus is');
+    await page.keyboard.press('Enter');
+    const order = await tabTo(page, 'first_name');
+    assert.deepEqual(
+      order,
+      ['Log in', 'first_name'],
+      'from the main content, the first stop is the login link, then the form',
+    );
+    assert.match(await focusRing(page), /rgba?\(245, 158, 11/, 'a focused input shows a ring');
+    await page.keyboard.type('Grace');
+    for (const [name, text] of [
+      ['last_name', 'Hopper'],
+      ['email', user.email],
+      ['username', user.username],
+      ['password', user.password],
+      ['confirm_password', user.password],
+    ] as const) {
+      await page.keyboard.press('Tab');
+      assert.equal(await focused(page), name);
+      await page.keyboard.type(text);
+    }
+    await Promise.all([page.waitForURL('**/login'), page.keyboard.press('Enter')]);
+    await page.getByText('Your account was created').waitFor();
+
+    await page.goto(await mailedLink(gatehouse.smtp, user.email, 'verify-email'));
+    await tabTo(page, '[Confirm email address]');
+    await Promise.all([page.waitForURL('**/login'), page.keyboard.press('Enter')]);
+    await page.getByText('Your email address is verified').waitFor();
+
+    await tabTo(page, 'username');
+    await page.keyboard.type(user.username);
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'password');
+    await page.keyboard.type(user.password);
+    await Promise.all([page.waitForURL('**/account'), page.keyboard.press('Enter')]);
+
+    // The header's link leads to the sign-out page, whose button signs out.
+    const sequence = await tabTo(page, 'Sign out');
+    assert.equal(sequence[0], 'Skip to main content', 'the skip link comes first');
+    await Promise.all([page.waitForURL('**/logout'), page.keyboard.press('Enter')]);
+    await tabTo(page, '[Sign out]');
+    await Promise.all([page.waitForURL('**/login'), page.keyboard.press('Enter')]);
+    await page.getByText('You are signed out').waitFor();
+    assert.deepEqual(violations, []);
+    await context.close();
+  });
+});
