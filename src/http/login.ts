@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/ty
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { AppError, type FieldError } from '../errors.ts';
+import { captchaToken } from '../services/captcha.ts';
 import { loginWithPassword } from '../services/login.ts';
 import { rotateRefreshToken } from '../services/sessions.ts';
 import { problems } from './schemas.ts';
@@ -32,7 +33,7 @@ const LoginJsonBody = Type.Object(
 
 type LoginFields = { username?: string; email?: string; password?: string };
 
-function credentials(body: LoginFields): { identifier: string; password: string } {
+function credentials(body: LoginFields): { identifier: string; password: string; captchaToken: string | undefined } {
   const errors: FieldError[] = [];
   const identifier = body.username ?? body.email;
   if (identifier === undefined) {
@@ -40,7 +41,7 @@ function credentials(body: LoginFields): { identifier: string; password: string 
   }
   if (body.password === undefined) errors.push({ field: 'password', message: 'Field is required', code: 'required' });
   if (errors.length > 0) throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
-  return { identifier: identifier as string, password: body.password as string };
+  return { identifier: identifier as string, password: body.password as string, captchaToken: captchaToken(body) };
 }
 
 const description =
@@ -54,6 +55,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/login',
     {
+      config: { rateLimit: 'login' },
       errorHandler: oauthErrorHandler,
       schema: {
         tags: ['tokens'],
@@ -95,6 +97,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
     json.post(
       '/login/json',
       {
+        config: { rateLimit: 'login' },
         errorHandler: oauthErrorHandler,
         schema: {
           tags: ['tokens'],

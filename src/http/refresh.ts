@@ -17,6 +17,7 @@ export const refreshRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/refresh',
     {
+      config: { rateLimit: 'refresh' },
       errorHandler: oauthErrorHandler,
       // No body at all is fine: the token may come from the cookie.
       preValidation: async (request) => {

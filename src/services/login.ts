@@ -3,6 +3,7 @@ import { normalizePassword } from '../domain/password-policy.ts';
 import { isStorableText } from '../domain/text.ts';
 import { AppError, type FieldError } from '../errors.ts';
 import { recordAudit } from './audit.ts';
+import { loginNeedsCaptcha } from './captcha.ts';
 import type { Services } from './container.ts';
 import type { RequestContext } from './request-context.ts';
 import { type IssuedSession, issueSession, type SessionKind } from './sessions.ts';
@@ -11,6 +12,8 @@ export interface LoginInput {
   /** Username or email, as typed. */
   identifier: string;
   password: string;
+  /** Required once the identifier has CAPTCHA_LOGIN_AFTER_FAILURES consecutive failures (with a provider set). */
+  captchaToken?: string | undefined;
 }
 
 /** Why an attempt failed, as stored in `login_attempts.failure_reason` and the audit row. */
@@ -58,7 +61,11 @@ export async function loginWithPassword(
 ): Promise<IssuedSession> {
   const { identifier, password } = validateLogin(input);
 
-  // Before verifying: rate limits, lockout and CAPTCHA checks belong here.
+  // A locked identifier is refused even with the right password, before any hashing.
+  const lock = await services.lockout.assertNotLocked(identifier);
+  if (services.captcha && loginNeedsCaptcha(services.config, lock.failures)) {
+    await services.captcha.verify(input.captchaToken, context.ip);
+  }
 
   const user = await findUserByIdentifier(services, identifier);
   let failure: LoginFailureReason | undefined;
@@ -79,9 +86,15 @@ export async function loginWithPassword(
   if (failure || !user) {
     const reason = failure ?? 'unknown_user';
     await recordLoginFailure(services, identifier, user, reason, context);
+    // Only a wrong password counts; disabled and unverified accounts were given the right one.
+    if (reason === 'unknown_user' || reason === 'invalid_password') {
+      await services.lockout.recordFailure(identifier, { userId: user?.id ?? null, context });
+    }
     throw loginError(reason);
   }
-  return recordLoginSuccess(services, identifier, user, password, needsRehash, context, options.kind);
+  const issued = await recordLoginSuccess(services, identifier, user, password, needsRehash, context, options.kind);
+  await services.lockout.recordSuccess(identifier);
+  return issued;
 }
 
 function loginError(reason: LoginFailureReason): AppError {

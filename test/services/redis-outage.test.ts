@@ -114,6 +114,23 @@ describe('Redis outage', () => {
     assert.ok(logsB.lines.some((l) => l.includes('lockout counters are kept in PostgreSQL')));
   });
 
+  const loginIdentifier = uniqueName('outage-login');
+  const login = (app: FastifyInstance, password: string) =>
+    app.inject({ method: 'POST', url: '/api/v1/login/json', payload: { username: loginIdentifier, password } });
+
+  test('with Redis down, failed logins spread over both instances still lock after five (423)', async (t) => {
+    if (skip) return t.skip(skip);
+    for (let i = 0; i < 5; i++) {
+      const res = await login(i % 2 === 0 ? a : b, `Wrong-password-${i}!`);
+      assert.equal(res.statusCode, 401, res.body);
+    }
+    for (const app of [a, b]) {
+      const res = await login(app, 'Another-guess-1!');
+      assert.equal(res.statusCode, 423, res.body);
+      assert.ok(Number(res.headers['retry-after']) > 0);
+    }
+  });
+
   test('when Redis returns it is used again, and the lock from the outage still holds', async (t) => {
     if (skip) return t.skip(skip);
     await redis.start();
@@ -122,6 +139,7 @@ describe('Redis outage', () => {
 
     assert.equal((await a.gatehouse.lockout.check(outageIdentifier)).locked, true);
     assert.equal((await b.gatehouse.lockout.check(outageIdentifier)).locked, true);
+    assert.equal((await login(b, 'Another-guess-2!')).statusCode, 423);
 
     assert.equal((await register(a, '198.51.100.3')).statusCode, 201);
     assert.equal((await register(b, '198.51.100.3')).statusCode, 201);
