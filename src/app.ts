@@ -55,6 +55,8 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     requestTimeout: 30_000,
+    // Router-level failures (bad percent-encoding, an over-long path parameter) answer problem+json too.
+    frameworkErrors: (error, request, reply) => sendProblem(request, reply, error),
     // Start-up runs migrations and opens the embedded database; on a busy or small
     // machine that exceeds Fastify's default 10 s plugin timeout.
     pluginTimeout: 120_000,

@@ -27,7 +27,7 @@ import { rateLimitRoutes } from './http/rate-limit.ts';
 import { refreshRoutes } from './http/refresh.ts';
 import { passwordRoutes } from './http/password.ts';
 import { registerRoutes } from './http/register.ts';
-import { Problem } from './http/schemas.ts';
+import { Problem, ProblemRef } from './http/schemas.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { verifyEmailRoutes } from './http/verify-email.ts';
@@ -110,6 +110,11 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     observeRequests(scope, services.metrics);
     scope.addHook('onRoute', (route) => {
       route.bodyLimit ??= AUTH_BODY_LIMIT;
+      // Statuses a route does not list (400 for a body it takes none of, 413, 415, 503) are problem details too.
+      const response = route.schema?.response;
+      if (response && typeof response === 'object' && !('default' in response)) {
+        route.schema = { ...route.schema, response: { ...response, default: ProblemRef } };
+      }
     });
     scope.addHook('onRequest', async (request) => {
       const userAgent = request.headers['user-agent'];

@@ -33,6 +33,11 @@ export function toAppError(error: unknown): AppError {
       return new AppError('UNSUPPORTED_MEDIA_TYPE', { detail: 'Unsupported Content-Type' });
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new AppError('MALFORMED_REQUEST', { detail: 'Request body is empty' });
+    case 'FST_ERR_BAD_URL':
+      return new AppError('MALFORMED_REQUEST', { detail: 'Request URL could not be decoded' });
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      // No identifier is that long: whatever was asked for does not exist.
+      return new AppError('NOT_FOUND');
   }
   const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
   if (status === 404) return new AppError('NOT_FOUND');
