@@ -101,16 +101,16 @@ export async function sealBatch(db: Kysely<Database>, batchSize = 200): Promise<
     if (rows.length === 0) return 0;
     let seq = Number(head.last_seq);
     let prev = head.last_hash;
-    for (const row of rows) {
+    const links = rows.map((row) => {
       seq += 1;
       const hash = chainHash({ ...row, details: parseDetails(row.details) }, prev);
-      await trx
-        .updateTable('audit_logs')
-        .set({ seal_seq: seq, prev_hash: prev, hash })
-        .where('id', '=', row.id)
-        .execute();
+      const link = sql`(${row.id}::bigint, ${seq}::bigint, ${prev}, ${hash})`;
       prev = hash;
-    }
+      return link;
+    });
+    // One statement per batch: a round trip per row would make sealing the bottleneck.
+    await sql`update audit_logs as a set seal_seq = v.seq, prev_hash = v.prev, hash = v.hash
+      from (values ${sql.join(links)}) as v(id, seq, prev, hash) where a.id = v.id`.execute(trx);
     await trx
       .updateTable('audit_chain')
       .set({ last_seq: seq, last_hash: prev, sealed_at: sql`now()` })
