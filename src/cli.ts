@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { auditVerifyCommand } from './cli/audit-verify.ts';
+import { breachImportCommand } from './cli/breach-import.ts';
 import { createSuperuserCommand } from './cli/create-superuser.ts';
 import { keysGenerateCommand, keysRotateCommand } from './cli/keys.ts';
 import { migrateCommand } from './cli/migrate.ts';
@@ -18,6 +19,7 @@ const COMMANDS: readonly Command[] = [
   usersDisableCommand,
   usersEnableCommand,
   auditVerifyCommand,
+  breachImportCommand,
   keysGenerateCommand,
   keysRotateCommand,
 ];

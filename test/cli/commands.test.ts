@@ -16,6 +16,7 @@ const COMMANDS = [
   'users disable',
   'users enable',
   'audit verify',
+  'breach import',
   'keys generate',
   'keys rotate',
 ];
