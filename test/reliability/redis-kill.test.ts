@@ -95,7 +95,7 @@ describe('Redis killed during a login load', { skip: postgresUnavailable() || re
       });
       assert.equal(loggedOut.status, 204, loggedOut.body);
       assert.equal((await me(victimToken)).status, 401, 'revoked at once, with Redis down');
-      const failures: number[] = [];
+      const failures: Answer['status'][] = [];
       for (let i = 0; i < 4; i++) failures.push((await login(target, 'Wrong-password-1!')).status);
       // LOCKOUT_THRESHOLD=3: the third failure locks; the fourth attempt is refused whatever the password.
       assert.equal(failures[0], 401);
