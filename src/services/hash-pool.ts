@@ -47,16 +47,24 @@ export class HashPool {
     return Math.min(30, Math.max(1, Math.ceil(drainMs / 1000)));
   }
 
+  /**
+   * Refuses at once when a task would be refused, so that a flow can shed
+   * load before spending database round trips on a request that cannot be served.
+   */
+  assertCapacity(): void {
+    if (this.#running >= this.concurrency && this.#waiting.length >= this.queueLimit) {
+      this.#rejected++;
+      throw new AppError('SERVICE_UNAVAILABLE', {
+        detail: 'Too many password checks in progress',
+        retryAfter: this.retryAfterSeconds(),
+      });
+    }
+  }
+
   async run<T>(task: () => Promise<T>): Promise<T> {
     const queuedAt = performance.now();
     if (this.#running >= this.concurrency) {
-      if (this.#waiting.length >= this.queueLimit) {
-        this.#rejected++;
-        throw new AppError('SERVICE_UNAVAILABLE', {
-          detail: 'Too many password checks in progress',
-          retryAfter: this.retryAfterSeconds(),
-        });
-      }
+      this.assertCapacity();
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
     } else {
       this.#running++;

@@ -61,8 +61,13 @@ export async function loginWithPassword(
 ): Promise<IssuedSession> {
   const { identifier, password } = validateLogin(input);
 
+  // Overloaded: shed now, before any database work (503 with Retry-After).
+  services.hashPool.assertCapacity();
   // A locked identifier is refused even with the right password, before any hashing.
-  const lock = await services.lockout.assertNotLocked(identifier);
+  const lock = await services.lockout.assertNotLocked(identifier).catch((error: unknown) => {
+    services.metrics.logins.inc({ outcome: 'locked' });
+    throw error;
+  });
   if (services.captcha && loginNeedsCaptcha(services.config, lock.failures)) {
     await services.captcha.verify(input.captchaToken, context.ip);
   }
@@ -90,10 +95,13 @@ export async function loginWithPassword(
     if (reason === 'unknown_user' || reason === 'invalid_password') {
       await services.lockout.recordFailure(identifier, { userId: user?.id ?? null, context });
     }
-    throw loginError(reason);
+    const error = loginError(reason);
+    services.metrics.logins.inc({ outcome: error.code.toLowerCase() });
+    throw error;
   }
   const issued = await recordLoginSuccess(services, identifier, user, password, needsRehash, context, options.kind);
   await services.lockout.recordSuccess(identifier);
+  services.metrics.logins.inc({ outcome: 'success' });
   return issued;
 }
 

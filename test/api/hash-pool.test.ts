@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { AppError } from '../../src/errors.ts';
 import { HashPool } from '../../src/services/hash-pool.ts';
-import { json, newUser, startApp, testConfig } from '../helpers.ts';
+import { json, newUser, startApp, testConfig, uniqueName } from '../helpers.ts';
 
 /** A task the test finishes by hand. */
 function gate(): { promise: Promise<void>; open(): void } {
@@ -108,6 +108,41 @@ describe('bounded hashing', () => {
       await occupied;
       assert.equal((await queued).statusCode, 201, 'the queued request is served once a slot frees');
       assert.equal((await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() })).statusCode, 201);
+    } finally {
+      busy.open();
+      await app.close();
+    }
+  });
+
+  test('login sheds load before any database work: 503 with Retry-After, no attempt recorded or counted', async () => {
+    const app = await startApp({ HASH_CONCURRENCY: '1', HASH_QUEUE_LIMIT: '0' });
+    const busy = gate();
+    try {
+      const occupied = app.gatehouse.hashPool.run(() => busy.promise);
+      const identifier = uniqueName('shed');
+      const res = await app.inject({
+        method: 'POST',
+        url: '/api/v1/login/json',
+        payload: { username: identifier, password: 'Whatever-1!' },
+      });
+      assert.equal(res.statusCode, 503, res.body);
+      assert.equal(json(res).code, 'SERVICE_UNAVAILABLE');
+      assert.ok(Number(res.headers['retry-after']) >= 1);
+      const attempts = await app.gatehouse.db
+        .selectFrom('login_attempts')
+        .select('id')
+        .where('identifier', '=', identifier)
+        .execute();
+      assert.equal(attempts.length, 0);
+      assert.equal((await app.gatehouse.lockout.check(identifier)).failures, 0, 'a shed request is not a failure');
+      busy.open();
+      await occupied;
+      const after = await app.inject({
+        method: 'POST',
+        url: '/api/v1/login/json',
+        payload: { username: identifier, password: 'Whatever-1!' },
+      });
+      assert.equal(after.statusCode, 401);
     } finally {
       busy.open();
       await app.close();
