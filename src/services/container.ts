@@ -193,6 +193,8 @@ async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogg
   const redis = new Redis(url, {
     keyPrefix,
     enableOfflineQueue: false,
+    // Concurrent requests' commands (revocation checks, limits) share one write and one round trip.
+    enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     connectTimeout: 2_000,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),

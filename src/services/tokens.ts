@@ -14,6 +14,7 @@ import {
   jwtVerify,
   SignJWT,
 } from 'jose';
+import { LRUCache } from 'lru-cache';
 import { type Config, ConfigError, type JwtAlgorithm } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Clock } from './clock.ts';
@@ -71,6 +72,12 @@ export class TokenService {
   #signer: KeyEntry | undefined;
   #algorithms: JwtAlgorithm[] = [];
   #lastReload = 0;
+  /**
+   * Tokens already verified, by their exact text: a client sends the same
+   * access token many times, and only its expiry needs checking again. Only
+   * tokens that passed verification get in, so junk cannot fill it.
+   */
+  readonly #verified = new LRUCache<string, VerifiedToken>({ max: 20_000 });
 
   private constructor(config: Config, clock: Clock) {
     this.#config = config;
@@ -139,6 +146,8 @@ export class TokenService {
     }
     this.#keys = keys;
     this.#signer = signer;
+    // A key that left the ring takes its tokens with it.
+    this.#verified.clear();
     this.#algorithms = [...new Set([...keys.values()].map((k) => k.alg))];
   }
 
@@ -189,6 +198,8 @@ export class TokenService {
    * TOKEN_EXPIRED; anything else wrong → TOKEN_INVALID.
    */
   async verify(token: string, expected: TokenType): Promise<VerifiedToken> {
+    const cached = this.#verified.get(token);
+    if (cached) return this.#stillValid(cached, expected);
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, (header) => this.#keyFor(header.kid, header.alg), {
@@ -210,7 +221,7 @@ export class TokenService {
     const { sub, sid, jti, type, email, iat, exp } = payload as Record<string, unknown>;
     if (type !== expected || (type !== 'access' && type !== 'refresh')) {
       throw new AppError('TOKEN_INVALID', {
-        detail: `Token is not an ${expected === 'access' ? 'access' : 'refresh'} token`,
+        detail: `Token is not ${expected === 'access' ? 'an access' : 'a refresh'} token`,
       });
     }
     if (typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' || typeof exp !== 'number') {
@@ -219,7 +230,7 @@ export class TokenService {
     if (expected === 'access' && typeof email !== 'string') {
       throw new AppError('TOKEN_INVALID', { detail: 'Token is invalid' });
     }
-    return {
+    const verified: VerifiedToken = {
       sub,
       sid,
       jti,
@@ -228,6 +239,21 @@ export class TokenService {
       iat: typeof iat === 'number' ? iat : 0,
       exp,
     };
+    this.#verified.set(token, verified);
+    return verified;
+  }
+
+  /** jose's own expiry rule (`exp <= now - tolerance`), for a token verified earlier. */
+  #stillValid(token: VerifiedToken, expected: TokenType): VerifiedToken {
+    if (token.type !== expected) {
+      throw new AppError('TOKEN_INVALID', {
+        detail: `Token is not ${expected === 'access' ? 'an access' : 'a refresh'} token`,
+      });
+    }
+    const now = Math.floor(this.#clock.now().getTime() / 1000);
+    if (token.exp <= now - CLOCK_TOLERANCE_SECONDS)
+      throw new AppError('TOKEN_EXPIRED', { detail: 'Token has expired' });
+    return token;
   }
 
   async #keyFor(kid: string | undefined, alg: string | undefined): Promise<CryptoKey | Uint8Array> {

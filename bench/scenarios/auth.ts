@@ -1,0 +1,181 @@
+import * as argon2 from '@node-rs/argon2';
+import { ARGON2ID_PARAMS } from '../../src/services/passwords.ts';
+import {
+  type BenchResult,
+  createDatabase,
+  gatehouseEnv,
+  type LoadResult,
+  load,
+  rate,
+  round,
+  SECONDS,
+  startServer,
+  uniqueUser,
+} from '../lib.ts';
+import type { BenchContext } from '../run.ts';
+
+interface Tokens {
+  access_token: string;
+  refresh_token: string;
+}
+
+const HASH_CONCURRENCY = 2;
+
+async function post<T>(url: string, body: unknown): Promise<T> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!res.ok) throw new Error(`POST ${url} answered ${res.status}: ${await res.text()}`);
+  return (await res.json()) as T;
+}
+
+function assertClean(what: string, result: LoadResult, allowed = ['2xx']): void {
+  const bad = Object.keys(result.statusCodes).filter(
+    (code) => !allowed.includes(`${code[0]}xx`) && !allowed.includes(code),
+  );
+  if (result.errors > 0 || bad.length > 0) {
+    throw new Error(`${what} load failed: ${JSON.stringify(result.statusCodes)}, ${result.errors} errors`);
+  }
+}
+
+/**
+ * On PostgreSQL + Redis: the auth guard alone and GET /me against Fastify's
+ * hello world, logins against bare argon2id verifications, refreshes, and the
+ * latency of "unknown user" against "wrong password".
+ */
+export default async function auth(ctx: BenchContext): Promise<BenchResult[]> {
+  const database = await createDatabase();
+  const server = await startServer(
+    'guarded',
+    gatehouseEnv(database.url, {
+      HASH_CONCURRENCY: String(HASH_CONCURRENCY),
+      LOCKOUT_THRESHOLD: '1000',
+      RATE_LIMIT_REFRESH: '100000000/1h',
+    }),
+  );
+  const api = `${server.url}/api/v1`;
+  const results: BenchResult[] = [];
+  try {
+    const user = uniqueUser();
+    await post(`${api}/register`, user);
+    const tokens = await post<Tokens>(`${api}/login`, { username: user.username, password: user.password });
+    const authorization = { authorization: `Bearer ${tokens.access_token}` };
+
+    // Warm the instance's session-id cache and the JIT before measuring.
+    await load({ url: `${server.url}/guarded`, headers: authorization, connections: 10, seconds: 1 });
+    const guarded = await load({ url: `${server.url}/guarded`, headers: authorization, connections: 50 });
+    assertClean('guarded route', guarded);
+    results.push({
+      name: 'route behind the auth guard (JWT verify + Redis revocation check, no database read)',
+      value: round(guarded.rps, 0),
+      unit: 'req/s',
+      ratio: round(guarded.rps / ctx.helloRps),
+      baseline: 'Fastify hello-world',
+      target: 0.5,
+      p50_ms: guarded.p50,
+      p99_ms: guarded.p99,
+    });
+
+    const me = await load({ url: `${api}/me`, headers: authorization, connections: 50 });
+    assertClean('GET /me', me);
+    results.push({
+      name: 'GET /api/v1/me (guard + one database read)',
+      value: round(me.rps, 0),
+      unit: 'req/s',
+      ratio: round(me.rps / ctx.helloRps),
+      baseline: 'Fastify hello-world',
+      target: 0.15,
+      p50_ms: me.p50,
+      p99_ms: me.p99,
+    });
+
+    const hash = await argon2.hash(user.password, { algorithm: 2, ...ARGON2ID_PARAMS });
+    const verifications = await rate(() => argon2.verify(hash, user.password), HASH_CONCURRENCY);
+    results.push({
+      name: `argon2id verifications/s (${HASH_CONCURRENCY} concurrent)`,
+      value: round(verifications, 1),
+      unit: 'verifications/s',
+    });
+    const logins = await load({
+      url: `${api}/login`,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: user.username, password: user.password }),
+      connections: 8,
+    });
+    assertClean('login', logins);
+    results.push({
+      name: 'logins/s (HTTP, session + audit rows written)',
+      value: round(logins.rps, 1),
+      unit: 'req/s',
+      ratio: round(logins.rps / verifications),
+      baseline: 'argon2id verifications/s',
+      target: 0.9,
+      p50_ms: logins.p50,
+      p99_ms: logins.p99,
+    });
+
+    // Each worker holds its own session and refreshes it in a loop: every refresh spends the previous token.
+    const sessions = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        post<Tokens>(`${api}/login`, { username: user.username, password: user.password }),
+      ),
+    );
+    // A session is taken by one worker at a time, so no two refreshes race for one token.
+    const idle = [...sessions];
+    const refreshes = await rate(
+      async () => {
+        const session = idle.pop() as Tokens;
+        const next = await post<Tokens>(`${api}/refresh`, { refresh_token: session.refresh_token });
+        session.refresh_token = next.refresh_token;
+        idle.push(session);
+      },
+      sessions.length,
+      SECONDS,
+    );
+    results.push({
+      name: 'refreshes/s (rotation in one transaction, 8 sessions)',
+      value: round(refreshes, 0),
+      unit: 'req/s',
+      ratio: round(refreshes / ctx.helloRps, 3),
+      baseline: 'Fastify hello-world',
+    });
+
+    // Enumeration: the two failure paths, one request at a time, each costing one hash.
+    const failure = async (body: () => Record<string, string>) =>
+      load({
+        url: `${api}/login`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (request) => ({ ...request, body: JSON.stringify(body()) }),
+        connections: 1,
+        amount: 200,
+      });
+    const unknown = await failure(() => ({ username: uniqueUser().username, password: user.password }));
+    const wrong = await failure(() => ({ username: user.username, password: `${user.password}x` }));
+    assertClean('unknown-user login', unknown, ['401']);
+    assertClean('wrong-password login', wrong, ['401']);
+    results.push(
+      {
+        name: 'login failure p50, unknown user',
+        value: unknown.p50,
+        unit: 'ms',
+        p50_ms: unknown.p50,
+        p99_ms: unknown.p99,
+      },
+      { name: 'login failure p50, wrong password', value: wrong.p50, unit: 'ms', p50_ms: wrong.p50, p99_ms: wrong.p99 },
+      {
+        name: 'login failure p50 difference (unknown − wrong password)',
+        value: round(unknown.p50 - wrong.p50, 2),
+        unit: 'ms',
+        note: 'both paths verify one argon2id hash',
+      },
+    );
+    return results;
+  } finally {
+    await server.close();
+    await database.drop();
+  }
+}
