@@ -17,7 +17,13 @@ export interface LoginInput {
 }
 
 /** Why an attempt failed, as stored in `login_attempts.failure_reason` and the audit row. */
-export type LoginFailureReason = 'unknown_user' | 'invalid_password' | 'account_disabled' | 'email_not_verified';
+export type LoginFailureReason =
+  | 'unknown_user'
+  | 'invalid_password'
+  | 'account_disabled'
+  | 'email_not_verified'
+  | 'account_locked'
+  | 'captcha_failed';
 
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
@@ -63,13 +69,22 @@ export async function loginWithPassword(
 
   // Overloaded: shed now, before any database work (503 with Retry-After).
   services.hashPool.assertCapacity();
-  // A locked identifier is refused even with the right password, before any hashing.
-  const lock = await services.lockout.assertNotLocked(identifier).catch((error: unknown) => {
-    services.metrics.logins.inc({ outcome: 'locked' });
+  try {
+    // A locked identifier is refused even with the right password, before any hashing.
+    const lock = await services.lockout.assertNotLocked(identifier).catch((error: unknown) => {
+      services.metrics.logins.inc({ outcome: 'locked' });
+      throw error;
+    });
+    if (services.captcha && loginNeedsCaptcha(services.config, lock.failures)) {
+      await services.captcha.verify(input.captchaToken, context.ip);
+    }
+  } catch (error) {
+    // Refused before the password was looked at: still an attempt on the record.
+    if (error instanceof AppError && (error.code === 'ACCOUNT_LOCKED' || error.code === 'CAPTCHA_FAILED')) {
+      const reason = error.code === 'ACCOUNT_LOCKED' ? 'account_locked' : 'captcha_failed';
+      await recordLoginFailure(services, identifier, undefined, reason, context);
+    }
     throw error;
-  });
-  if (services.captcha && loginNeedsCaptcha(services.config, lock.failures)) {
-    await services.captcha.verify(input.captchaToken, context.ip);
   }
 
   const user = await findUserByIdentifier(services, identifier);

@@ -208,6 +208,23 @@ describe('POST /api/v1/login', () => {
     }
   });
 
+  test('an attempt refused by the lockout is on the record too', async () => {
+    const account = await createAccount(app);
+    for (let i = 0; i < 5; i++) await form({ username: account.username, password: 'Wrong-password-1!' });
+    assertProblem(await form({ username: account.username, password: account.password }), 423, 'ACCOUNT_LOCKED');
+    const rows = await app.gatehouse.db
+      .selectFrom('login_attempts')
+      .select(['success', 'failure_reason'])
+      .where('identifier', '=', account.username)
+      .orderBy('id')
+      .execute();
+    assert.deepEqual(
+      rows.map((r) => r.failure_reason),
+      [...Array(5).fill('invalid_password'), 'account_locked'],
+    );
+    assert.ok(rows.every((r) => !r.success));
+  });
+
   test('login writes login_success and login_failure audit rows and sets last_login_at', async () => {
     const account = await createAccount(app);
     const db = app.gatehouse.db;
