@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify';
 import { ConfigError } from '../../src/config.ts';
 import { gatehouse } from '../../src/plugin.ts';
+import { startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
 import { newUser, startApp, strongPassword, testConfig, uniqueName } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
 
@@ -762,6 +763,68 @@ describe('page options', () => {
       assert.match(noCaptcha.body, /<a href="#captcha">A CAPTCHA token is required<\/a>/);
     } finally {
       await app.close();
+    }
+  });
+
+  test('login through the page: CAPTCHA after failures, lockout and rate limit, each as a page', async () => {
+    const siteverify = await startSiteverifyServer('turnstile', 'turnstile-secret');
+    const app = await startApp({
+      REDIS_KEY_PREFIX: `t:${uniqueName()}:`,
+      REQUIRE_EMAIL_VERIFICATION: 'false',
+      CAPTCHA_PROVIDER: 'turnstile',
+      CAPTCHA_SITE_KEY: 'site-key',
+      CAPTCHA_SECRET_KEY: 'turnstile-secret',
+      CAPTCHA_VERIFY_URL: siteverify.url,
+      CAPTCHA_LOGIN_AFTER_FAILURES: '2',
+      LOCKOUT_THRESHOLD: '3',
+      RATE_LIMIT_LOGIN: '10/1h',
+    });
+    try {
+      const browser = new Browser(app);
+      const user = newUser();
+      const captcha = { 'cf-turnstile-response': TOKENS.valid };
+      const registered = await browser.submit('/register', { ...user, confirm_password: user.password, ...captcha });
+      assert.equal(registered.statusCode, 303, registered.body);
+
+      const wrong = { username: user.username, password: strongPassword() };
+      assertHtml(await browser.submit('/login', wrong), 401);
+      const second = await browser.submit('/login', wrong);
+      assertHtml(second, 401);
+      assert.match(
+        second.body,
+        /<div class="cf-turnstile" data-sitekey="site-key">/,
+        'the widget is shown after a failure',
+      );
+      const right = { username: user.username, password: user.password };
+      const noCaptcha = await browser.submit('/login', right);
+      assertHtml(noCaptcha, 422);
+      assert.match(element(noCaptcha.body, 'captcha-error'), /CAPTCHA/);
+      const solved = await browser.submit('/login', { ...right, ...captcha });
+      assert.equal(solved.statusCode, 303, solved.body);
+
+      let locked: LightMyRequestResponse | undefined;
+      for (let i = 0; i < 5 && !locked; i++) {
+        const res = await new Browser(app).submit('/login', { ...wrong, ...captcha });
+        if (res.statusCode === 423) locked = res;
+      }
+      assert.ok(locked, 'the lockout answers 423');
+      assertHtml(locked, 423);
+      assert.match(element(locked.body, 'error-summary'), /Try again in \d+ (minutes|seconds)/);
+      assert.match(input(locked.body, 'username'), new RegExp(`value="${user.username}"`));
+
+      let limited: LightMyRequestResponse | undefined;
+      for (let i = 0; i < 10 && !limited; i++) {
+        const res = await new Browser(app).submit('/login', { ...wrong, ...captcha });
+        if (res.statusCode === 429) limited = res;
+      }
+      assert.ok(limited, 'the rate limit answers 429');
+      assertHtml(limited, 429);
+      assert.match(limited.body, /<h1 class="title">Too many attempts<\/h1>/);
+      assert.ok(Number(limited.headers['retry-after']) > 0);
+      assert.equal((await app.inject({ url: '/login' })).statusCode, 200, 'a GET is not limited');
+    } finally {
+      await app.close();
+      await siteverify.close();
     }
   });
 

@@ -49,10 +49,23 @@ describe('pages are accessible and responsive', () => {
     return response.status();
   }
 
+  /** What differs between runs (unique names, times) as fixed demo text, so that screenshots change only with the pages. */
+  let demo: [RegExp, string][] = [];
+
   /** axe on the page as it is now, then a full-page screenshot at each width. */
   async function check(page: Page, name: string): Promise<void> {
     const violations = await seriousViolations(page);
     assert.deepEqual(violations, [], `${name}: ${JSON.stringify(violations, null, 2)}`);
+    await page.evaluate(
+      (replacements) => {
+        const apply = (text: string) =>
+          replacements.reduce((t, [pattern, by]) => t.replace(new RegExp(pattern, 'g'), by), text);
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) node.nodeValue = apply(node.nodeValue ?? '');
+        for (const input of document.querySelectorAll('input')) input.value = apply(input.value);
+      },
+      demo.map(([pattern, by]) => [pattern.source, by] as [string, string]),
+    );
     for (const size of WIDTHS) {
       await page.setViewportSize(size);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -65,7 +78,14 @@ describe('pages are accessible and responsive', () => {
     // axe is a script injected into the page: only a context that bypasses the CSP can run it.
     const context = await newContext(browser, { bypassCSP: true });
     const page = await context.newPage();
-    const user = newUser({ email: `ada.${Date.now()}@example.com` });
+    const user = newUser();
+    user.email = `ada.${user.username}@example.com`;
+    demo = [
+      [new RegExp(user.email.replaceAll('.', '\\.')), 'ada@example.com'],
+      [new RegExp(user.username), 'ada'],
+      [/analytical-engines-\d+/, 'analytical-engines'],
+      [/\d{1,2} \w{3} \d{4}, \d{2}:\d{2} UTC/, '24 Nov 2025, 09:30 UTC'],
+    ];
 
     await page.goto(url('/register'));
     await check(page, 'register');
@@ -80,6 +100,7 @@ describe('pages are accessible and responsive', () => {
 
     await page.getByLabel('Last name').fill('Lovelace');
     await page.getByLabel('Email address').fill(user.email);
+    await page.getByLabel('Username').fill(user.username);
     await page.getByLabel('Password', { exact: true }).fill(user.password);
     await page.getByLabel('Confirm password').fill(user.password);
     await page.getByLabel('Organization').fill('Analytical Engines');

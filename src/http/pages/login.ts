@@ -33,16 +33,17 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
       );
       pages.setSessionCookie(request, reply, issued.tokens.refresh_token, sessionCookie(services.config, issued));
     } catch (error) {
-      const errors = formErrors(asAppError(error), { fields: FIELDS, placement: { CAPTCHA_FAILED: 'captcha' } });
+      const appError = asAppError(error);
+      const errors = formErrors(appError, { fields: FIELDS, placement: { CAPTCHA_FAILED: 'captcha' } });
       return pages.render(request, reply, 'login', {
         title,
         labels: LABELS,
         values: { username },
         redirectTo,
         errors,
-        // Shown once a CAPTCHA is asked for, e.g. after repeated failures.
-        captcha: errors.fields.captcha !== undefined,
-        unverified: asAppError(error).code === 'EMAIL_NOT_VERIFIED',
+        // After a failed attempt the next one may need a CAPTCHA (CAPTCHA_LOGIN_AFTER_FAILURES): show the widget.
+        captcha: appError.code === 'INVALID_CREDENTIALS' || appError.code === 'CAPTCHA_FAILED',
+        unverified: appError.code === 'EMAIL_NOT_VERIFIED',
       });
     }
     return pages.redirect(reply, redirectTo ?? settings.redirectTo.login ?? pages.paths.account);
