@@ -13,8 +13,11 @@ export interface SignedIn {
   token: string;
 }
 
+/** A signed-in user and the body their registration answered with. */
+export type SignedUp = SignedIn & { body: Body };
+
 /** Registers over HTTP, marks the address verified (the mail flow has its own tests), logs in over HTTP. */
-export async function signUp(app: FastifyInstance, overrides: Body = {}): Promise<SignedIn & { body: Body }> {
+export async function signUp(app: FastifyInstance, overrides: Body = {}): Promise<SignedUp> {
   const user = newUser(overrides);
   const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: user });
   assert.equal(res.statusCode, 201, res.body);

@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  DEFAULT_ROLE_PERMISSIONS,
+  grants,
+  isRoleName,
+  PERMISSIONS,
+  ROLE_NAMES,
+  type RoleName,
+  roleAtLeast,
+} from '../../src/domain/roles.ts';
+
+describe('roles and permissions', () => {
+  test('the default roles nest: admin ⊇ user ⊇ viewer, and admin holds every permission', () => {
+    assert.deepEqual([...DEFAULT_ROLE_PERMISSIONS.admin].sort(), [...PERMISSIONS].sort());
+    for (const p of DEFAULT_ROLE_PERMISSIONS.viewer) assert.ok(DEFAULT_ROLE_PERMISSIONS.user.includes(p), p);
+    for (const p of DEFAULT_ROLE_PERMISSIONS.user) assert.ok(DEFAULT_ROLE_PERMISSIONS.admin.includes(p), p);
+  });
+
+  test('viewers hold no permission that changes anything', () => {
+    const changing = [
+      'organization:update',
+      'organization:delete',
+      'members:manage',
+      'invitations:manage',
+      'resources:use',
+    ];
+    for (const p of changing) assert.equal(DEFAULT_ROLE_PERMISSIONS.viewer.includes(p as never), false, p);
+  });
+
+  test('a role requirement is met by that role and every role above it, by permissions alone', () => {
+    const table: [RoleName, RoleName, boolean][] = [];
+    for (const held of ROLE_NAMES)
+      for (const required of ROLE_NAMES) table.push([held, required, roleAtLeast(held, required)]);
+    for (const [held, required, expected] of table) {
+      assert.equal(grants(DEFAULT_ROLE_PERMISSIONS[held], { role: required }), expected, `${held} for ${required}`);
+    }
+    assert.equal(table.filter(([, , ok]) => ok).length, 6);
+  });
+
+  test('a permission requirement reads the role row, not the role name', () => {
+    assert.equal(grants(['members:read'], 'members:read'), true);
+    assert.equal(grants(['members:read'], 'members:manage'), false);
+    assert.equal(grants([], 'organization:read'), false);
+    // A customised row that lost a permission no longer meets the role it was named after.
+    const trimmedUser = DEFAULT_ROLE_PERMISSIONS.user.filter((p) => p !== 'resources:use');
+    assert.equal(grants(trimmedUser, { role: 'user' }), false);
+  });
+
+  test('isRoleName accepts exactly the three names', () => {
+    assert.deepEqual(['admin', 'user', 'viewer', 'Admin', 'owner', '', 'admin '].map(isRoleName), [
+      true,
+      true,
+      true,
+      false,
+      false,
+      false,
+      false,
+    ]);
+  });
+});
