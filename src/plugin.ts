@@ -1,4 +1,5 @@
 import cors from '@fastify/cors';
+import cors from '@fastify/cors';
 import formbody from '@fastify/formbody';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -8,9 +9,12 @@ import { type Config, loadConfig } from './config.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.ts';
 import { AppError } from './errors.ts';
 import { adminRoutes } from './http/admin.ts';
+import { adminRoutes } from './http/admin.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { corsOptions } from './http/cors.ts';
+import { corsOptions } from './http/cors.ts';
 import { healthRoutes } from './http/health.ts';
+import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { invitationRoutes } from './http/invitations.ts';
 import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { jwksRoutes } from './http/jwks.ts';
@@ -55,9 +59,16 @@ export interface GatehouseOptions {
    * this off and merge `app.gatehouse.metrics.registry` into its registry.
    */
   metrics?: boolean;
+  /**
+   * Serve `GET /metrics`. Default true. A host with its own `/metrics` can turn
+   * this off and merge `app.gatehouse.metrics.registry` into its registry.
+   */
+  metrics?: boolean;
   /** An already-open database (the plugin then leaves closing it to the caller). */
   database?: DatabaseHandle;
+  /** Time source for expiries and timestamps. Default: the system clock (tests pass a fixed one). */
   clock?: Clock;
+  /** Replaces the checker BREACH_CHECK selects, e.g. with an in-house corpus service. */
   breachChecker?: BreachChecker;
   /**
    * The HTML pages (register, login, account…), mounted beside the API at the
@@ -97,6 +108,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onReady', async () => services.auditSealer.start());
+  app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onClose', async () => {
     await services.close();
     if (ownsDatabase) await database.close();
@@ -106,6 +118,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     const clientIp = clientIpResolver(config.trustProxy);
     scope.setValidatorCompiler(validatorCompiler());
     scope.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));
+    observeRequests(scope, services.metrics);
     observeRequests(scope, services.metrics);
     observeRequests(scope, services.metrics);
     scope.addHook('onRoute', (route) => {
@@ -154,6 +167,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
 
     await scope.register(healthRoutes);
     if (options.metrics !== false) await scope.register(metricsRoutes);
+    if (options.metrics !== false) await scope.register(metricsRoutes);
     await scope.register(jwksRoutes);
     if (options.metrics !== false) await scope.register(metricsRoutes);
     await scope.register(problemPages);
@@ -161,6 +175,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     await scope.register(
       async (api) => {
         api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));
+        if (config.corsOrigins.length > 0) await api.register(cors, corsOptions(config.corsOrigins));
         if (config.corsOrigins.length > 0) await api.register(cors, corsOptions(config.corsOrigins));
         await api.register(registerRoutes);
         await api.register(verifyEmailRoutes);
@@ -170,6 +185,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(logoutRoutes);
         await api.register(sessionRoutes);
         await api.register(meRoutes);
+        await api.register(adminRoutes);
         await api.register(adminRoutes);
         await api.register(organizationRoutes);
         await api.register(memberRoutes);

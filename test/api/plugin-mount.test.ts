@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Registry } from 'prom-client';
-import { type GatehouseOptions, gatehouse } from '../../src/plugin.ts';
+import { type GatehouseOptions, gatehouse, requireUser } from '../../src/plugin.ts';
 import { json, logCapture, newUser, testConfig, uniqueName } from '../helpers.ts';
 
 describe('gatehouse mounted in a host Fastify application', () => {
@@ -23,6 +23,8 @@ describe('gatehouse mounted in a host Fastify application', () => {
       metrics: false,
     } satisfies GatehouseOptions;
     await host.register(gatehouse, options);
+    // A host route protected by the exported guard.
+    host.get('/host/reports', { preHandler: requireUser }, async (request) => ({ for: request.auth.userUuid }));
     // The host serves Gatehouse's metrics on its own registry.
     host.get('/host/metrics', async (_request, reply) => {
       const merged = Registry.merge([host.gatehouse.metrics.registry, new Registry()]);
@@ -46,6 +48,30 @@ describe('gatehouse mounted in a host Fastify application', () => {
     assert.equal(json(login).code, 'EMAIL_NOT_VERIFIED');
     const old = await host.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });
     assert.equal(old.statusCode, 404);
+  });
+
+  test("the host protects its own routes with Gatehouse's requireUser", async () => {
+    const user = newUser();
+    const created = await host.inject({ method: 'POST', url: '/auth/register', payload: user });
+    await host.gatehouse.db
+      .updateTable('users')
+      .set({ email_verified_at: new Date() })
+      .where('uuid', '=', String(json(created).uuid))
+      .execute();
+    const login = await host.inject({
+      method: 'POST',
+      url: '/auth/login',
+      payload: { username: user.username, password: user.password },
+    });
+    assert.equal(login.statusCode, 200, login.body);
+    const anonymous = await host.inject('/host/reports');
+    assert.equal(anonymous.statusCode, 401);
+    const res = await host.inject({
+      url: '/host/reports',
+      headers: { authorization: `Bearer ${String(json(login).access_token)}` },
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual(json(res), { for: json(created).uuid });
   });
 
   test('the host keeps its own routes, error handler and 404', async () => {
