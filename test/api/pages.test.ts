@@ -6,6 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify';
 import { ConfigError } from '../../src/config.ts';
 import { gatehouse } from '../../src/plugin.ts';
+import { registerAccount } from '../../src/services/registration.ts';
+import { SYSTEM_CONTEXT } from '../../src/services/request-context.ts';
 import { startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
 import { newUser, startApp, strongPassword, testConfig, uniqueName } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
@@ -761,6 +763,25 @@ describe('page options', () => {
       assertHtml(noCaptcha, 422);
       assert.match(element(noCaptcha.body, 'captcha-error'), /CAPTCHA token is required/);
       assert.match(noCaptcha.body, /<a href="#captcha">A CAPTCHA token is required<\/a>/);
+
+      // The service directly (the CAPTCHA is the route's), then a login through the page.
+      const account = newUser();
+      await registerAccount(app.gatehouse, account, SYSTEM_CONTEXT);
+      await app.gatehouse.db
+        .updateTable('users')
+        .set({ email_verified_at: new Date() })
+        .where('username', '=', account.username)
+        .execute();
+      const loggedIn = await browser.submit('/login', { username: account.username, password: account.password });
+      assert.equal(loggedIn.statusCode, 303, loggedIn.body);
+      assert.equal(loggedIn.headers.location, 'https://app.example.com/home');
+      const session = setCookies(loggedIn).find((c) => c.startsWith('__Host-gatehouse-session='));
+      assert.ok(session, 'over https the session cookie is __Host- prefixed');
+      assert.match(session, /; Secure/);
+      assert.match(session, /; HttpOnly/);
+      assert.match(session, /; SameSite=Lax/);
+      assert.match(session, /; Path=\//);
+      assert.doesNotMatch(session, /Domain=/i);
     } finally {
       await app.close();
     }

@@ -141,7 +141,7 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
 }
 
 /** "Chrome on Linux": enough to recognise a device, without a user-agent parser. */
-export function describeUserAgent(userAgent: string | null): string {
+function describeUserAgent(userAgent: string | null): string {
   if (!userAgent) return 'Unknown device';
   const browsers: [RegExp, string][] = [
     [/Edg\//, 'Edge'],
