@@ -1,5 +1,4 @@
 import cors from '@fastify/cors';
-import cors from '@fastify/cors';
 import formbody from '@fastify/formbody';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -9,14 +8,10 @@ import { type Config, loadConfig } from './config.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.ts';
 import { AppError } from './errors.ts';
 import { adminRoutes } from './http/admin.ts';
-import { adminRoutes } from './http/admin.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { corsOptions } from './http/cors.ts';
-import { corsOptions } from './http/cors.ts';
 import { healthRoutes } from './http/health.ts';
-import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { invitationRoutes } from './http/invitations.ts';
-import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { jwksRoutes } from './http/jwks.ts';
 import { loginRoutes } from './http/login.ts';
 import { logoutRoutes } from './http/logout.ts';
@@ -49,16 +44,6 @@ export interface GatehouseOptions {
   prefix?: string;
   /** Serve `/docs` and `/openapi.json`. Default true. */
   docs?: boolean;
-  /**
-   * Serve `GET /metrics`. Default true. A host with its own `/metrics` can turn
-   * this off and merge `app.gatehouse.metrics.registry` into its registry.
-   */
-  metrics?: boolean;
-  /**
-   * Serve `GET /metrics`. Default true. A host with its own `/metrics` can turn
-   * this off and merge `app.gatehouse.metrics.registry` into its registry.
-   */
-  metrics?: boolean;
   /**
    * Serve `GET /metrics`. Default true. A host with its own `/metrics` can turn
    * this off and merge `app.gatehouse.metrics.registry` into its registry.
@@ -107,8 +92,6 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.decorateRequest('membership', null as unknown as OrganizationAccess);
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
-  app.addHook('onReady', async () => services.auditSealer.start());
-  app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onClose', async () => {
     await services.close();
     if (ownsDatabase) await database.close();
@@ -118,8 +101,6 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     const clientIp = clientIpResolver(config.trustProxy);
     scope.setValidatorCompiler(validatorCompiler());
     scope.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));
-    observeRequests(scope, services.metrics);
-    observeRequests(scope, services.metrics);
     observeRequests(scope, services.metrics);
     scope.addHook('onRoute', (route) => {
       route.bodyLimit ??= AUTH_BODY_LIMIT;
@@ -166,8 +147,6 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     }
 
     await scope.register(healthRoutes);
-    if (options.metrics !== false) await scope.register(metricsRoutes);
-    if (options.metrics !== false) await scope.register(metricsRoutes);
     await scope.register(jwksRoutes);
     if (options.metrics !== false) await scope.register(metricsRoutes);
     await scope.register(problemPages);
@@ -175,7 +154,6 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     await scope.register(
       async (api) => {
         api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));
-        if (config.corsOrigins.length > 0) await api.register(cors, corsOptions(config.corsOrigins));
         if (config.corsOrigins.length > 0) await api.register(cors, corsOptions(config.corsOrigins));
         await api.register(registerRoutes);
         await api.register(verifyEmailRoutes);
@@ -185,7 +163,6 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(logoutRoutes);
         await api.register(sessionRoutes);
         await api.register(meRoutes);
-        await api.register(adminRoutes);
         await api.register(adminRoutes);
         await api.register(organizationRoutes);
         await api.register(memberRoutes);
