@@ -88,7 +88,9 @@ export class Pages {
     });
     this.captcha = captchaWidget(services.config.captchaProvider, services.config.captchaSiteKey);
     if (services.config.captchaProvider && !this.captcha) {
-      services.log.warn('CAPTCHA_PROVIDER is set without CAPTCHA_SITE_KEY: the pages cannot show the widget it requires');
+      services.log.warn(
+        'CAPTCHA_PROVIDER is set without CAPTCHA_SITE_KEY: the pages cannot show the widget it requires',
+      );
     }
     this.#cookies = cookieNames(services.config);
     // A form whose answer redirects to another origin needs that origin in form-action.
