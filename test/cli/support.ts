@@ -58,8 +58,19 @@ const CLI = join(import.meta.dirname, '..', '..', 'src', 'cli.ts');
 
 /** Runs `node src/cli.ts …` as a child process, as an operator would. */
 export function runCli(args: string[], env: Record<string, string | undefined>, input?: string): Promise<CliResult> {
+  return runNode([CLI, ...args], env, input);
+}
+
+/** Runs `node <args>` (Node 24, this process's own binary) with exactly `env`. */
+export function runNode(
+  args: string[],
+  env: Record<string, string | undefined>,
+  input?: string,
+  cwd?: string,
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, args, {
+      cwd,
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
