@@ -8,7 +8,7 @@ import type { Services } from './container.ts';
 import { publicLink, queueMail } from './mail.ts';
 import { findLiveToken, issueOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS, spendOneTimeToken } from './one-time-tokens.ts';
 import { getOrganization, type OrganizationView, validRole } from './organizations.ts';
-import { findMembership, isUuid, type OrganizationAccess } from './permissions.ts';
+import { findMembership, isUuid, lockAndAuthorize, lockOrganization, type OrganizationAccess } from './permissions.ts';
 import type { RequestContext } from './request-context.ts';
 import type { AuthContext } from './sessions.ts';
 
@@ -131,6 +131,8 @@ export async function createInvitation(
   const { email, role } = validInvitationInput(input);
   const now = services.clock.now();
   const view = await services.db.transaction().execute(async (trx) => {
+    // Serialised per organization: two invitations of one address at once leave one pending.
+    await lockAndAuthorize(trx, access, 'invitations:manage');
     const invitee = await trx
       .selectFrom('users')
       .select(['id', 'language_code'])
@@ -255,6 +257,13 @@ export async function acceptInvitation(
   const access = await services.db.transaction().execute(async (trx) => {
     const live = await findLiveToken(trx, 'invitation', token, now);
     if (!live?.invitationId) throw invalidInvitation();
+    const target = await trx
+      .selectFrom('invitations')
+      .select('organization_id')
+      .where('id', '=', live.invitationId)
+      .executeTakeFirst();
+    // Under the organization lock, a concurrent accept, revoke or deletion has either finished or not begun.
+    if (!target || !(await lockOrganization(trx, target.organization_id))) throw invalidInvitation();
     const invitation = await trx
       .selectFrom('invitations')
       .innerJoin('roles', 'roles.id', 'invitations.role_id')

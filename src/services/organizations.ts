@@ -1,15 +1,15 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkOrganizationName, checkStorable, slugify } from '../domain/account-rules.ts';
-import { DEFAULT_ROLE_PERMISSIONS, isRoleName, type Requirement, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
+import { DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
 import { AppError, type FieldError } from '../errors.ts';
 import { type AuditLogView, decodeCursor, encodeCursor, type Page } from './admin.ts';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
 import {
-  authorizeMember,
   countAdmins,
   isUuid,
+  lockAndAuthorize,
   lockOrganization,
   type OrganizationAccess,
   requirePermission,
@@ -338,22 +338,6 @@ async function findMember(trx: Kysely<Database>, organizationId: number, userUui
   return member;
 }
 
-/**
- * Locks the organization, then checks the actor again under the lock: a
- * request that raced a change to the actor's own role (two admins demoting
- * each other) sees the outcome of the one before it.
- */
-async function lockAndReauthorize(
-  trx: Kysely<Database>,
-  access: OrganizationAccess,
-  requirement: Requirement,
-): Promise<OrganizationAccess> {
-  if (!(await lockOrganization(trx, access.organizationId))) {
-    throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
-  }
-  return authorizeMember(trx, access.userId, access.organizationUuid, requirement);
-}
-
 /** `PATCH /organizations/{uuid}/members/{user_uuid}`: the last admin cannot be demoted. */
 export async function changeMemberRole(
   services: Services,
@@ -364,7 +348,7 @@ export async function changeMemberRole(
 ): Promise<MemberView> {
   const role = validRole(input.role);
   return services.db.transaction().execute(async (trx) => {
-    await lockAndReauthorize(trx, access, 'members:manage');
+    await lockAndAuthorize(trx, access, 'members:manage');
     const member = await findMember(trx, access.organizationId, userUuid);
     if (member.role === role) return memberView(member);
     if (member.role === 'admin' && (await countAdmins(trx, access.organizationId, member.user_id)) === 0) {
@@ -410,7 +394,7 @@ export async function removeMember(
   context: RequestContext,
 ): Promise<void> {
   await services.db.transaction().execute(async (trx) => {
-    const actor = await lockAndReauthorize(trx, access, 'organization:read');
+    const actor = await lockAndAuthorize(trx, access, 'organization:read');
     const member = await findMember(trx, access.organizationId, userUuid);
     const leaving = member.user_id === actor.userId;
     if (!leaving) requirePermission(actor, 'members:manage');

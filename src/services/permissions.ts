@@ -100,6 +100,23 @@ export async function lockOrganization(trx: Kysely<Database>, organizationId: nu
   return row !== undefined;
 }
 
+/**
+ * Locks the organization, then checks the actor again under the lock: a
+ * request that raced a change to the actor's own role (two admins demoting
+ * each other) sees the outcome of the one before it. NOT_FOUND once the
+ * organization is gone.
+ */
+export async function lockAndAuthorize(
+  trx: Kysely<Database>,
+  access: OrganizationAccess,
+  requirement: Requirement,
+): Promise<OrganizationAccess> {
+  if (!(await lockOrganization(trx, access.organizationId))) {
+    throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+  }
+  return authorizeMember(trx, access.userId, access.organizationUuid, requirement);
+}
+
 /** Members holding the `admin` role, other than `exceptUserId`. Call under `lockOrganization`. */
 export async function countAdmins(
   db: Kysely<Database>,

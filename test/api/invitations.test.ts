@@ -302,6 +302,29 @@ describe('invitations', () => {
     assert.equal(json(await accept(invitee.token, { token: newToken })).role, 'user');
   });
 
+  test('two invitations of one address at once leave exactly one pending, with one live link', async () => {
+    const org = await createOrganization(app, admin.token, `Twice ${uniqueName()}`);
+    const email = `${uniqueName()}@example.com`;
+    const results = await Promise.all([
+      call(app, 'POST', invitationsUrl(org), admin.token, { email, role: 'user' }),
+      call(app, 'POST', invitationsUrl(org), admin.token, { email, role: 'viewer' }),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.statusCode),
+      [201, 201],
+    );
+    const pending = json<Body[]>(await call(app, 'GET', invitationsUrl(org), admin.token));
+    assert.equal(pending.length, 1);
+    const live = await app.gatehouse.db
+      .selectFrom('one_time_tokens')
+      .select('id')
+      .where('email', '=', email)
+      .where('purpose', '=', 'invitation')
+      .where('used_at', 'is', null)
+      .execute();
+    assert.equal(live.length, 1);
+  });
+
   test('inviting a member is 409 CONFLICT; accepting while already a member is 409 and keeps the link', async () => {
     const org = await createOrganization(app, admin.token, `Member ${uniqueName()}`);
     const member = await signUp(app);
