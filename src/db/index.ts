@@ -5,6 +5,7 @@ import { type Migration, type MigrationProvider, Migrator } from 'kysely/migrati
 import pg from 'pg';
 import * as initial from './migrations/0001_initial.ts';
 import * as auditChain from './migrations/0002_audit_chain.ts';
+import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
 
@@ -70,6 +71,7 @@ async function ping(db: Db): Promise<boolean> {
 const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_audit_chain': auditChain,
+  '0003_scale_indexes': scaleIndexes,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };
