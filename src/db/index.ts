@@ -6,6 +6,7 @@ import pg from 'pg';
 import * as initial from './migrations/0001_initial.ts';
 import * as auditChain from './migrations/0002_audit_chain.ts';
 import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
+import * as accountView from './migrations/0004_account_view.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import type { Database } from './schema.ts';
 
@@ -72,6 +73,7 @@ const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_audit_chain': auditChain,
   '0003_scale_indexes': scaleIndexes,
+  '0004_account_view': accountView,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

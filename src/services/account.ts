@@ -1,9 +1,7 @@
 import { type Kysely, sql } from 'kysely';
-import { jsonArrayFrom } from 'kysely/helpers/postgres';
 import type { Database } from '../db/schema.ts';
 import { type Check, checkLanguageCode, checkPersonName, checkStorable } from '../domain/account-rules.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
-import type { RoleName } from '../domain/roles.ts';
 import { AppError, type FieldError } from '../errors.ts';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
@@ -35,7 +33,7 @@ export async function getAccount(
 ): Promise<AccountView> {
   const row = await db
     .selectFrom('users')
-    .select((eb) => [
+    .select([
       'users.id',
       'users.uuid',
       'users.email',
@@ -47,16 +45,8 @@ export async function getAccount(
       'users.email_verified_at',
       'users.created_at',
       'users.last_login_at',
-      jsonArrayFrom(
-        eb
-          .selectFrom('memberships')
-          .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
-          .innerJoin('roles', 'roles.id', 'memberships.role_id')
-          .select(['organizations.uuid', 'organizations.name', 'organizations.slug', 'roles.name as role'])
-          .whereRef('memberships.user_id', '=', 'users.id')
-          .orderBy('organizations.name')
-          .orderBy('organizations.id'),
-      ).as('organizations'),
+      // One statement with a cached plan: see migrations/0004_account_view.ts.
+      sql<UserOrganization[]>`gatehouse_user_organizations(${sql.ref('users.id')})`.as('organizations'),
     ])
     .where('users.id', '=', userId)
     .executeTakeFirst();
@@ -74,12 +64,7 @@ export async function getAccount(
     email_verified: row.email_verified_at !== null,
     created_at: row.created_at.toISOString(),
     last_login_at: row.last_login_at?.toISOString() ?? null,
-    organizations: row.organizations.map((o) => ({
-      uuid: o.uuid,
-      name: o.name,
-      slug: o.slug,
-      role: o.role as RoleName,
-    })),
+    organizations: row.organizations,
   };
 }
 
