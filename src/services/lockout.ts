@@ -14,7 +14,7 @@ import { FallbackReporter } from './rate-limits.ts';
 import { type RequestContext, SYSTEM_CONTEXT } from './request-context.ts';
 
 /** Failures and lock history are forgotten after a day without news of the identifier. */
-export const FORGET_AFTER_SECONDS = 24 * 60 * 60;
+const FORGET_AFTER_SECONDS = 24 * 60 * 60;
 const IDENTIFIER_MAX = 320;
 
 type LockoutRow = Selectable<LockoutsTable>;
@@ -114,15 +114,12 @@ export class Lockout {
 
   /** A successful login: the count and the lock history start again. */
   async recordSuccess(identifier: string): Promise<void> {
-    await this.#clear(lockoutIdentifier(identifier));
+    await this.clear(identifier);
   }
 
   /** Removes any lock and count; true when the identifier was locked. Used by unlock and password reset. */
   async clear(identifier: string): Promise<boolean> {
-    return this.#clear(lockoutIdentifier(identifier));
-  }
-
-  async #clear(id: string): Promise<boolean> {
+    const id = lockoutIdentifier(identifier);
     await this.#redisCall((redis) => redis.del(this.#key(id)));
     const deleted = await this.#deps.db
       .deleteFrom('lockouts')
@@ -265,7 +262,7 @@ export class Lockout {
   }
 }
 
-export function lockedError(retryAfterSeconds: number): AppError {
+function lockedError(retryAfterSeconds: number): AppError {
   return new AppError('ACCOUNT_LOCKED', {
     detail: 'Too many failed login attempts. Try again later or reset your password.',
     retryAfter: retryAfterSeconds,

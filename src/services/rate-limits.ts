@@ -16,7 +16,7 @@ export const RATE_LIMIT_NAMES = [
 ] as const;
 export type RateLimitName = (typeof RATE_LIMIT_NAMES)[number];
 
-export function rateLimitSettings(config: Config): Record<RateLimitName, RateLimit> {
+function rateLimitSettings(config: Config): Record<RateLimitName, RateLimit> {
   return {
     register: config.rateLimitRegister,
     login: config.rateLimitLogin,
@@ -121,10 +121,6 @@ export class RateLimits {
     this.#limiters = Object.fromEntries(entries) as Record<RateLimitName, RateLimiterMemory | RateLimiterRedis>;
   }
 
-  settings(name: RateLimitName): RateLimit {
-    return this.#settings[name];
-  }
-
   /** Counts one request of `client` against the limit `name`. */
   async consume(name: RateLimitName, client: string): Promise<RateLimitDecision> {
     const { points, durationSeconds } = this.#settings[name];
@@ -140,11 +136,6 @@ export class RateLimits {
     }
     const resetSeconds = Math.max(1, Math.ceil(res.msBeforeNext / 1000));
     return { allowed, limit: points, remaining: res.remainingPoints, resetSeconds, windowSeconds: durationSeconds };
-  }
-
-  /** Forgets a client's count, e.g. for an operator clearing a false positive. */
-  async reset(name: RateLimitName, client: string): Promise<void> {
-    await this.#limiters[name].delete(client);
   }
 }
 

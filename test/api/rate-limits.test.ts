@@ -127,6 +127,31 @@ describe('rate limits', () => {
     }
   });
 
+  test('the HTML page and the API of one flow share one budget', async () => {
+    const app = await startApp({ RATE_LIMIT_LOGIN: '2/1h', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
+    try {
+      const apiLogin = () =>
+        app.inject({
+          method: 'POST',
+          url: '/api/v1/login/json',
+          payload: { username: uniqueName(), password: 'Not-the-password-1!' },
+          remoteAddress: '198.51.100.30',
+        });
+      assert.equal((await apiLogin()).statusCode, 401);
+      const page = await app.inject({
+        method: 'POST',
+        url: '/login',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        payload: 'username=someone&password=guess',
+        remoteAddress: '198.51.100.30',
+      });
+      assert.equal(page.headers['ratelimit-remaining'], '0', page.body);
+      assertRateLimited(await apiLogin(), 2, 3600);
+    } finally {
+      await app.close();
+    }
+  });
+
   describe('with REDIS_URL', () => {
     let skip: string | false = false;
     before(async () => {
