@@ -32,18 +32,18 @@ const SMALL = Math.min(1_000, LARGE);
 const HASH_CONCURRENCY = 2;
 /** Sessions held by the load: /me picks one at random, refresh takes an idle one and spends its token. */
 const SAMPLE_SESSIONS = 256;
-const MIXED_WORKERS = 32;
+export const MIXED_WORKERS = 32;
 const REFRESH_WORKERS = 16;
-const SEED_PASSWORD = 'Kx9#seed-Vq!-benchmark';
+export const SEED_PASSWORD = 'Kx9#seed-Vq!-benchmark';
 /** Tables whose sequential scan would grow with the user count. */
 const LARGE_TABLES = ['users', 'sessions', 'organizations', 'roles', 'memberships', 'login_attempts', 'audit_logs'];
 
-interface Held {
+export interface Held {
   access: string;
   refresh: string;
 }
 
-interface Fixture {
+export interface Fixture {
   apiUrl: string;
   users: number;
   sessions: Held[];
@@ -123,7 +123,7 @@ async function atScale(
         await load({ url: `${fixture.apiUrl}/me`, setupRequest: meRequest(fixture), connections: 50 }),
       );
       const refreshes = await closedLoop(fixture, REFRESH_WORKERS, { refresh: 1 });
-      const mixed = await closedLoop(fixture, MIXED_WORKERS, { me: 70, refresh: 20, login: 8, register: 2 });
+      const mixed = await closedLoop(fixture, MIXED_WORKERS, MIXED);
       const row = (name: string, r: LoadResult | Sample, baseline: number, baselineName: string): BenchResult => ({
         name: label(name),
         value: round(r.rps, 1),
@@ -160,7 +160,7 @@ async function atScale(
  * each: the shape a grown deployment has.
  * Ids follow the series because the database is new.
  */
-async function seed(url: string, env: Record<string, string>, users: number, seedHash: string): Promise<void> {
+export async function seed(url: string, env: Record<string, string>, users: number, seedHash: string): Promise<void> {
   // The schema comes from Gatehouse's own migrations: start and stop an instance.
   const app = await buildApp(loadConfig({ ...env, LOG_LEVEL: 'warn' }), { logger: false });
   await app.close();
@@ -228,7 +228,7 @@ async function seed(url: string, env: Record<string, string>, users: number, see
 }
 
 /** Live sessions of random seeded users, with tokens minted by Gatehouse's own TokenService. */
-async function holdSessions(url: string, env: Record<string, string>, users: number): Promise<Held[]> {
+export async function holdSessions(url: string, env: Record<string, string>, users: number): Promise<Held[]> {
   const tokens = await TokenService.create(loadConfig(env), systemClock);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -304,84 +304,110 @@ function clean(what: string, result: LoadResult): LoadResult {
   return result;
 }
 
-type Operation = 'me' | 'refresh' | 'login' | 'register';
+export type Operation = 'me' | 'refresh' | 'login' | 'register';
+
+/** The mixed scenario of the issue: 70% /me, 20% refresh, 8% login, 2% register. */
+export const MIXED: Record<Operation, number> = { me: 70, refresh: 20, login: 8, register: 2 };
 
 /**
- * `workers` clients, each sending one request at a time for SECONDS, every
- * request drawn by `weights`. Refresh spends a held session's token and
- * stores the new pair, so a session is used by one client at a time.
+ * The benchmark's requests against one fixture, drawn by weight. Refresh
+ * spends a held session's token and keeps the new pair, holding the session
+ * exclusively while in flight; with none idle, /me goes instead.
  */
+export class Traffic {
+  readonly #fixture: Fixture;
+  readonly #idle: Held[];
+  readonly #table: [Operation, number][];
+  readonly #total: number;
+
+  constructor(fixture: Fixture, weights: Partial<Record<Operation, number>>) {
+    this.#fixture = fixture;
+    this.#idle = [...fixture.sessions];
+    this.#table = Object.entries(weights) as [Operation, number][];
+    this.#total = this.#table.reduce((sum, [, w]) => sum + w, 0);
+  }
+
+  draw(): Operation {
+    let x = Math.random() * this.#total;
+    for (const [op, w] of this.#table) {
+      x -= w;
+      if (x < 0) return op === 'refresh' && this.#idle.length === 0 ? 'me' : op;
+    }
+    return 'me';
+  }
+
+  /** Sends one request and reads its body; answers the status. */
+  async send(op: Operation): Promise<number> {
+    const { apiUrl } = this.#fixture;
+    const json = { 'content-type': 'application/json' };
+    switch (op) {
+      case 'me':
+        return status(
+          fetch(`${apiUrl}/me`, { headers: { authorization: `Bearer ${pick(this.#fixture.sessions).access}` } }),
+        );
+      case 'login':
+        return status(fetch(`${apiUrl}/login`, { method: 'POST', headers: json, body: seededLogin(this.#fixture) }));
+      case 'register':
+        return status(
+          fetch(`${apiUrl}/register`, { method: 'POST', headers: json, body: JSON.stringify(uniqueUser()) }),
+        );
+      case 'refresh': {
+        const held = this.#idle.pop() as Held;
+        try {
+          const res = await fetch(`${apiUrl}/refresh`, {
+            method: 'POST',
+            headers: json,
+            body: JSON.stringify({ refresh_token: held.refresh }),
+          });
+          if (!res.ok) return status(Promise.resolve(res));
+          const pair = (await res.json()) as { access_token: string; refresh_token: string };
+          held.access = pair.access_token;
+          held.refresh = pair.refresh_token;
+          return res.status;
+        } finally {
+          this.#idle.push(held);
+        }
+      }
+    }
+  }
+}
+
+async function status(response: Promise<Response>): Promise<number> {
+  const res = await response;
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** `workers` clients, each sending one request at a time for SECONDS, every request drawn by `weights`. */
 async function closedLoop(
   fixture: Fixture,
   workers: number,
   weights: Partial<Record<Operation, number>>,
 ): Promise<Sample> {
-  const table = Object.entries(weights) as [Operation, number][];
-  const total = table.reduce((sum, [, w]) => sum + w, 0);
-  const draw = (): Operation => {
-    let x = Math.random() * total;
-    for (const [op, w] of table) {
-      x -= w;
-      if (x < 0) return op;
-    }
-    return table[0]?.[0] as Operation;
-  };
-  const idle = [...fixture.sessions];
+  const traffic = new Traffic(fixture, weights);
   const latencies: number[] = [];
   const counts: Record<string, number> = {};
-  const json = { 'content-type': 'application/json' };
-  const call = async (op: Operation): Promise<Response> => {
-    switch (op) {
-      case 'me':
-        return fetch(`${fixture.apiUrl}/me`, { headers: { authorization: `Bearer ${pick(fixture.sessions).access}` } });
-      case 'login':
-        return fetch(`${fixture.apiUrl}/login`, { method: 'POST', headers: json, body: seededLogin(fixture) });
-      case 'register':
-        return fetch(`${fixture.apiUrl}/register`, {
-          method: 'POST',
-          headers: json,
-          body: JSON.stringify(uniqueUser()),
-        });
-      case 'refresh': {
-        const held = idle.pop() as Held;
-        try {
-          const res = await fetch(`${fixture.apiUrl}/refresh`, {
-            method: 'POST',
-            headers: json,
-            body: JSON.stringify({ refresh_token: held.refresh }),
-          });
-          if (res.ok) {
-            const pair = (await res.clone().json()) as { access_token: string; refresh_token: string };
-            held.access = pair.access_token;
-            held.refresh = pair.refresh_token;
-          }
-          return res;
-        } finally {
-          idle.push(held);
-        }
-      }
-    }
-  };
   const end = performance.now() + SECONDS * 1000;
   const started = performance.now();
   await Promise.all(
     Array.from({ length: workers }, async () => {
       while (performance.now() < end) {
-        let op = draw();
-        if (op === 'refresh' && idle.length === 0) op = 'me';
+        const op = traffic.draw();
         const t0 = performance.now();
-        const res = await call(op);
-        await res.arrayBuffer();
-        if (!res.ok) throw new Error(`${op} answered ${res.status} under load`);
+        const code = await traffic.send(op);
+        if (code >= 300) throw new Error(`${op} answered ${code} under load`);
         latencies.push(performance.now() - t0);
         counts[op] = (counts[op] ?? 0) + 1;
       }
     }),
   );
   const seconds = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
-  return { rps: latencies.length / seconds, p50: at(0.5), p99: at(0.99), counts };
+  return { rps: latencies.length / seconds, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), counts };
+}
+
+export function percentile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
 }
 
 /**
