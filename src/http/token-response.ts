@@ -75,16 +75,23 @@ function oauthErrorFor(status: number): OAuthError | undefined {
 
 /**
  * Error handler of the token endpoints: the problem+json body also carries
- * RFC 6749's `error`, whatever failed (parsing, validation, the flow itself).
+ * RFC 6749's `error`, whatever failed (parsing, validation, the flow itself),
+ * and every 401 carries the challenge RFC 7235 requires of it.
  */
 export function oauthErrorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const appError = toAppError(error);
+  if (appError.status >= 500) return sendProblem(request, reply, error);
   const oauthError = appError.options.oauthError ?? oauthErrorFor(appError.status);
-  if (!oauthError || appError.options.oauthError)
-    return sendProblem(request, reply, appError.status >= 500 ? error : appError);
+  if (!oauthError) return sendProblem(request, reply, appError);
+  const headers = { ...appError.options.headers };
+  if (appError.status === 401) headers['www-authenticate'] ??= challengeFor(appError.code);
   return sendProblem(
     request,
     reply,
-    new AppError(appError.code, { ...appError.options, detail: appError.detail, oauthError }),
+    new AppError(appError.code, { ...appError.options, detail: appError.detail, oauthError, headers }),
   );
+}
+
+function challengeFor(code: string): string {
+  return code === 'INVALID_CREDENTIALS' ? 'Bearer' : 'Bearer error="invalid_token"';
 }

@@ -108,6 +108,12 @@ describe('POST /api/v1/login', () => {
     assert.equal(body.error, 'invalid_grant');
   });
 
+  test('every 401 of the token endpoint carries a WWW-Authenticate challenge', async () => {
+    const account = await createAccount(app);
+    const wrong = await form({ username: account.username, password: `${account.password}x` });
+    assert.equal(wrong.headers['www-authenticate'], 'Bearer');
+  });
+
   test('unknown user and wrong password: byte-identical status and body, one password hash each', async () => {
     const account = await createAccount(app);
     const pool = app.gatehouse.hashPool;

@@ -96,6 +96,7 @@ describe('POST /api/v1/refresh', () => {
     const reused = await refreshRequest(app, first.refresh_token);
     const body = assertProblem(reused, 401, 'REFRESH_TOKEN_REUSED');
     assert.equal(body.error, 'invalid_grant');
+    assert.equal(reused.headers['www-authenticate'], 'Bearer error="invalid_token"');
 
     const row = await session(sid(first.access_token));
     assert.ok(row.revoked_at instanceof Date);
@@ -166,8 +167,10 @@ describe('POST /api/v1/refresh', () => {
   test('an expired refresh token answers 401 TOKEN_EXPIRED', async () => {
     const first = await login(app, account);
     clock.advance(7 * 86_400 + 10);
-    const body = assertProblem(await refreshRequest(app, first.refresh_token), 401, 'TOKEN_EXPIRED');
+    const res = await refreshRequest(app, first.refresh_token);
+    const body = assertProblem(res, 401, 'TOKEN_EXPIRED');
     assert.equal(body.error, 'invalid_grant');
+    assert.match(String(res.headers['www-authenticate']), /^Bearer error="invalid_token"/);
   });
 
   test('a disabled account cannot refresh', async () => {
