@@ -1,3 +1,5 @@
+import type { Check } from './account-rules.ts';
+
 /** The three roles every organization starts with, and what each may do. */
 export const ROLE_NAMES = ['admin', 'user', 'viewer'] as const;
 export type RoleName = (typeof ROLE_NAMES)[number];
@@ -26,6 +28,19 @@ const RANK: Record<RoleName, number> = { viewer: 1, user: 2, admin: 3 };
 
 export function isRoleName(value: string): value is RoleName {
   return (ROLE_NAMES as readonly string[]).includes(value);
+}
+
+/** A role name from a request body; the error names the field and the three roles. */
+export function checkRole(raw: unknown, field = 'role'): Check<RoleName> {
+  if (typeof raw === 'string' && isRoleName(raw)) return { ok: true, value: raw };
+  return {
+    ok: false,
+    error: {
+      field,
+      message: `Role must be one of ${ROLE_NAMES.join(', ')}`,
+      code: raw === undefined ? 'required' : 'invalid_value',
+    },
+  };
 }
 
 export function roleAtLeast(role: RoleName, required: RoleName): boolean {

@@ -1,13 +1,13 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkEmail, checkStorable } from '../domain/account-rules.ts';
-import { isRoleName, type RoleName } from '../domain/roles.ts';
+import { checkRole, isRoleName, type RoleName } from '../domain/roles.ts';
 import { AppError, type FieldError } from '../errors.ts';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
 import { publicLink, queueMail } from './mail.ts';
 import { findLiveToken, issueOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS, spendOneTimeToken } from './one-time-tokens.ts';
-import { getOrganization, type OrganizationView, validRole } from './organizations.ts';
+import { getOrganization, type OrganizationView } from './organizations.ts';
 import { findMembership, isUuid, lockAndAuthorize, lockOrganization, type OrganizationAccess } from './permissions.ts';
 import type { RequestContext } from './request-context.ts';
 import type { AuthContext } from './sessions.ts';
@@ -41,13 +41,9 @@ function validInvitationInput(input: { email?: unknown; role?: unknown }): { ema
     if (check.ok) email = check.value;
     else errors.push(check.error);
   }
-  let role: RoleName | undefined;
-  try {
-    role = validRole(input.role);
-  } catch (error) {
-    if (!(error instanceof AppError)) throw error;
-    errors.push(...(error.options.errors ?? []));
-  }
+  const roleCheck = checkRole(input.role);
+  const role = roleCheck.ok ? roleCheck.value : undefined;
+  if (!roleCheck.ok) errors.push(roleCheck.error);
   if (errors.length > 0 || !email || !role) {
     throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
   }

@@ -1,19 +1,12 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkOrganizationName, checkStorable, slugify } from '../domain/account-rules.ts';
-import { DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
+import { checkRole, DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
 import { AppError, type FieldError } from '../errors.ts';
 import { type AuditLogView, decodeCursor, encodeCursor, type Page } from './admin.ts';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
-import {
-  countAdmins,
-  isUuid,
-  lockAndAuthorize,
-  lockOrganization,
-  type OrganizationAccess,
-  requirePermission,
-} from './permissions.ts';
+import { countAdmins, isUuid, lockAndAuthorize, type OrganizationAccess, requirePermission } from './permissions.ts';
 import type { RequestContext } from './request-context.ts';
 
 export interface OrganizationSummary {
@@ -118,10 +111,10 @@ function validName(raw: unknown): string {
 }
 
 /** A role name from a request body, or 422 naming the field. */
-export function validRole(raw: unknown, field = 'role'): RoleName {
-  if (typeof raw === 'string' && isRoleName(raw)) return raw;
-  const message = `Role must be one of ${ROLE_NAMES.join(', ')}`;
-  throw invalid([{ field, message, code: raw === undefined ? 'required' : 'invalid_value' }]);
+function validRole(raw: unknown): RoleName {
+  const check = checkRole(raw);
+  if (!check.ok) throw invalid([check.error]);
+  return check.value;
 }
 
 function organizationView(
@@ -221,9 +214,7 @@ export async function updateOrganization(
   for (let attempt = 1; ; attempt++) {
     try {
       return await services.db.transaction().execute(async (trx) => {
-        if (!(await lockOrganization(trx, access.organizationId))) {
-          throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
-        }
+        await lockAndAuthorize(trx, access, 'organization:update');
         const before = await trx
           .selectFrom('organizations')
           .selectAll()

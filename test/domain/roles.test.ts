@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  checkRole,
   DEFAULT_ROLE_PERMISSIONS,
   grants,
   isRoleName,
@@ -57,5 +58,16 @@ describe('roles and permissions', () => {
       false,
       false,
     ]);
+  });
+
+  test('checkRole names the field and the allowed roles', () => {
+    assert.deepEqual(checkRole('viewer'), { ok: true, value: 'viewer' });
+    assert.deepEqual(checkRole('owner'), {
+      ok: false,
+      error: { field: 'role', message: 'Role must be one of admin, user, viewer', code: 'invalid_value' },
+    });
+    const missing = checkRole(undefined);
+    assert.equal(missing.ok ? 'ok' : missing.error.code, 'required');
+    assert.equal(checkRole(1).ok, false);
   });
 });
