@@ -205,7 +205,9 @@ describe('GET /readyz', () => {
       await database.close();
       const res = await app.inject('/readyz');
       assert.equal(res.statusCode, 503);
-      assert.deepEqual(json(res), { status: 'unavailable', checks: { database: 'down' } });
+      const body = json<{ status: string; checks: Record<string, string> }>(res);
+      assert.equal(body.status, 'unavailable');
+      assert.equal(body.checks.database, 'down');
       assert.equal((await app.inject('/healthz')).statusCode, 200, 'the process itself is still up');
     } finally {
       await app.close();
