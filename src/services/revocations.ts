@@ -90,9 +90,12 @@ export class RevocationList {
     if (this.#trusted && this.#redis) {
       try {
         const revoked = await withTimeout(this.#redis.exists(REVOKED_PREFIX + uuid), REDIS_TIMEOUT_MS);
-        if (revoked) return undefined;
-        const cached = this.#ids.get(uuid);
-        if (cached) return cached;
+        // "Revoked" is confirmed by PostgreSQL: a revocation published from a transaction that then rolled back
+        // must not lock the session out. Only revoked tokens pay for the read.
+        if (!revoked) {
+          const cached = this.#ids.get(uuid);
+          if (cached) return cached;
+        }
       } catch {
         this.#distrust();
       }

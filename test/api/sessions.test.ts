@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { decodeJwt } from 'jose';
 import type { DatabaseHandle } from '../../src/db/index.ts';
+import { revokeUserSessions } from '../../src/services/sessions.ts';
 import { sha256Hex } from '../../src/services/tokens.ts';
 import { json } from '../helpers.ts';
 import {
@@ -425,6 +426,23 @@ describe('logout and sessions', () => {
       assertProblem(res, 404, 'NOT_FOUND');
     }
     assert.equal((await me(theirs.access_token)).statusCode, 200);
+  });
+
+  test('a revocation inside a transaction that rolls back leaves the sessions working', async () => {
+    const account = await createAccount(app);
+    const tokens = await login(app, account);
+    assert.equal((await me(tokens.access_token)).statusCode, 200);
+    const services = app.gatehouse;
+    await assert.rejects(
+      services.db.transaction().execute(async (trx) => {
+        const revoked = await revokeUserSessions(services, account.id, { reason: 'password_change' }, trx);
+        assert.equal(revoked.length, 1);
+        throw new Error('the rest of the change failed');
+      }),
+      /the rest of the change failed/,
+    );
+    assert.equal((await me(tokens.access_token)).statusCode, 200);
+    assert.equal((await refreshRequest(app, tokens.refresh_token)).statusCode, 200);
   });
 
   test('DELETE /sessions/{id} of the current session works like logout', async () => {
