@@ -19,8 +19,8 @@ import { json, newUser, startApp, strongPassword, uniqueName } from '../helpers.
  *
  * FUZZ_RUNS scales the random phase, FUZZ_SEED replays a failure.
  */
-const RUNS_PER_OPERATION = Number(process.env.FUZZ_RUNS_PER_OPERATION ?? 25);
-const RANDOM_RUNS = Number(process.env.FUZZ_RUNS ?? 1500);
+const RUNS_PER_OPERATION = Number(process.env.FUZZ_RUNS_PER_OPERATION ?? 20);
+const RANDOM_RUNS = Number(process.env.FUZZ_RUNS ?? 1000);
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined;
 
 /** Markup a careless template would echo; none may appear raw in an HTML answer. */
@@ -391,28 +391,40 @@ describe('fuzzing every endpoint', () => {
   });
 
   function pageOperations(): Operation[] {
-    return PAGES.flatMap((path) =>
-      (['GET', 'POST'] as const).map((method) => ({
-        method,
-        path,
-        pathParams: [],
-        queryParams: ['redirect_to', 'token', 'next', 'error'],
-        bodyFields: [
-          'username',
-          'email',
-          'password',
-          'confirm_password',
-          'first_name',
-          'last_name',
-          'organization_name',
-          'token',
-          'new_password',
-          'redirect_to',
-        ],
-        mediaTypes: ['application/x-www-form-urlencoded'],
-        page: true,
-      })),
-    );
+    const problemPage: Operation = {
+      method: 'GET',
+      path: '/problems/{slug}',
+      pathParams: ['slug'],
+      queryParams: [],
+      bodyFields: [],
+      mediaTypes: [],
+      page: true,
+    };
+    return [
+      problemPage,
+      ...PAGES.flatMap((path) =>
+        (['GET', 'POST'] as const).map((method) => ({
+          method,
+          path,
+          pathParams: [],
+          queryParams: ['redirect_to', 'token', 'next', 'error'],
+          bodyFields: [
+            'username',
+            'email',
+            'password',
+            'confirm_password',
+            'first_name',
+            'last_name',
+            'organization_name',
+            'token',
+            'new_password',
+            'redirect_to',
+          ],
+          mediaTypes: ['application/x-www-form-urlencoded'],
+          page: true,
+        })),
+      ),
+    ];
   }
 });
 
