@@ -104,10 +104,10 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     observeRequests(scope, services.metrics);
     scope.addHook('onRoute', (route) => {
       route.bodyLimit ??= AUTH_BODY_LIMIT;
-      // Statuses a route does not list (400 for a body it takes none of, 413, 415, 503) are problem details too.
+      // Error statuses a route does not list (400 for a body it takes none of, 413, 415, 503) are problem details too.
       const response = route.schema?.response;
-      if (response && typeof response === 'object' && !('default' in response)) {
-        route.schema = { ...route.schema, response: { ...response, default: ProblemRef } };
+      if (response && typeof response === 'object') {
+        route.schema = { ...route.schema, response: { '4xx': ProblemRef, '5xx': ProblemRef, ...response } };
       }
     });
     scope.addHook('onRequest', async (request) => {
