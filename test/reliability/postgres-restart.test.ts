@@ -56,21 +56,28 @@ describe('PostgreSQL restarted during a registration load', { skip: postgresUnav
       return { ...answer, username: String(user.username), sentAt };
     };
     const load = closedLoop(4, () => running, register);
-
-    await sleep(1_500);
-    await cluster.stop();
-    stoppedAt = performance.now();
-    await sleep(2_000);
-    resumingAt = performance.now();
-    await cluster.resume();
-    // Recovery needs no restart of Gatehouse: the pool reconnects on the next request.
-    await waitUntil('a registration to succeed again', async () => {
-      const answer = await postJson(`${base}/api/v1/register`, newUser(), {}, DEADLINE_MS);
-      return answer.status === 201;
-    });
-    await sleep(1_500);
-    running = false;
-    const answers = await load;
+    let answers: Sent[] = [];
+    try {
+      await sleep(1_500);
+      await cluster.stop();
+      stoppedAt = performance.now();
+      const down = await send(`${base}/readyz`, {}, DEADLINE_MS);
+      assert.equal(down.status, 503, 'readiness reports the database down');
+      assert.equal((JSON.parse(down.body) as { checks: Record<string, string> }).checks.database, 'down');
+      assert.equal((await send(`${base}/healthz`, {}, DEADLINE_MS)).status, 200, 'the process itself is up');
+      await sleep(2_000);
+      resumingAt = performance.now();
+      await cluster.resume();
+      // Recovery needs no restart of Gatehouse: the pool reconnects on the next request.
+      await waitUntil('a registration to succeed again', async () => {
+        const answer = await postJson(`${base}/api/v1/register`, newUser(), {}, DEADLINE_MS);
+        return answer.status === 201;
+      });
+      await sleep(1_500);
+    } finally {
+      running = false;
+      answers = await load;
+    }
 
     const counts = tally(answers);
     // Nothing but success or a clean 503: no 500, no hang, no dropped connection.
