@@ -95,15 +95,12 @@ export class DevelopmentMailSink implements MailTransport {
     this.#options = options;
   }
 
-  get directory(): string {
-    return join(this.#options.dataDir, 'mail');
-  }
-
   async deliver(mail: OutgoingMail): Promise<void> {
-    const { mailFrom, publicUrl, log } = this.#options;
+    const { mailFrom, publicUrl, log, dataDir } = this.#options;
     const info = await this.#composer.sendMail(message(mail, mailFrom, publicUrl));
-    await mkdir(this.directory, { recursive: true });
-    const file = join(this.directory, `${mail.id}.eml`);
+    const directory = join(dataDir, 'mail');
+    await mkdir(directory, { recursive: true });
+    const file = join(directory, `${mail.id}.eml`);
     await writeFile(file, info.message as Buffer);
     log.info(
       { mail: { id: mail.id, to: mail.to, subject: mail.subject, link: firstLink(mail.text, publicUrl) }, file },
@@ -162,10 +159,6 @@ export class OutboxSender {
 
   constructor(options: OutboxSenderOptions) {
     this.#options = { batchSize: 20, leaseMs: 120_000, secrets: [], ...options };
-  }
-
-  get transport(): MailTransport {
-    return this.#options.transport;
   }
 
   start(): void {
