@@ -74,6 +74,8 @@ export interface ScanAppOptions {
 export async function buildScanApp(options: ScanAppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? { level: options.config.logLevel },
+    // Gatehouse opens the database and migrates while it registers: allow more than the default 10 s.
+    pluginTimeout: 120_000,
     // Bodies as sent: 123 is not a string and unknown fields are refused, not dropped.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   });

@@ -27,8 +27,8 @@ describe('example host application: scan-app', () => {
     await app.ready();
   });
   after(async () => {
-    await app.close();
-    await smtp.stop();
+    await app?.close();
+    await smtp?.stop();
   });
 
   const scanUrl = (organizationUuid: string) => `/api/v1/organizations/${organizationUuid}/scan`;
@@ -185,7 +185,7 @@ describe('requireOrgRole on a host with its own error handler', () => {
   let organizationUuid: string;
 
   before(async () => {
-    host = Fastify({ logger: false });
+    host = Fastify({ logger: false, pluginTimeout: 120_000 });
     // A host whose error format is not problem+json: the guard must not depend on it.
     host.setErrorHandler((_error, _request, reply) => reply.code(418).send({ teapot: true }));
     await host.register(gatehouse, { config: testConfig({ REDIS_KEY_PREFIX: `t:${uniqueName()}:` }) });
@@ -210,7 +210,7 @@ describe('requireOrgRole on a host with its own error handler', () => {
     await addMember(host, organizationUuid, viewer.id, 'viewer');
     stranger = await signUp(host);
   });
-  after(() => host.close());
+  after(() => host?.close());
 
   const reports = (uuid = organizationUuid) => `/api/v1/organizations/${uuid}/reports`;
 
