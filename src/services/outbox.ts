@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import { sql } from 'kysely';
 import nodemailer from 'nodemailer';
+import type { Environment } from '../config.ts';
 import type { Db } from '../db/index.ts';
 
 /** One claimed outbox row, ready to go out. */
@@ -24,6 +25,8 @@ export interface MailTransport {
 
 export interface MailTransportOptions {
   smtpUrl: string | undefined;
+  /** The sink logs each mail's link only in `development`: test and CI logs are often kept and shared. */
+  environment?: Environment;
   mailFrom: string;
   publicUrl: string;
   dataDir: string;
@@ -83,8 +86,9 @@ export class SmtpTransport implements MailTransport {
 
 /**
  * Without SMTP_URL (never in production): each mail is written to
- * `DATA_DIR/mail/<id>.eml`, and its link is logged so that the quick start can
- * be followed by hand. This is the one place a token reaches a log line.
+ * `DATA_DIR/mail/<id>.eml` and logged; in `development` the log line carries
+ * the link, so that the quick start can be followed by hand. That is the one
+ * place a token reaches a log line.
  */
 export class DevelopmentMailSink implements MailTransport {
   readonly kind = 'sink';
@@ -96,14 +100,15 @@ export class DevelopmentMailSink implements MailTransport {
   }
 
   async deliver(mail: OutgoingMail): Promise<void> {
-    const { mailFrom, publicUrl, log, dataDir } = this.#options;
+    const { mailFrom, publicUrl, log, dataDir, environment } = this.#options;
     const info = await this.#composer.sendMail(message(mail, mailFrom, publicUrl));
     const directory = join(dataDir, 'mail');
     await mkdir(directory, { recursive: true });
     const file = join(directory, `${mail.id}.eml`);
     await writeFile(file, info.message as Buffer);
+    const link = environment === 'development' ? firstLink(mail.text, publicUrl) : undefined;
     log.info(
-      { mail: { id: mail.id, to: mail.to, subject: mail.subject, link: firstLink(mail.text, publicUrl) }, file },
+      { mail: { id: mail.id, to: mail.to, subject: mail.subject, ...(link !== undefined && { link }) }, file },
       'development mail sink: mail written (set SMTP_URL to send real mail)',
     );
   }

@@ -371,7 +371,7 @@ describe('outbox lifecycle', () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'gatehouse-mail-'));
     const logs = logCapture();
     const app = await startApp(
-      { DATA_DIR: dataDir, REDIS_KEY_PREFIX: `t:${uniqueName()}:` },
+      { ENVIRONMENT: 'development', DATA_DIR: dataDir, REDIS_KEY_PREFIX: `t:${uniqueName()}:` },
       { logger: { level: 'info', stream: logs.stream } },
     );
     try {
@@ -401,6 +401,35 @@ describe('outbox lifecycle', () => {
       });
       assert.equal(verified.statusCode, 200, verified.body);
       assert.deepEqual(json(verified), { email_verified: true });
+    } finally {
+      await app.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('development sink outside ENVIRONMENT=development', () => {
+  test('writes the .eml file but keeps the link out of the log, as test and CI logs are often shared', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'gatehouse-mail-'));
+    const logs = logCapture();
+    const app = await startApp(
+      { DATA_DIR: dataDir, REDIS_KEY_PREFIX: `t:${uniqueName()}:` },
+      { logger: { level: 'info', stream: logs.stream } },
+    );
+    try {
+      assert.equal(app.gatehouse.config.environment, 'test');
+      const user = newUser();
+      assert.equal((await register(app, user)).statusCode, 201);
+      await app.gatehouse.outbox.drain();
+      const [row] = await outboxRows(app, String(user.email));
+      const parsed = await simpleParser(await readFile(join(dataDir, 'mail', `${row?.id}.eml`)));
+      const token = tokenFrom(
+        /http:\/\/gatehouse\.test\/verify-email\?token=[\w-]+/.exec(parsed.text ?? '')?.[0] ?? '',
+      );
+      const line = logs.lines.find((l) => l.includes('development mail sink'));
+      assert.ok(line, 'expected the sink log line');
+      assert.equal(JSON.parse(line).mail.link, undefined);
+      for (const l of logs.lines) assert.ok(!l.includes(token), `token leaked: ${l}`);
     } finally {
       await app.close();
       await rm(dataDir, { recursive: true, force: true });
