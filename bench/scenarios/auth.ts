@@ -20,6 +20,12 @@ interface Tokens {
 }
 
 const HASH_CONCURRENCY = 2;
+const ROUNDS = 3;
+
+/** The round with the median ratio. */
+function median<T extends { ratio: number }>(rounds: T[]): T {
+  return [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)] as T;
+}
 
 async function post<T>(url: string, body: unknown): Promise<T> {
   const res = await fetch(url, {
@@ -65,57 +71,92 @@ export default async function auth(ctx: BenchContext): Promise<BenchResult[]> {
 
     // Warm the instance's session-id cache and the JIT before measuring.
     await load({ url: `${server.url}/guarded`, headers: authorization, connections: 10, seconds: 1 });
-    const guarded = await load({ url: `${server.url}/guarded`, headers: authorization, connections: 50 });
-    assertClean('guarded route', guarded);
-    results.push({
-      name: 'route behind the auth guard (JWT verify + Redis revocation check, no database read)',
-      value: round(guarded.rps, 0),
-      unit: 'req/s',
-      ratio: round(guarded.rps / ctx.helloRps),
-      baseline: 'Fastify hello-world',
-      target: 0.5,
-      p50_ms: guarded.p50,
-      p99_ms: guarded.p99,
-    });
+    await load({ url: `${api}/me`, headers: authorization, connections: 10, seconds: 1 });
 
-    const me = await load({ url: `${api}/me`, headers: authorization, connections: 50 });
-    assertClean('GET /me', me);
-    results.push({
-      name: 'GET /api/v1/me (guard + one database read)',
-      value: round(me.rps, 0),
-      unit: 'req/s',
-      ratio: round(me.rps / ctx.helloRps),
-      baseline: 'Fastify hello-world',
-      target: 0.15,
-      p50_ms: me.p50,
-      p99_ms: me.p99,
-    });
+    // The machine's load drifts during a run: each figure alternates with its own baseline, round by round,
+    // and the median of the per-round ratios is reported.
+    const hello = await startServer('hello');
+    try {
+      const subjects = [
+        {
+          name: 'route behind the auth guard (JWT verify + Redis revocation check, no database read)',
+          url: `${server.url}/guarded`,
+          target: 0.5,
+        },
+        { name: 'GET /api/v1/me (guard + one database read)', url: `${api}/me`, target: 0.15 },
+      ];
+      for (const subject of subjects) {
+        const rounds: { ratio: number; rps: number; p50: number; p99: number }[] = [];
+        for (let round = 0; round < ROUNDS; round++) {
+          const base = await load({ url: hello.url, connections: 50, seconds: SECONDS / ROUNDS });
+          const measured = await load({
+            url: subject.url,
+            headers: authorization,
+            connections: 50,
+            seconds: SECONDS / ROUNDS,
+          });
+          assertClean(subject.name, measured);
+          rounds.push({ ratio: measured.rps / base.rps, rps: measured.rps, p50: measured.p50, p99: measured.p99 });
+        }
+        const mid = median(rounds);
+        results.push({
+          name: subject.name,
+          value: round(mid.rps, 0),
+          unit: 'req/s',
+          ratio: round(mid.ratio),
+          baseline: 'Fastify hello-world, alternating rounds',
+          target: subject.target,
+          p50_ms: mid.p50,
+          p99_ms: mid.p99,
+        });
+      }
+    } finally {
+      await hello.close();
+    }
 
     const hash = await argon2.hash(user.password, { algorithm: 2, ...ARGON2ID_PARAMS });
-    const verifications = await rate(() => argon2.verify(hash, user.password), HASH_CONCURRENCY);
-    results.push({
-      name: `argon2id verifications/s (${HASH_CONCURRENCY} concurrent)`,
-      value: round(verifications, 1),
-      unit: 'verifications/s',
-    });
-    const logins = await load({
-      url: `${api}/login`,
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ username: user.username, password: user.password }),
-      connections: 8,
-    });
-    assertClean('login', logins);
-    results.push({
-      name: 'logins/s (HTTP, session + audit rows written)',
-      value: round(logins.rps, 1),
-      unit: 'req/s',
-      ratio: round(logins.rps / verifications),
-      baseline: 'argon2id verifications/s',
-      target: 0.9,
-      p50_ms: logins.p50,
-      p99_ms: logins.p99,
-    });
+    // Hash-bound: tens per second, so each round runs a full measurement period and the login path is warmed first.
+    await Promise.all(
+      Array.from({ length: 4 }, () => post(`${api}/login`, { username: user.username, password: user.password })),
+    );
+    const loginRounds: { ratio: number; rps: number; verifications: number; p50: number; p99: number }[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const verifications = await rate(() => argon2.verify(hash, user.password), HASH_CONCURRENCY, SECONDS);
+      const logins = await load({
+        url: `${api}/login`,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: user.username, password: user.password }),
+        connections: 8,
+        seconds: SECONDS,
+      });
+      assertClean('login', logins);
+      loginRounds.push({
+        ratio: logins.rps / verifications,
+        rps: logins.rps,
+        verifications,
+        p50: logins.p50,
+        p99: logins.p99,
+      });
+    }
+    const login = median(loginRounds);
+    results.push(
+      {
+        name: `argon2id verifications/s (${HASH_CONCURRENCY} concurrent)`,
+        value: round(login.verifications, 1),
+        unit: 'verifications/s',
+      },
+      {
+        name: 'logins/s (HTTP, session + audit rows written)',
+        value: round(login.rps, 1),
+        unit: 'req/s',
+        ratio: round(login.ratio),
+        baseline: 'argon2id verifications/s, alternating rounds',
+        target: 0.9,
+        p50_ms: login.p50,
+        p99_ms: login.p99,
+      },
+    );
 
     // Each worker holds its own session and refreshes it in a loop: every refresh spends the previous token.
     const sessions = await Promise.all(

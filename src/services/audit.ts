@@ -1,5 +1,5 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../db/schema.ts';
+import type { Insertable, Kysely } from 'kysely';
+import type { AuditLogsTable, Database } from '../db/schema.ts';
 import type { RequestContext } from './request-context.ts';
 
 export type AuditAction =
@@ -39,17 +39,19 @@ export interface AuditEntry {
   details?: Record<string, unknown>;
 }
 
+/** The audit_logs row of an entry, for statements that insert it themselves (e.g. in a CTE). */
+export function auditRow(entry: AuditEntry, context: RequestContext): Insertable<AuditLogsTable> {
+  return {
+    action: entry.action,
+    user_id: entry.userId ?? null,
+    organization_id: entry.organizationId ?? null,
+    ip_address: context.ip,
+    user_agent: context.userAgent,
+    details: JSON.stringify(entry.details ?? {}),
+  };
+}
+
 /** Writes one audit row in the caller's transaction, so it commits or rolls back with the change. */
 export async function recordAudit(db: Kysely<Database>, entry: AuditEntry, context: RequestContext): Promise<void> {
-  await db
-    .insertInto('audit_logs')
-    .values({
-      action: entry.action,
-      user_id: entry.userId ?? null,
-      organization_id: entry.organizationId ?? null,
-      ip_address: context.ip,
-      user_agent: context.userAgent,
-      details: JSON.stringify(entry.details ?? {}),
-    })
-    .execute();
+  await db.insertInto('audit_logs').values(auditRow(entry, context)).execute();
 }

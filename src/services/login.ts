@@ -2,11 +2,11 @@ import type { User } from '../db/schema.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
 import { isStorableText } from '../domain/text.ts';
 import { AppError, type FieldError } from '../errors.ts';
-import { recordAudit } from './audit.ts';
+import { auditRow, recordAudit } from './audit.ts';
 import { loginNeedsCaptcha } from './captcha.ts';
 import type { Services } from './container.ts';
 import type { RequestContext } from './request-context.ts';
-import { type IssuedSession, issueSession, type SessionKind } from './sessions.ts';
+import { type IssuedSession, newSession, type SessionKind, startedSession } from './sessions.ts';
 
 export interface LoginInput {
   /** Username or email, as typed. */
@@ -180,41 +180,58 @@ async function recordLoginSuccess(
   context: RequestContext,
   kind: SessionKind,
 ): Promise<IssuedSession> {
-  const upgradedHash = needsRehash ? await services.hasher.hash(password) : undefined;
+  let hashUpgraded = false;
+  if (needsRehash) {
+    const upgraded = await services.hasher.hash(password);
+    // Only if unchanged since it was read: a concurrent password change wins.
+    const row = await services.db
+      .updateTable('users')
+      .set({ password_hash: upgraded })
+      .where('id', '=', user.id)
+      .where('password_hash', '=', user.password_hash)
+      .returning('id')
+      .executeTakeFirst();
+    hashUpgraded = row !== undefined;
+  }
   const now = services.clock.now();
-  return services.db.transaction().execute(async (trx) => {
-    await trx.updateTable('users').set({ last_login_at: now }).where('id', '=', user.id).execute();
-    if (upgradedHash) {
-      // Only if unchanged since it was read: a concurrent password change wins.
-      await trx
-        .updateTable('users')
-        .set({ password_hash: upgradedHash })
-        .where('id', '=', user.id)
-        .where('password_hash', '=', user.password_hash)
-        .execute();
-    }
-    await trx
-      .insertInto('login_attempts')
-      .values({
-        identifier,
-        user_id: user.id,
-        ip_address: context.ip,
-        user_agent: context.userAgent,
-        success: true,
-        failure_reason: null,
-        attempted_at: now,
-      })
-      .execute();
-    const issued = await issueSession(services, user, context, { kind }, trx);
-    await recordAudit(
-      trx,
-      {
-        action: 'login_success',
-        userId: user.id,
-        details: { session_uuid: issued.session.uuid, kind, hash_upgraded: upgradedHash !== undefined },
-      },
-      context,
-    );
-    return issued;
-  });
+  const session = newSession(services, user, context, { kind });
+  // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
+  const { id } = await services.db
+    .with('touched', (db) =>
+      db.updateTable('users').set({ last_login_at: now }).where('id', '=', user.id).returning('id'),
+    )
+    .with('attempt', (db) =>
+      db
+        .insertInto('login_attempts')
+        .values({
+          identifier,
+          user_id: user.id,
+          ip_address: context.ip,
+          user_agent: context.userAgent,
+          success: true,
+          failure_reason: null,
+          attempted_at: now,
+        })
+        .returning('id'),
+    )
+    .with('audit', (db) =>
+      db
+        .insertInto('audit_logs')
+        .values(
+          auditRow(
+            {
+              action: 'login_success',
+              userId: user.id,
+              details: { session_uuid: session.uuid, kind, hash_upgraded: hashUpgraded },
+            },
+            context,
+          ),
+        )
+        .returning('id'),
+    )
+    .insertInto('sessions')
+    .values(session.row)
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return startedSession(services, user, session, id);
 }

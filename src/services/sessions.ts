@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
-import type { Database } from '../db/schema.ts';
+import type { Insertable, Kysely } from 'kysely';
+import type { Database, SessionsTable } from '../db/schema.ts';
 import { AppError } from '../errors.ts';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
@@ -49,6 +49,59 @@ export type RevocationReason =
   | 'account_deleted'
   | 'admin';
 
+/** A session about to be inserted: its row, and what its first tokens need. */
+export interface NewSession {
+  row: Insertable<SessionsTable>;
+  uuid: string;
+  issuedAt: Date;
+  expiresAt: Date;
+}
+
+/** The sessions row of a new login; the uuid is chosen here so that the tokens can name it. */
+export function newSession(
+  services: Services,
+  user: SessionUser,
+  context: RequestContext,
+  options: { kind: SessionKind },
+): NewSession {
+  const now = services.clock.now();
+  const uuid = randomUUID();
+  const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
+  return {
+    uuid,
+    issuedAt: now,
+    expiresAt,
+    row: {
+      uuid,
+      user_id: user.id,
+      refresh_token_hash: sha256Hex(services.tokens.refreshTokenId(uuid, 0)),
+      user_agent: context.userAgent,
+      ip_address: context.ip,
+      kind: options.kind,
+      created_at: now,
+      last_used_at: now,
+      expires_at: expiresAt,
+    },
+  };
+}
+
+/** The first token pair of a session whose row (id `sessionId`) is written. */
+export async function startedSession(
+  services: Services,
+  user: SessionUser,
+  session: NewSession,
+  sessionId: number,
+): Promise<IssuedSession> {
+  services.revocations.remember(session.uuid, { id: sessionId, userId: user.id });
+  const tokens = await tokenPair(
+    services,
+    user,
+    { uuid: session.uuid, generation: 0, issuedAt: session.issuedAt, expiresAt: session.expiresAt },
+    session.issuedAt,
+  );
+  return { tokens, session: { id: sessionId, uuid: session.uuid, expiresAt: session.expiresAt } };
+}
+
 /**
  * Starts a session for a user whose credentials were already checked and
  * returns its first token pair. Used by password login, the HTML pages'
@@ -61,27 +114,9 @@ export async function issueSession(
   options: { kind: SessionKind },
   db: Kysely<Database> = services.db,
 ): Promise<IssuedSession> {
-  const now = services.clock.now();
-  const uuid = randomUUID();
-  const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
-  const row = await db
-    .insertInto('sessions')
-    .values({
-      uuid,
-      user_id: user.id,
-      refresh_token_hash: sha256Hex(services.tokens.refreshTokenId(uuid, 0)),
-      user_agent: context.userAgent,
-      ip_address: context.ip,
-      kind: options.kind,
-      created_at: now,
-      last_used_at: now,
-      expires_at: expiresAt,
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  services.revocations.remember(uuid, { id: row.id, userId: user.id });
-  const tokens = await tokenPair(services, user, { uuid, generation: 0, issuedAt: now, expiresAt }, now);
-  return { tokens, session: { id: row.id, uuid, expiresAt } };
+  const session = newSession(services, user, context, options);
+  const row = await db.insertInto('sessions').values(session.row).returning('id').executeTakeFirstOrThrow();
+  return startedSession(services, user, session, row.id);
 }
 
 async function tokenPair(

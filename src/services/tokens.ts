@@ -113,7 +113,12 @@ export class TokenService {
     if (config.algorithm === 'HS256') {
       const secret = new Uint8Array(deriveKey(config.secretKey, 'gatehouse jwt hs256'));
       const kid = `hs256-${createHash('sha256').update(secret).digest('base64url').slice(0, 16)}`;
-      signer = { kid, alg: 'HS256', signKey: secret, verifyKey: secret, publicJwk: undefined, retiredAt: null };
+      // Imported once: handed raw bytes, jose would import the key again for every token.
+      const key = await crypto.subtle.importKey('raw', secret, { name: 'HMAC', hash: 'SHA-256' }, false, [
+        'sign',
+        'verify',
+      ]);
+      signer = { kid, alg: 'HS256', signKey: key, verifyKey: key, publicJwk: undefined, retiredAt: null };
       keys.set(kid, signer);
     }
     const dir = keysDirectory(config);
