@@ -102,6 +102,10 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     scope.setValidatorCompiler(validatorCompiler());
     scope.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));
     observeRequests(scope, services.metrics);
+    // Requests that change things write audit rows: seal them now rather than at the next tick.
+    scope.addHook('onResponse', async (request) => {
+      if (!['GET', 'HEAD', 'OPTIONS'].includes(request.method)) services.auditSealer.kick();
+    });
     scope.addHook('onRoute', (route) => {
       route.bodyLimit ??= AUTH_BODY_LIMIT;
       // Error statuses a route does not list (400 for a body it takes none of, 413, 415, 503) are problem details too.

@@ -138,6 +138,8 @@ export class AuditSealer {
   readonly #onSealed: (count: number) => void;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
 
   constructor(
     db: Kysely<Database>,
@@ -156,6 +158,17 @@ export class AuditSealer {
     this.#timer.unref();
   }
 
+  /**
+   * After a request that may have written audit rows: seal now rather than at
+   * the next tick, so that the window in which a fresh row is unsealed stays
+   * short. Kicks during a pass coalesce into one more pass.
+   */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#running) this.#again = true;
+    else void this.sealNow();
+  }
+
   /** One sealing pass; concurrent calls share the pass in progress. */
   sealNow(): Promise<void> {
     this.#running ??= sealAll(this.#db)
@@ -170,12 +183,17 @@ export class AuditSealer {
       })
       .finally(() => {
         this.#running = undefined;
+        if (this.#again && !this.#stopped) {
+          this.#again = false;
+          void this.sealNow();
+        }
       });
     return this.#running;
   }
 
   /** Stops the timer and seals what the last requests wrote. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#running;

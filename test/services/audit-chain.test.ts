@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
+import { pino } from 'pino';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from '../../src/db/index.ts';
 import { recordAudit } from '../../src/services/audit.ts';
 import {
+  AuditSealer,
   canonicalJson,
   chainHash,
   GENESIS_HASH,
@@ -14,6 +16,7 @@ import {
 import { type IsolatedDatabase, isolatedDatabase } from '../cli/support.ts';
 
 const context = { ip: '203.0.113.7', userAgent: 'audit-chain-test' };
+const silentLog = pino({ level: 'silent' });
 
 describe('audit log hash chain', () => {
   let isolated: IsolatedDatabase;
@@ -284,6 +287,38 @@ describe('audit log hash chain', () => {
       .set({ last_seq: head.last_seq, last_hash: head.last_hash })
       .where('id', '=', 1)
       .execute();
+    await assertIntact();
+  });
+
+  test('a kick seals fresh rows at once, without the timer, and kicks during a pass get one more pass', async () => {
+    const passes: number[] = [];
+    let sealed = () => {};
+    const sealer = new AuditSealer(db(), silentLog, {
+      intervalMs: 3_600_000,
+      onSealed: (count) => {
+        passes.push(count);
+        sealed();
+      },
+    });
+    await writeRows(2);
+    const first = new Promise<void>((resolve) => (sealed = resolve));
+    sealer.kick();
+    await writeRows(3);
+    sealer.kick(); // during the first pass: coalesced into one more
+    sealer.kick();
+    await first;
+    await new Promise<void>((resolve) => {
+      sealed = resolve;
+      if (passes.reduce((a, b) => a + b, 0) === 5) resolve();
+    });
+    assert.equal(
+      passes.reduce((a, b) => a + b, 0),
+      5,
+    );
+    assert.ok(passes.length <= 2);
+    await sealer.stop();
+    sealer.kick(); // ignored once stopped
+    assert.equal((await verifyAuditChain(db())).unsealed, 0);
     await assertIntact();
   });
 
