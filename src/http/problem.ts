@@ -132,7 +132,9 @@ const BEARER_CHALLENGES: Partial<Record<ProblemCode, string>> = {
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, thrown: unknown): FastifyReply {
   const error = toAppError(thrown);
   if (error.status >= 500) {
-    request.log.error({ err: loggableError(error.code === 'INTERNAL_ERROR' ? thrown : error) }, 'request failed');
+    // The log names the underlying fault (a refused connection, a shutdown), never the client.
+    const fault = error.code === 'INTERNAL_ERROR' ? thrown : (error.options.cause ?? error);
+    request.log.error({ err: loggableError(fault) }, 'request failed');
   }
   const o = error.options;
   if (o.retryAfter !== undefined) reply.header('retry-after', String(o.retryAfter));

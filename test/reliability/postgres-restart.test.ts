@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
-import { newUser, startApp } from '../helpers.ts';
+import { logCapture, newUser, startApp } from '../helpers.ts';
 import { type Answer, closedLoop, postJson, send, tally } from '../support/load.ts';
 import { sleep, waitUntil } from '../support/ports.ts';
 import { postgresUnavailable, ThrowawayPostgres } from '../support/postgres.ts';
@@ -27,12 +27,16 @@ describe('PostgreSQL restarted during a registration load', { skip: postgresUnav
   let base: string;
   let dataDir: string;
   let admin: pg.Client;
+  const logs = logCapture();
 
   before(async () => {
     cluster = await ThrowawayPostgres.start();
     const url = await cluster.createDatabase('gatehouse');
     dataDir = await mkdtemp(join(tmpdir(), 'gatehouse-data-'));
-    app = await startApp({ DATABASE_URL: url, REDIS_URL: undefined, DATA_DIR: dataDir });
+    app = await startApp(
+      { DATABASE_URL: url, REDIS_URL: undefined, DATA_DIR: dataDir },
+      { logger: { level: 'error', stream: logs.stream } },
+    );
     await app.listen({ port: 0, host: '127.0.0.1' });
     const address = app.server.address();
     base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
@@ -122,6 +126,16 @@ describe('PostgreSQL restarted during a registration load', { skip: postgresUnav
       [answers.map((a) => a.username)],
     );
     assert.deepEqual(broken, []);
+
+    // The operator's log names the fault the client is not told about (a refused or reset connection, a shutdown).
+    const failures = logs.lines
+      .filter((l) => l.includes('"request failed"'))
+      .map((l) => (JSON.parse(l) as { err: { message: string } }).err.message);
+    assert.ok(failures.length > 0);
+    assert.deepEqual(
+      failures.filter((m) => m === 'Service temporarily unavailable'),
+      [],
+    );
 
     const ready = await send(`${base}/readyz`);
     assert.equal(ready.status, 200, ready.body);
