@@ -62,7 +62,9 @@ describe('pages are accessible and responsive', () => {
           replacements.reduce((t, [pattern, by]) => t.replace(new RegExp(pattern, 'g'), by), text);
         const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
         for (let node = walker.nextNode(); node; node = walker.nextNode()) node.nodeValue = apply(node.nodeValue ?? '');
-        for (const input of document.querySelectorAll('input')) input.value = apply(input.value);
+        document.querySelectorAll('input').forEach((input) => {
+          input.value = apply(input.value);
+        });
       },
       demo.map(([pattern, by]) => [pattern.source, by] as [string, string]),
     );
