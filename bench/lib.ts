@@ -42,7 +42,10 @@ export interface Server {
 }
 
 /** Starts `bench/servers/<name>.ts` in its own process and waits for its port. */
-export async function startServer(name: 'hello' | 'gatehouse' | 'guarded', env: Record<string, string> = {}): Promise<Server> {
+export async function startServer(
+  name: 'hello' | 'gatehouse' | 'guarded',
+  env: Record<string, string> = {},
+): Promise<Server> {
   const child = spawn(process.execPath, [new URL(`./servers/${name}.ts`, import.meta.url).pathname], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
