@@ -7,11 +7,11 @@ import type { FastifyCorsOptions } from '@fastify/cors';
  * list is empty: browsers then keep other origins out.
  */
 export function corsOptions(origins: string[]): FastifyCorsOptions {
-  const any = origins.includes('*');
+  const allowAll = origins.includes('*');
   const allowed = new Set(origins.map((o) => o.replace(/\/+$/, '')));
   return {
-    origin: any ? '*' : (origin, callback) => callback(null, origin !== undefined && allowed.has(origin)),
-    credentials: !any,
+    origin: allowAll ? '*' : (origin, callback) => callback(null, origin !== undefined && allowed.has(origin)),
+    credentials: !allowAll,
     methods: ['GET', 'POST', 'PATCH', 'DELETE'],
     allowedHeaders: ['Authorization', 'Content-Type'],
     exposedHeaders: ['Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset', 'WWW-Authenticate'],
