@@ -8,6 +8,7 @@ import type { Services } from './container.ts';
 import type { UserOrganization } from './registration.ts';
 import type { RequestContext } from './request-context.ts';
 import { type AuthContext, revokeUserSessions } from './sessions.ts';
+import { userBody } from './user-view.ts';
 
 /** `GET /api/v1/me`: the registration body without `message`, plus `last_login_at` and every membership. */
 export interface AccountView {
@@ -67,16 +68,7 @@ export async function getAccount(
   // The session outlived its user (deleted meanwhile): the token no longer stands for anyone.
   if (!row) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
   return {
-    id: row.id,
-    uuid: row.uuid,
-    email: row.email,
-    username: row.username,
-    first_name: row.first_name,
-    last_name: row.last_name,
-    language_code: row.language_code,
-    is_active: row.is_active,
-    email_verified: row.email_verified_at !== null,
-    created_at: row.created_at.toISOString(),
+    ...userBody(row),
     last_login_at: row.last_login_at?.toISOString() ?? null,
     organizations: row.organizations,
   };

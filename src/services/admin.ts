@@ -6,6 +6,7 @@ import type { Services } from './container.ts';
 import { assertAcceptablePassword, validateRegistration } from './registration.ts';
 import type { RequestContext } from './request-context.ts';
 import { revokeUserSessions } from './sessions.ts';
+import { userBody } from './user-view.ts';
 
 /** Who performs an administrative action: a superuser over the API, or an operator at the CLI. */
 export interface AdminActor {
@@ -32,17 +33,8 @@ export interface AdminUserView {
 
 export function adminUserView(user: User): AdminUserView {
   return {
-    id: user.id,
-    uuid: user.uuid,
-    email: user.email,
-    username: user.username,
-    first_name: user.first_name,
-    last_name: user.last_name,
-    language_code: user.language_code,
-    is_active: user.is_active,
+    ...userBody(user),
     is_superuser: user.is_superuser,
-    email_verified: user.email_verified_at !== null,
-    created_at: user.created_at.toISOString(),
     last_login_at: user.last_login_at?.toISOString() ?? null,
   };
 }

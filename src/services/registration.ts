@@ -19,6 +19,7 @@ import { MAILS_PER_HOUR } from './mailed-links.ts';
 import { issueOneTimeToken } from './one-time-tokens.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
 import type { RequestContext } from './request-context.ts';
+import { userBody } from './user-view.ts';
 
 export interface RegistrationInput {
   email: string;
@@ -213,16 +214,7 @@ export async function registerAccount(
       }
 
       return {
-        id: user.id,
-        uuid: user.uuid,
-        email: user.email,
-        username: user.username,
-        first_name: user.first_name,
-        last_name: user.last_name,
-        language_code: user.language_code,
-        is_active: user.is_active,
-        email_verified: user.email_verified_at !== null,
-        created_at: user.created_at.toISOString(),
+        ...userBody(user),
         organization: organization
           ? { uuid: organization.uuid, name: organization.name, slug: organization.slug, role: organization.role }
           : null,

@@ -52,7 +52,7 @@ export interface PagesConfig {
   userDefaults: PageUserDefaults;
 }
 
-/** The plugin's `pages` option: any member given replaces the configured one. */
+/** The plugin's `pages` option: each member given replaces the configured one. */
 export type PagesOptions = Partial<Omit<PagesConfig, 'enabled'>>;
 
 function plainObject(value: unknown, what: string): Record<string, unknown> {
