@@ -136,7 +136,9 @@ export class AuditSealer {
   readonly #log: FastifyBaseLogger;
   readonly #intervalMs: number;
   readonly #onSealed: (count: number) => void;
+  readonly #kickDelayMs: number;
   #timer: NodeJS.Timeout | undefined;
+  #kickTimer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -144,11 +146,12 @@ export class AuditSealer {
   constructor(
     db: Kysely<Database>,
     log: FastifyBaseLogger,
-    options: { intervalMs?: number; onSealed?: (count: number) => void } = {},
+    options: { intervalMs?: number; kickDelayMs?: number; onSealed?: (count: number) => void } = {},
   ) {
     this.#db = db;
     this.#log = log;
     this.#intervalMs = options.intervalMs ?? 2_000;
+    this.#kickDelayMs = options.kickDelayMs ?? 200;
     this.#onSealed = options.onSealed ?? (() => {});
   }
 
@@ -159,14 +162,19 @@ export class AuditSealer {
   }
 
   /**
-   * After a request that may have written audit rows: seal now rather than at
-   * the next tick, so that the window in which a fresh row is unsealed stays
-   * short. Kicks during a pass coalesce into one more pass.
+   * After a request that may have written audit rows: seal within `kickDelayMs`
+   * rather than at the next tick, so that the window in which a fresh row is
+   * unsealed stays short. Kicks within that delay, or during a pass, coalesce
+   * into one pass: under load a pass seals a batch, not one row per request.
    */
   kick(): void {
-    if (this.#stopped) return;
-    if (this.#running) this.#again = true;
-    else void this.sealNow();
+    if (this.#stopped || this.#kickTimer) return;
+    this.#kickTimer = setTimeout(() => {
+      this.#kickTimer = undefined;
+      if (this.#running) this.#again = true;
+      else void this.sealNow();
+    }, this.#kickDelayMs);
+    this.#kickTimer.unref();
   }
 
   /** One sealing pass; concurrent calls share the pass in progress. */
@@ -195,7 +203,9 @@ export class AuditSealer {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#kickTimer);
     this.#timer = undefined;
+    this.#kickTimer = undefined;
     await this.#running;
     await this.sealNow();
   }

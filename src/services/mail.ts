@@ -1,5 +1,5 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../db/schema.ts';
+import type { Insertable, Kysely } from 'kysely';
+import type { Database, EmailOutboxTable } from '../db/schema.ts';
 import { type MailDataByTemplate, type MailTemplate, renderMail } from './mail-templates.ts';
 
 export interface QueuedMail<T extends MailTemplate = MailTemplate> {
@@ -15,19 +15,20 @@ export interface QueuedMail<T extends MailTemplate = MailTemplate> {
  * delivers it later; call `services.outbox.kick()` after the commit so that
  * it goes out at once instead of at the next poll.
  */
-export async function queueMail<T extends MailTemplate>(db: Kysely<Database>, mail: QueuedMail<T>): Promise<number> {
+/** The email_outbox row of a mail, for statements that insert it themselves (e.g. in a CTE). */
+export function outboxRow<T extends MailTemplate>(mail: QueuedMail<T>): Insertable<EmailOutboxTable> {
   const rendered = renderMail(mail.template, mail.languageCode, mail.data);
-  const row = await db
-    .insertInto('email_outbox')
-    .values({
-      to_address: mail.to,
-      subject: rendered.subject,
-      text_body: rendered.text,
-      html_body: rendered.html,
-      template: mail.template,
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
+  return {
+    to_address: mail.to,
+    subject: rendered.subject,
+    text_body: rendered.text,
+    html_body: rendered.html,
+    template: mail.template,
+  };
+}
+
+export async function queueMail<T extends MailTemplate>(db: Kysely<Database>, mail: QueuedMail<T>): Promise<number> {
+  const row = await db.insertInto('email_outbox').values(outboxRow(mail)).returning('id').executeTakeFirstOrThrow();
   return row.id;
 }
 

@@ -1,5 +1,5 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../db/schema.ts';
+import { type Insertable, type Kysely, type Selectable, sql } from 'kysely';
+import type { Database, EmailOutboxTable, UsersTable } from '../db/schema.ts';
 import {
   type Check,
   checkEmail,
@@ -12,11 +12,11 @@ import {
 import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
 import type { RoleName } from '../domain/roles.ts';
 import { AppError, type FieldError } from '../errors.ts';
-import { recordAudit } from './audit.ts';
+import { type AuditEntry, auditRow, recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
-import { publicLink, queueMail } from './mail.ts';
+import { outboxRow, publicLink, queueMail } from './mail.ts';
 import { MAILS_PER_HOUR } from './mailed-links.ts';
-import { issueOneTimeToken } from './one-time-tokens.ts';
+import { newOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS } from './one-time-tokens.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
 import type { RequestContext } from './request-context.ts';
 import { userBody } from './user-view.ts';
@@ -130,20 +130,10 @@ function uniqueViolation(error: unknown): 'EMAIL_TAKEN' | 'USERNAME_TAKEN' | und
   return TAKEN_BY_CONSTRAINT[constraint];
 }
 
-async function assertAvailable(db: Kysely<Database>, email: string, username: string): Promise<void> {
-  const rows = await db
-    .selectFrom('users')
-    .select(['email', 'username'])
-    .where((eb) => eb.or([eb('email', '=', email), eb('username', '=', username)]))
-    .execute();
-  if (rows.some((r) => r.email === email)) throw new AppError('EMAIL_TAKEN');
-  if (rows.some((r) => r.username === username)) throw new AppError('USERNAME_TAKEN');
-}
-
 /**
  * Creates the user and, when named, its organization with default roles and
- * the admin membership, the audit row and the verification mail: one
- * transaction, all or nothing.
+ * the admin membership, the audit row and the verification mail: all or
+ * nothing, as one statement, or one transaction when there is an organization.
  */
 export async function registerAccount(
   services: Services,
@@ -155,82 +145,147 @@ export async function registerAccount(
     throw new AppError('PASSWORD_MISMATCH');
   }
   await assertAcceptablePassword(services, valid.password, { username: valid.username, email: valid.email });
-  // Cheap early answer; the unique constraints below settle races.
-  await assertAvailable(services.db, valid.email, valid.username);
+  // No look-up first: the unique constraints answer a taken email or username,
+  // races included, and a free one (nearly every request) saves a round trip.
+  // A taken one costs the same hash as a free one, so the two take alike long.
   const passwordHash = await services.hasher.hash(valid.password);
   const now = services.clock.now();
+  const verify = services.config.requireEmailVerification;
+  const values: Insertable<UsersTable> = {
+    email: valid.email,
+    username: valid.username,
+    password_hash: passwordHash,
+    first_name: valid.firstName,
+    last_name: valid.lastName,
+    language_code: valid.languageCode,
+    email_verified_at: verify ? null : now,
+    password_changed_at: now,
+    created_at: now,
+    updated_at: now,
+  };
+  const audit = (organization: { id: number; uuid: string } | null): AuditEntry => ({
+    action: 'user_registration',
+    organizationId: organization?.id ?? null,
+    details: { username: valid.username, organization_uuid: organization?.uuid ?? null },
+  });
+  let verification: VerificationMail | null = null;
+  if (verify) {
+    const { token, hash } = newOneTimeToken();
+    verification = {
+      tokenHash: hash,
+      expiresAt: new Date(now.getTime() + ONE_TIME_TOKEN_TTL_SECONDS.verify_email * 1000),
+      mail: outboxRow({
+        to: valid.email,
+        template: 'verify_email',
+        languageCode: valid.languageCode,
+        data: {
+          name: valid.firstName ?? valid.username,
+          link: publicLink(services.config.publicUrl, 'verify-email', { token }),
+        },
+      }),
+    };
+  }
 
   try {
-    const account = await services.db.transaction().execute(async (trx) => {
-      const user = await trx
-        .insertInto('users')
-        .values({
-          email: valid.email,
-          username: valid.username,
-          password_hash: passwordHash,
-          first_name: valid.firstName,
-          last_name: valid.lastName,
-          language_code: valid.languageCode,
-          email_verified_at: services.config.requireEmailVerification ? null : now,
-          password_changed_at: now,
-          created_at: now,
-          updated_at: now,
-        })
-        .returningAll()
-        .executeTakeFirstOrThrow();
-      await trx.insertInto('password_history').values({ user_id: user.id, password_hash: passwordHash }).execute();
-
-      const organization = valid.organizationName
-        ? await createOrganizationWithOwner(trx, valid.organizationName, user.id)
-        : null;
-
-      await recordAudit(
-        trx,
-        {
-          action: 'user_registration',
-          userId: user.id,
-          organizationId: organization?.id ?? null,
-          details: { username: user.username, organization_uuid: organization?.uuid ?? null },
-        },
-        context,
-      );
-
-      if (services.config.requireEmailVerification) {
-        const token = await issueOneTimeToken(trx, {
-          purpose: 'verify_email',
-          userId: user.id,
-          email: user.email,
-          now,
-        });
-        await queueMail(trx, {
-          to: user.email,
-          template: 'verify_email',
-          languageCode: user.language_code,
-          data: {
-            name: user.first_name ?? user.username,
-            link: publicLink(services.config.publicUrl, 'verify-email', { token }),
-          },
-        });
-      }
-
-      return {
-        ...userBody(user),
-        organization: organization
-          ? { uuid: organization.uuid, name: organization.name, slug: organization.slug, role: organization.role }
-          : null,
-        message: services.config.requireEmailVerification
-          ? 'User account created successfully. Please verify your email address to complete registration.'
-          : 'User account created successfully.',
-      };
-    });
-    services.outbox.kick();
+    let user: Selectable<UsersTable>;
+    let organization: Awaited<ReturnType<typeof createOrganizationWithOwner>> | null = null;
+    if (valid.organizationName === null) {
+      // The common case is one statement, atomic by itself: no BEGIN/COMMIT round trips.
+      user = await insertAccount(services.db, values, { audit: audit(null), verification }, context);
+    } else {
+      const organizationName = valid.organizationName;
+      ({ user, organization } = await services.db.transaction().execute(async (trx) => {
+        const user = await insertAccount(trx, values, { audit: null, verification }, context);
+        const organization = await createOrganizationWithOwner(trx, organizationName, user.id);
+        await recordAudit(trx, { ...audit(organization), userId: user.id }, context);
+        return { user, organization };
+      }));
+    }
+    if (verification) services.outbox.kick();
     services.metrics.registrations.inc();
-    return account;
+    return {
+      ...userBody(user),
+      organization: organization
+        ? { uuid: organization.uuid, name: organization.name, slug: organization.slug, role: organization.role }
+        : null,
+      message: verify
+        ? 'User account created successfully. Please verify your email address to complete registration.'
+        : 'User account created successfully.',
+    };
   } catch (error) {
     const taken = uniqueViolation(error);
     if (taken) throw new AppError(taken);
     throw error;
   }
+}
+
+interface VerificationMail {
+  tokenHash: string;
+  expiresAt: Date;
+  mail: Insertable<EmailOutboxTable>;
+}
+
+/**
+ * The user, its first password_history row and, when given, its audit row and
+ * its verification token and mail: one INSERT with data-modifying CTEs, so one
+ * round trip that commits or fails as a whole, in or out of a transaction.
+ */
+async function insertAccount(
+  db: Kysely<Database>,
+  values: Insertable<UsersTable>,
+  extra: { audit: AuditEntry | null; verification: VerificationMail | null },
+  context: RequestContext,
+): Promise<Selectable<UsersTable>> {
+  const { audit, verification } = extra;
+  let query = db
+    .with('new_user', (qc) => qc.insertInto('users').values(values).returningAll())
+    .with('history', (qc) =>
+      qc
+        .insertInto('password_history')
+        .columns(['user_id', 'password_hash'])
+        .expression((eb) => eb.selectFrom('new_user').select(['id', 'password_hash'])),
+    );
+  if (audit) {
+    const row = auditRow(audit, context);
+    query = query.with('audit', (qc) =>
+      qc
+        .insertInto('audit_logs')
+        .columns(['action', 'user_id', 'organization_id', 'ip_address', 'user_agent', 'details'])
+        .expression((eb) =>
+          eb
+            .selectFrom('new_user')
+            .select([
+              sql.val(row.action).as('action'),
+              'id',
+              sql.val(row.organization_id ?? null).as('organization_id'),
+              sql.val(row.ip_address ?? null).as('ip_address'),
+              sql.val(row.user_agent ?? null).as('user_agent'),
+              sql`${row.details}::jsonb`.as('details'),
+            ]),
+        ),
+    ) as unknown as typeof query;
+  }
+  if (verification) {
+    query = query
+      .with('token', (qc) =>
+        qc
+          .insertInto('one_time_tokens')
+          .columns(['purpose', 'token_hash', 'user_id', 'email', 'expires_at'])
+          .expression((eb) =>
+            eb
+              .selectFrom('new_user')
+              .select([
+                sql.val('verify_email').as('purpose'),
+                sql.val(verification.tokenHash).as('token_hash'),
+                'id',
+                'email',
+                sql.val(verification.expiresAt).as('expires_at'),
+              ]),
+          ),
+      )
+      .with('mail', (qc) => qc.insertInto('email_outbox').values(verification.mail)) as unknown as typeof query;
+  }
+  return query.selectFrom('new_user').selectAll().executeTakeFirstOrThrow();
 }
 
 /** The one answer to every accepted registration while REGISTRATION_ENUMERATION_SAFE is on. */
@@ -264,8 +319,7 @@ async function notifyRegistrationAttempt(services: Services, valid: ValidRegistr
     .where('username', '=', valid.username)
     .executeTakeFirst();
   if (usernameTaken) throw new AppError('USERNAME_TAKEN');
-  // The hash a new account would have cost: the two answers take alike long.
-  await services.hasher.hash(valid.password);
+  // registerAccount hashed the password before the insert failed, as for a new account.
   const since = new Date(services.clock.now().getTime() - 3600_000);
   const queued = await services.db.transaction().execute(async (trx) => {
     const owner = await trx

@@ -290,11 +290,12 @@ describe('audit log hash chain', () => {
     await assertIntact();
   });
 
-  test('a kick seals fresh rows at once, without the timer, and kicks during a pass get one more pass', async () => {
+  test('a kick seals fresh rows within the kick delay, without the timer; later kicks coalesce into at most one more pass', async () => {
     const passes: number[] = [];
     let sealed = () => {};
     const sealer = new AuditSealer(db(), silentLog, {
       intervalMs: 3_600_000,
+      kickDelayMs: 20,
       onSealed: (count) => {
         passes.push(count);
         sealed();
@@ -304,7 +305,7 @@ describe('audit log hash chain', () => {
     const first = new Promise<void>((resolve) => (sealed = resolve));
     sealer.kick();
     await writeRows(3);
-    sealer.kick(); // during the first pass: coalesced into one more
+    sealer.kick(); // within the delay or during the first pass: coalesced
     sealer.kick();
     await first;
     await new Promise<void>((resolve) => {
