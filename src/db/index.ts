@@ -8,6 +8,7 @@ import * as auditChain from './migrations/0002_audit_chain.ts';
 import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
 import * as accountView from './migrations/0004_account_view.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
+import { PreparingClient } from './prepared.ts';
 import type { Database } from './schema.ts';
 
 export type { Database } from './schema.ts';
@@ -31,6 +32,7 @@ const NUMERIC = 1700;
 export async function openDatabase(url: string | undefined, dataDir: string): Promise<DatabaseHandle> {
   if (url && /^postgres(ql)?:\/\//.test(url)) {
     const pool = new pg.Pool({
+      Client: PreparingClient,
       connectionString: url,
       max: 20,
       connectionTimeoutMillis: 5_000,

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { deleteAccount, getAccount, updateAccount } from '../services/account.ts';
-import { requireUser } from './auth-guard.ts';
+import { deleteAccount, getAccountOfLiveSession, updateAccount } from '../services/account.ts';
+import { bearerToken, requireUser } from './auth-guard.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
 const Account = Type.Object({
@@ -26,7 +26,6 @@ export const meRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/me',
     {
-      preHandler: requireUser,
       schema: {
         tags: ['account'],
         summary: 'The signed-in account, with its organizations and roles',
@@ -34,7 +33,11 @@ export const meRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: Account, ...problems(401) },
       },
     },
-    async (request) => getAccount(services, request.auth.userId),
+    // No requireUser: the account read checks the session's revocation itself, in the same statement.
+    async (request) => {
+      const claims = await services.tokens.verify(bearerToken(request), 'access');
+      return getAccountOfLiveSession(services, claims.sid);
+    },
   );
 
   app.patch(

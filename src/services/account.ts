@@ -1,10 +1,12 @@
 import { CompiledQuery, type Kysely, sql } from 'kysely';
+import { prepared } from '../db/prepared.ts';
 import type { Database } from '../db/schema.ts';
 import { type Check, checkLanguageCode, checkPersonName, checkStorable } from '../domain/account-rules.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
 import { AppError, type FieldError } from '../errors.ts';
 import { recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
+import { isUuid } from './permissions.ts';
 import type { UserOrganization } from './registration.ts';
 import type { RequestContext } from './request-context.ts';
 import { type AuthContext, revokeUserSessions } from './sessions.ts';
@@ -26,45 +28,35 @@ export interface AccountView {
   organizations: UserOrganization[];
 }
 
-function selectAccount(db: Kysely<Database>, userId: number) {
-  return db
-    .selectFrom('users')
-    .select([
-      'users.id',
-      'users.uuid',
-      'users.email',
-      'users.username',
-      'users.first_name',
-      'users.last_name',
-      'users.language_code',
-      'users.is_active',
-      'users.email_verified_at',
-      'users.created_at',
-      'users.last_login_at',
-      // One statement with a cached plan: see migrations/0004_account_view.ts.
-      sql<UserOrganization[]>`gatehouse_user_organizations(${sql.ref('users.id')})`.as('organizations'),
-    ])
-    .where('users.id', '=', userId);
+function selectAccount(db: Kysely<Database>) {
+  return db.selectFrom('users').select([
+    'users.id',
+    'users.uuid',
+    'users.email',
+    'users.username',
+    'users.first_name',
+    'users.last_name',
+    'users.language_code',
+    'users.is_active',
+    'users.email_verified_at',
+    'users.created_at',
+    'users.last_login_at',
+    // One statement with a cached plan: see migrations/0004_account_view.ts.
+    sql<UserOrganization[]>`gatehouse_user_organizations(${sql.ref('users.id')})`.as('organizations'),
+  ]);
 }
 
 type AccountRow = Awaited<ReturnType<ReturnType<typeof selectAccount>['executeTakeFirstOrThrow']>>;
 
 /**
  * GET /me runs on every page view: building and compiling the query cost more
- * than PostgreSQL took to answer it, so it is compiled once and only the id is
- * bound per call.
+ * than PostgreSQL took to answer it, so it is compiled once, prepared on
+ * PostgreSQL, and only the id is bound per call.
  */
-let accountSql: string | undefined;
+let byUserId: CompiledQuery | undefined;
+let byLiveSession: CompiledQuery | undefined;
 
-/** One query: the user and their organizations with roles. */
-export async function getAccount(
-  services: Services,
-  userId: number,
-  db: Kysely<Database> = services.db,
-): Promise<AccountView> {
-  accountSql ??= selectAccount(db, 0).compile().sql;
-  const { rows } = await db.executeQuery<AccountRow>(CompiledQuery.raw(accountSql, [userId]));
-  const row = rows[0];
+function toView(row: AccountRow | undefined): AccountView {
   // The session outlived its user (deleted meanwhile): the token no longer stands for anyone.
   if (!row) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
   return {
@@ -72,6 +64,38 @@ export async function getAccount(
     last_login_at: row.last_login_at?.toISOString() ?? null,
     organizations: row.organizations,
   };
+}
+
+/** One query: the user and their organizations with roles. */
+export async function getAccount(
+  services: Services,
+  userId: number,
+  db: Kysely<Database> = services.db,
+): Promise<AccountView> {
+  byUserId ??= prepared(selectAccount(db).where('users.id', '=', 0).compile());
+  const { rows } = await db.executeQuery<AccountRow>(CompiledQuery.raw(byUserId.sql, [userId]));
+  return toView(rows[0]);
+}
+
+/**
+ * The account an access token's session belongs to, read with the revocation
+ * check in the same statement: PostgreSQL, the authority on revocation,
+ * answers both in one round trip, so this needs no separate session check.
+ */
+export async function getAccountOfLiveSession(services: Services, sessionUuid: string): Promise<AccountView> {
+  byLiveSession ??= prepared(
+    selectAccount(services.db)
+      .innerJoin('sessions', 'sessions.user_id', 'users.id')
+      .where('sessions.uuid', '=', '00000000-0000-0000-0000-000000000000')
+      .where('sessions.revoked_at', 'is', null)
+      .compile(),
+  );
+  const { rows } = isUuid(sessionUuid)
+    ? await services.db.executeQuery<AccountRow>(CompiledQuery.raw(byLiveSession.sql, [sessionUuid]))
+    : { rows: [] };
+  // Sessions go with their user (on delete cascade): no row means a revoked or vanished session.
+  if (!rows[0]) throw new AppError('TOKEN_INVALID', { detail: 'The session has been revoked' });
+  return toView(rows[0]);
 }
 
 export interface AccountUpdate {

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Selectable } from 'kysely';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/index.ts';
+import { executePrepared } from '../db/prepared.ts';
 import type { LockoutsTable } from '../db/schema.ts';
 import { AppError } from '../errors.ts';
 import type { AbuseMetrics } from './abuse-metrics.ts';
@@ -121,11 +122,11 @@ export class Lockout {
   async clear(identifier: string): Promise<boolean> {
     const id = lockoutIdentifier(identifier);
     await this.#redisCall((redis) => redis.del(this.#key(id)));
-    const deleted = await this.#deps.db
-      .deleteFrom('lockouts')
-      .where('identifier', '=', id)
-      .returning('locked_until')
-      .executeTakeFirst();
+    const db = this.#deps.db;
+    const [deleted] = await executePrepared(
+      db,
+      db.deleteFrom('lockouts').where('identifier', '=', id).returning('locked_until'),
+    );
     return !!deleted?.locked_until && deleted.locked_until > this.#deps.clock.now();
   }
 
@@ -133,8 +134,10 @@ export class Lockout {
     return `lockout:${id}`;
   }
 
-  #row(id: string): Promise<LockoutRow | undefined> {
-    return this.#deps.db.selectFrom('lockouts').selectAll().where('identifier', '=', id).executeTakeFirst();
+  async #row(id: string): Promise<LockoutRow | undefined> {
+    const db = this.#deps.db;
+    const [row] = await executePrepared(db, db.selectFrom('lockouts').selectAll().where('identifier', '=', id));
+    return row;
   }
 
   #postgresFailures(row: LockoutRow | undefined, now: Date): number {

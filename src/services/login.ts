@@ -1,3 +1,4 @@
+import { executePrepared } from '../db/prepared.ts';
 import type { User } from '../db/schema.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
 import { isStorableText } from '../domain/text.ts';
@@ -135,7 +136,11 @@ function loginError(reason: LoginFailureReason): AppError {
 async function findUserByIdentifier(services: Services, identifier: string): Promise<User | undefined> {
   // Usernames cannot contain "@", so the identifier says which column to look in.
   const column = identifier.includes('@') ? 'email' : 'username';
-  return services.db.selectFrom('users').selectAll().where(column, '=', identifier).executeTakeFirst();
+  const [user] = await executePrepared(
+    services.db,
+    services.db.selectFrom('users').selectAll().where(column, '=', identifier),
+  );
+  return user;
 }
 
 /** After a failure: the attempt and audit rows. Lockout counting belongs here. */
@@ -196,7 +201,7 @@ async function recordLoginSuccess(
   const now = services.clock.now();
   const session = newSession(services, user, context, { kind });
   // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
-  const { id } = await services.db
+  const query = services.db
     .with('touched', (db) =>
       db.updateTable('users').set({ last_login_at: now }).where('id', '=', user.id).returning('id'),
     )
@@ -231,7 +236,8 @@ async function recordLoginSuccess(
     )
     .insertInto('sessions')
     .values(session.row)
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  return startedSession(services, user, session, id);
+    .returning('id');
+  const [row] = await executePrepared(services.db, query);
+  if (!row) throw new Error('session insert returned no row');
+  return startedSession(services, user, session, row.id);
 }

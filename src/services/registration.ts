@@ -1,4 +1,5 @@
 import { type Insertable, type Kysely, type Selectable, sql } from 'kysely';
+import { executePrepared } from '../db/prepared.ts';
 import type { Database, EmailOutboxTable, UsersTable } from '../db/schema.ts';
 import {
   type Check,
@@ -285,7 +286,9 @@ async function insertAccount(
       )
       .with('mail', (qc) => qc.insertInto('email_outbox').values(verification.mail)) as unknown as typeof query;
   }
-  return query.selectFrom('new_user').selectAll().executeTakeFirstOrThrow();
+  // A handful of shapes (with or without audit row and mail), each prepared once per connection.
+  const [user] = await executePrepared(db, query.selectFrom('new_user').selectAll());
+  return user as Selectable<UsersTable>;
 }
 
 /** The one answer to every accepted registration while REGISTRATION_ENUMERATION_SAFE is on. */

@@ -8,7 +8,9 @@ import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { decodeJwt } from 'jose';
 import pg from 'pg';
-import { requireService, startApp, uniqueName } from '../helpers.ts';
+import { buildApp } from '../../src/app.ts';
+import { requireUser } from '../../src/plugin.ts';
+import { requireService, testConfig, uniqueName } from '../helpers.ts';
 import { assertProblem, bearer, createAccount, login, type TestAccount } from './auth-helpers.ts';
 
 const LOCAL_POSTGRES = 'postgres://postgres@127.0.0.1:5432';
@@ -102,21 +104,31 @@ describe('revocation reaches every instance', () => {
   async function twoInstances(redisUrl: string): Promise<[FastifyInstance, FastifyInstance]> {
     // One key prefix for both: they share Redis the way two production instances do.
     const env = { DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, REDIS_KEY_PREFIX: `t:${uniqueName('rev')}:` };
-    const a = await startApp(env);
+    const a = await startGuardedApp(env);
     try {
-      return [a, await startApp(env)];
+      return [a, await startGuardedApp(env)];
     } catch (error) {
       await a.close();
       throw error;
     }
   }
 
+  /** An instance with a host route behind the exported guard, as an application mounts it. */
+  async function startGuardedApp(env: Record<string, string | undefined>): Promise<FastifyInstance> {
+    const app = await buildApp(testConfig(env));
+    app.get('/guarded', { preHandler: requireUser }, async (request) => ({ user: request.auth.userUuid }));
+    await app.ready();
+    return app;
+  }
+
+  /** The guard alone: token, then revocation check (Redis when trusted, else PostgreSQL), no other read. */
+  const guarded = (app: FastifyInstance, token: string) => app.inject({ url: '/guarded', headers: bearer(token) });
   const me = (app: FastifyInstance, token: string) => app.inject({ url: '/api/v1/me', headers: bearer(token) });
 
   /** The first check on an instance reads PostgreSQL; from then on the instance answers from Redis. */
   async function warm(app: FastifyInstance, token: string): Promise<void> {
-    assert.equal((await me(app, token)).statusCode, 200);
-    assert.equal((await me(app, token)).statusCode, 200);
+    assert.equal((await guarded(app, token)).statusCode, 200);
+    assert.equal((await guarded(app, token)).statusCode, 200);
   }
 
   test('with one Redis: logout, logout-all and DELETE /sessions on one instance are refused on the other at once', async (t) => {
@@ -138,7 +150,7 @@ describe('revocation reaches every instance', () => {
         (await a.inject({ method: 'POST', url: '/api/v1/logout', headers: bearer(one.access_token) })).statusCode,
         204,
       );
-      assertProblem(await me(b, one.access_token), 401, 'TOKEN_INVALID');
+      assertProblem(await guarded(b, one.access_token), 401, 'TOKEN_INVALID');
 
       const two = await login(b, account);
       const three = await login(b, account);
@@ -151,12 +163,12 @@ describe('revocation reaches every instance', () => {
         headers: bearer(three.access_token),
       });
       assert.equal(del.statusCode, 204);
-      assertProblem(await me(a, two.access_token), 401, 'TOKEN_INVALID');
-      assert.equal((await me(a, three.access_token)).statusCode, 200);
+      assertProblem(await guarded(a, two.access_token), 401, 'TOKEN_INVALID');
+      assert.equal((await guarded(a, three.access_token)).statusCode, 200);
 
       const out = await b.inject({ method: 'POST', url: '/api/v1/logout-all', headers: bearer(three.access_token) });
       assert.equal(out.statusCode, 204);
-      assertProblem(await me(a, three.access_token), 401, 'TOKEN_INVALID');
+      assertProblem(await guarded(a, three.access_token), 401, 'TOKEN_INVALID');
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
@@ -180,9 +192,11 @@ describe('revocation reaches every instance', () => {
         .set({ revoked_at: new Date(), revoked_reason: 'admin' })
         .where('uuid', '=', String(decodeJwt(tokens.access_token).sid))
         .execute();
-      assert.equal((await me(b, tokens.access_token)).statusCode, 200);
-      await a.gatehouse.revocations.sync();
+      assert.equal((await guarded(b, tokens.access_token)).statusCode, 200);
+      // GET /me reads the account and the session's revocation from PostgreSQL in one statement: refused at once.
       assertProblem(await me(b, tokens.access_token), 401, 'TOKEN_INVALID');
+      await a.gatehouse.revocations.sync();
+      assertProblem(await guarded(b, tokens.access_token), 401, 'TOKEN_INVALID');
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
@@ -209,9 +223,9 @@ describe('revocation reaches every instance', () => {
       await stopRedis(redis);
       const out = await a.inject({ method: 'POST', url: '/api/v1/logout', headers: bearer(doomed.access_token) });
       assert.equal(out.statusCode, 204, out.body);
-      assertProblem(await me(b, doomed.access_token), 401, 'TOKEN_INVALID');
-      assertProblem(await me(a, doomed.access_token), 401, 'TOKEN_INVALID');
-      assert.equal((await me(b, survivor.access_token)).statusCode, 200, 'PostgreSQL answers while Redis is down');
+      assertProblem(await guarded(b, doomed.access_token), 401, 'TOKEN_INVALID');
+      assertProblem(await guarded(a, doomed.access_token), 401, 'TOKEN_INVALID');
+      assert.equal((await guarded(b, survivor.access_token)).statusCode, 200, 'PostgreSQL answers while Redis is down');
       assert.equal(b.gatehouse.revocations.redisTrusted, false);
       // The instance that revoked goes away before Redis returns: only PostgreSQL remembers the revocation.
       await a.close();
@@ -219,8 +233,8 @@ describe('revocation reaches every instance', () => {
       // Redis returns with nothing in it: the revocation made during the outage must not be forgotten.
       redis = await startRedis(port);
       await until('the other instance trusts Redis again', () => b.gatehouse.revocations.redisTrusted);
-      assertProblem(await me(b, doomed.access_token), 401, 'TOKEN_INVALID');
-      assert.equal((await me(b, survivor.access_token)).statusCode, 200);
+      assertProblem(await guarded(b, doomed.access_token), 401, 'TOKEN_INVALID');
+      assert.equal((await guarded(b, survivor.access_token)).statusCode, 200);
       const sid = String(decodeJwt(doomed.access_token).sid);
       const direct = new Redis({ host: '127.0.0.1', port, lazyConnect: true });
       try {
@@ -231,17 +245,17 @@ describe('revocation reaches every instance', () => {
       }
 
       // A new instance knows it too, and a logout made now is refused on the other instance as before.
-      c = await startApp({
+      c = await startGuardedApp({
         DATABASE_URL: databaseUrl,
         REDIS_URL: `redis://127.0.0.1:${port}`,
         REDIS_KEY_PREFIX: b.gatehouse.config.redisKeyPrefix,
       });
       assert.equal(c.gatehouse.revocations.redisTrusted, true);
-      assertProblem(await me(c, doomed.access_token), 401, 'TOKEN_INVALID');
+      assertProblem(await guarded(c, doomed.access_token), 401, 'TOKEN_INVALID');
       await warm(c, survivor.access_token);
       const out2 = await b.inject({ method: 'POST', url: '/api/v1/logout', headers: bearer(survivor.access_token) });
       assert.equal(out2.statusCode, 204);
-      assertProblem(await me(c, survivor.access_token), 401, 'TOKEN_INVALID');
+      assertProblem(await guarded(c, survivor.access_token), 401, 'TOKEN_INVALID');
     } finally {
       await Promise.all([a.close(), b.close(), c?.close()]);
       await stopRedis(redis);

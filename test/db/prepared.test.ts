@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { Socket } from 'node:net';
+import { after, before, test } from 'node:test';
+import { CompiledQuery, sql } from 'kysely';
+import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
+import { prepared } from '../../src/db/prepared.ts';
+import { requireService } from '../helpers.ts';
+
+// Named prepared statements are a PostgreSQL server feature: this runs on the
+// machine's PostgreSQL (DATABASE_URL when it names one, else 127.0.0.1:5432).
+const url = process.env.DATABASE_URL?.startsWith('postgres')
+  ? process.env.DATABASE_URL
+  : 'postgres://postgres@127.0.0.1:5432/postgres';
+
+function reachable(): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.connect(Number(port || 5432), hostname);
+  });
+}
+
+let handle: DatabaseHandle | undefined;
+let skip: string | false = false;
+
+before(async () => {
+  skip = requireService('PostgreSQL', await reachable());
+  if (!skip) handle = await openDatabase(url, '/nonexistent');
+});
+after(() => handle?.close());
+
+interface Statement {
+  name: string;
+  statement: string;
+}
+
+test('a registered statement is parsed once per connection and runs under its name; others stay unnamed', async (t) => {
+  if (skip || !handle) return t.skip(skip || 'no database');
+  const hot = prepared(CompiledQuery.raw('select $1::int + 1 as n /* prepared.test hot */', [0]));
+  const cold = CompiledQuery.raw('select $1::int + 2 as n /* prepared.test cold */', [0]);
+  const statements = await handle.db.connection().execute(async (conn) => {
+    const answers: number[] = [];
+    for (const value of [1, 41]) {
+      const { rows } = await conn.executeQuery<{ n: number }>(CompiledQuery.raw(hot.sql, [value]));
+      answers.push(rows[0]?.n ?? -1);
+    }
+    await conn.executeQuery(CompiledQuery.raw(cold.sql, [1]));
+    assert.deepEqual(answers, [2, 42], 'each call binds its own parameter');
+    const { rows } = await sql<Statement>`select name, statement from pg_prepared_statements`.execute(conn);
+    return rows;
+  });
+  const hotOnes = statements.filter((s) => s.statement === hot.sql);
+  assert.equal(hotOnes.length, 1, 'prepared once, reused on the second call');
+  assert.match(hotOnes[0]?.name ?? '', /^gatehouse_\d+$/);
+  assert.equal(statements.filter((s) => s.statement === cold.sql).length, 0);
+});
+
+test('registering the same SQL twice keeps one name', async (t) => {
+  if (skip || !handle) return t.skip(skip || 'no database');
+  const text = 'select $1::text as v /* prepared.test twice */';
+  prepared(CompiledQuery.raw(text, ['a']));
+  prepared(CompiledQuery.raw(text, ['b']));
+  const names = await handle.db.connection().execute(async (conn) => {
+    await conn.executeQuery(CompiledQuery.raw(text, ['x']));
+    const { rows } = await sql<Statement>`select name, statement from pg_prepared_statements`.execute(conn);
+    return rows.filter((s) => s.statement === text).map((s) => s.name);
+  });
+  assert.equal(names.length, 1);
+});
