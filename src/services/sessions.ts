@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import type { Insertable, Kysely } from 'kysely';
+import { type Insertable, type Kysely, sql } from 'kysely';
+import { executePrepared } from '../db/prepared.ts';
 import type { Database, SessionsTable } from '../db/schema.ts';
 import { AppError } from '../errors.ts';
-import { recordAudit } from './audit.ts';
+import { auditRow, recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
 import type { RequestContext } from './request-context.ts';
 import { sha256Hex } from './tokens.ts';
@@ -186,6 +187,10 @@ export async function rotateRefreshToken(
   const presented = sha256Hex(claims.jti);
   const reuseIntervalMs = services.config.refreshReuseIntervalSeconds * 1000;
 
+  const rotated = await rotateCurrent(services, claims, presented, context);
+  if (rotated) return rotated;
+
+  // Everything else (a race lost, a spent token, a revoked or expired session) under the session's row lock.
   const outcome = await services.db.transaction().execute(async (trx) => {
     // The row lock serialises concurrent refreshes of one session: never two live successors.
     const session = await trx
@@ -293,6 +298,100 @@ export async function rotateRefreshToken(
         oauthError: 'invalid_grant',
       });
   }
+}
+
+/**
+ * The common refresh, in two statements and no transaction: the presented
+ * token is its live session's current one. The read is followed by an UPDATE
+ * that swaps the token only if it is still the current one (and writes the
+ * audit row in the same statement), so of two refreshes racing with one
+ * token exactly one swaps; the other gets undefined and takes the locked path.
+ */
+async function rotateCurrent(
+  services: Services,
+  claims: { sid: string; sub: string },
+  presented: string,
+  context: RequestContext,
+): Promise<IssuedSession | undefined> {
+  const db = services.db;
+  const [session] = await executePrepared(
+    db,
+    db
+      .selectFrom('sessions')
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .select([
+        'sessions.id',
+        'sessions.user_id',
+        'sessions.refresh_token_hash',
+        'sessions.generation',
+        'sessions.expires_at',
+        'sessions.revoked_at',
+        'users.uuid as user_uuid',
+        'users.email',
+        'users.is_active',
+      ])
+      .where('sessions.uuid', '=', claims.sid),
+  );
+  const now = services.clock.now();
+  if (
+    !session ||
+    session.refresh_token_hash !== presented ||
+    session.revoked_at !== null ||
+    session.expires_at.getTime() <= now.getTime() ||
+    session.user_uuid !== claims.sub ||
+    !session.is_active
+  ) {
+    return undefined;
+  }
+  const generation = session.generation + 1;
+  const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
+  const audit = auditRow(
+    { action: 'token_refresh', userId: session.user_id, details: { session_uuid: claims.sid, generation } },
+    context,
+  );
+  const [swapped] = await executePrepared(
+    db,
+    db
+      .with('swapped', (qc) =>
+        qc
+          .updateTable('sessions')
+          .set({
+            refresh_token_hash: sha256Hex(services.tokens.refreshTokenId(claims.sid, generation)),
+            previous_token_hash: presented,
+            rotated_at: now,
+            generation,
+            last_used_at: now,
+            expires_at: expiresAt,
+          })
+          .where('id', '=', session.id)
+          .where('refresh_token_hash', '=', presented)
+          .where('revoked_at', 'is', null)
+          .returning('id'),
+      )
+      .with('audit', (qc) =>
+        qc
+          .insertInto('audit_logs')
+          .columns(['action', 'user_id', 'organization_id', 'ip_address', 'user_agent', 'details'])
+          .expression((eb) =>
+            eb
+              .selectFrom('swapped')
+              .select([
+                sql.val(audit.action).as('action'),
+                sql.val(session.user_id).as('user_id'),
+                sql.val(null).as('organization_id'),
+                sql.val(audit.ip_address ?? null).as('ip_address'),
+                sql.val(audit.user_agent ?? null).as('user_agent'),
+                sql`${audit.details}::jsonb`.as('details'),
+              ]),
+          ),
+      )
+      .selectFrom('swapped')
+      .select('id'),
+  );
+  if (!swapped) return undefined;
+  const user = { uuid: session.user_uuid, email: session.email };
+  const tokens = await tokenPair(services, user, { uuid: claims.sid, generation, issuedAt: now, expiresAt }, now);
+  return { tokens, session: { id: session.id, uuid: claims.sid, expiresAt } };
 }
 
 /** Revokes one session of a user. False when it is not theirs, unknown, or already revoked. */
