@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { type BuildAppOptions, buildApp } from '../src/app.ts';
@@ -74,4 +75,25 @@ export function requireService(name: string, available: boolean): string | false
   if (available) return false;
   if (process.env.CI === 'true') throw new Error(`${name} is required in CI but is not reachable`);
   return `${name} is not reachable`;
+}
+
+/** True when something accepts TCP connections at `host:port` within a second. */
+export function reachable(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.connect(port, host);
+  });
+}
+
+/** `reachable` for the host and port of a URL such as postgres://… or redis://…. */
+export function urlReachable(url: string, defaultPort: number): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return reachable(hostname, Number(port || defaultPort));
 }

@@ -1,4 +1,4 @@
-import type { Insertable, Kysely } from 'kysely';
+import { type Insertable, type Kysely, sql } from 'kysely';
 import type { AuditLogsTable, Database } from '../db/schema.ts';
 import type { RequestContext } from './request-context.ts';
 
@@ -49,6 +49,28 @@ export function auditRow(entry: AuditEntry, context: RequestContext): Insertable
     user_agent: context.userAgent,
     details: JSON.stringify(entry.details ?? {}),
   };
+}
+
+/** The columns `auditSelection` fills, in its order. */
+export const AUDIT_COLUMNS = ['action', 'user_id', 'organization_id', 'ip_address', 'user_agent', 'details'] as const;
+
+/**
+ * An audit row as the select list of `INSERT INTO audit_logs (AUDIT_COLUMNS)
+ * SELECT … FROM <cte>` inside a data-modifying statement: the row is written
+ * once per row the CTE returns, so only when the change it records happened.
+ * `userIdColumn` takes the user id from the CTE (a user inserted by the same
+ * statement) instead of from the entry.
+ */
+export function auditSelection(entry: AuditEntry, context: RequestContext, userIdColumn?: string) {
+  const row = auditRow(entry, context);
+  return [
+    sql.val(row.action).as('action'),
+    (userIdColumn ? sql.ref(userIdColumn) : sql.val(row.user_id ?? null)).as('user_id'),
+    sql.val(row.organization_id ?? null).as('organization_id'),
+    sql.val(row.ip_address ?? null).as('ip_address'),
+    sql.val(row.user_agent ?? null).as('user_agent'),
+    sql`${row.details}::jsonb`.as('details'),
+  ];
 }
 
 /** Writes one audit row in the caller's transaction, so it commits or rolls back with the change. */

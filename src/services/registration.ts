@@ -13,7 +13,7 @@ import {
 import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
 import type { RoleName } from '../domain/roles.ts';
 import { AppError, type FieldError } from '../errors.ts';
-import { type AuditEntry, auditRow, recordAudit } from './audit.ts';
+import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
 import { outboxRow, publicLink, queueMail } from './mail.ts';
 import { MAILS_PER_HOUR } from './mailed-links.ts';
@@ -247,23 +247,11 @@ async function insertAccount(
         .expression((eb) => eb.selectFrom('new_user').select(['id', 'password_hash'])),
     );
   if (audit) {
-    const row = auditRow(audit, context);
     query = query.with('audit', (qc) =>
       qc
         .insertInto('audit_logs')
-        .columns(['action', 'user_id', 'organization_id', 'ip_address', 'user_agent', 'details'])
-        .expression((eb) =>
-          eb
-            .selectFrom('new_user')
-            .select([
-              sql.val(row.action).as('action'),
-              'id',
-              sql.val(row.organization_id ?? null).as('organization_id'),
-              sql.val(row.ip_address ?? null).as('ip_address'),
-              sql.val(row.user_agent ?? null).as('user_agent'),
-              sql`${row.details}::jsonb`.as('details'),
-            ]),
-        ),
+        .columns(AUDIT_COLUMNS)
+        .expression((eb) => eb.selectFrom('new_user').select(auditSelection(audit, context, 'id'))),
     ) as unknown as typeof query;
   }
   if (verification) {

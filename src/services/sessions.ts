@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { type Insertable, type Kysely, sql } from 'kysely';
+import type { Insertable, Kysely } from 'kysely';
 import { executePrepared } from '../db/prepared.ts';
 import type { Database, SessionsTable } from '../db/schema.ts';
 import { AppError } from '../errors.ts';
-import { auditRow, recordAudit } from './audit.ts';
+import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
 import type { RequestContext } from './request-context.ts';
 import { sha256Hex } from './tokens.ts';
@@ -345,10 +345,11 @@ async function rotateCurrent(
   }
   const generation = session.generation + 1;
   const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
-  const audit = auditRow(
-    { action: 'token_refresh', userId: session.user_id, details: { session_uuid: claims.sid, generation } },
-    context,
-  );
+  const audit: AuditEntry = {
+    action: 'token_refresh',
+    userId: session.user_id,
+    details: { session_uuid: claims.sid, generation },
+  };
   const [swapped] = await executePrepared(
     db,
     db
@@ -371,19 +372,8 @@ async function rotateCurrent(
       .with('audit', (qc) =>
         qc
           .insertInto('audit_logs')
-          .columns(['action', 'user_id', 'organization_id', 'ip_address', 'user_agent', 'details'])
-          .expression((eb) =>
-            eb
-              .selectFrom('swapped')
-              .select([
-                sql.val(audit.action).as('action'),
-                sql.val(session.user_id).as('user_id'),
-                sql.val(null).as('organization_id'),
-                sql.val(audit.ip_address ?? null).as('ip_address'),
-                sql.val(audit.user_agent ?? null).as('user_agent'),
-                sql`${audit.details}::jsonb`.as('details'),
-              ]),
-          ),
+          .columns(AUDIT_COLUMNS)
+          .expression((eb) => eb.selectFrom('swapped').select(auditSelection(audit, context))),
       )
       .selectFrom('swapped')
       .select('id'),

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer, Socket } from 'node:net';
+import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
@@ -10,25 +10,11 @@ import { decodeJwt } from 'jose';
 import pg from 'pg';
 import { buildApp } from '../../src/app.ts';
 import { requireUser } from '../../src/plugin.ts';
-import { requireService, testConfig, uniqueName } from '../helpers.ts';
+import { reachable, requireService, testConfig, uniqueName } from '../helpers.ts';
 import { assertProblem, bearer, createAccount, login, type TestAccount } from './auth-helpers.ts';
 
 const LOCAL_POSTGRES = 'postgres://postgres@127.0.0.1:5432';
 const LOCAL_REDIS = { host: '127.0.0.1', port: 6379 };
-
-function reachable(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-    socket.connect(port, host);
-  });
-}
 
 async function sparePort(): Promise<number> {
   const server = createServer();

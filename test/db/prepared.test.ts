@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
-import { Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { CompiledQuery, sql } from 'kysely';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
 import { prepared } from '../../src/db/prepared.ts';
-import { requireService } from '../helpers.ts';
+import { requireService, urlReachable } from '../helpers.ts';
 
 // Named prepared statements are a PostgreSQL server feature: this runs on the
 // machine's PostgreSQL (DATABASE_URL when it names one, else 127.0.0.1:5432).
@@ -12,26 +11,11 @@ const url = process.env.DATABASE_URL?.startsWith('postgres')
   ? process.env.DATABASE_URL
   : 'postgres://postgres@127.0.0.1:5432/postgres';
 
-function reachable(): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-    socket.connect(Number(port || 5432), hostname);
-  });
-}
-
 let handle: DatabaseHandle | undefined;
 let skip: string | false = false;
 
 before(async () => {
-  skip = requireService('PostgreSQL', await reachable());
+  skip = requireService('PostgreSQL', await urlReachable(url, 5432));
   if (!skip) handle = await openDatabase(url, '/nonexistent');
 });
 after(() => handle?.close());

@@ -1,28 +1,12 @@
 import assert from 'node:assert/strict';
-import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
-import { newUser, requireService, startApp, uniqueName } from '../helpers.ts';
+import { newUser, requireService, startApp, uniqueName, urlReachable } from '../helpers.ts';
 import { type Answer, postJson, send } from '../support/load.ts';
 
 const LOCAL_POSTGRES = 'postgres://postgres@127.0.0.1:5432';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-function reachable(url: string): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-    socket.connect(Number(port), hostname);
-  });
-}
 
 interface Instance {
   app: FastifyInstance;
@@ -43,10 +27,10 @@ describe('two instances on one PostgreSQL and one Redis', () => {
   const running: Instance[] = [];
 
   before(async () => {
-    skip = requireService(`Redis at ${REDIS_URL}`, await reachable(REDIS_URL));
+    skip = requireService(`Redis at ${REDIS_URL}`, await urlReachable(REDIS_URL, 6379));
     if (process.env.DATABASE_URL) databaseUrl = process.env.DATABASE_URL;
     else {
-      skip ||= requireService('PostgreSQL at 127.0.0.1:5432', await reachable(LOCAL_POSTGRES));
+      skip ||= requireService('PostgreSQL at 127.0.0.1:5432', await urlReachable(LOCAL_POSTGRES, 5432));
       if (skip) return;
       throwaway = `gatehouse_two_${uniqueName('i').toLowerCase()}`;
       const admin = new pg.Client({ connectionString: `${LOCAL_POSTGRES}/postgres` });
