@@ -2,8 +2,48 @@ import { randomBytes } from 'node:crypto';
 import { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
+import pg from 'pg';
 import { type BuildAppOptions, buildApp } from '../src/app.ts';
 import { type Config, loadConfig } from '../src/config.ts';
+
+/**
+ * With DATABASE_URL on a PostgreSQL server, each test file (a process of its
+ * own under `node --test`) works in a database of its own on that server,
+ * created here and dropped when the process ends. Files run two at a time,
+ * and two files on one database would share its mail outbox (one file's
+ * sender delivering the other's mail), its audit chain and its counts.
+ * Processes the file starts (the CLI, a second instance) inherit the URL.
+ */
+async function useOwnDatabase(): Promise<void> {
+  const base = process.env.DATABASE_URL;
+  if (!base || !/^postgres(ql)?:\/\//.test(base) || process.env.GATEHOUSE_TEST_OWN_DATABASE) return;
+  const url = new URL(base);
+  const name = `${url.pathname.slice(1) || 'gatehouse'}_f${process.pid}`.slice(-63);
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  try {
+    await admin.query(`drop database if exists "${name}" with (force)`);
+    await admin.query(`create database "${name}"`);
+  } finally {
+    await admin.end();
+  }
+  url.pathname = `/${name}`;
+  process.env.DATABASE_URL = url.toString();
+  process.env.GATEHOUSE_TEST_OWN_DATABASE = name;
+  let dropped = false;
+  process.on('beforeExit', () => {
+    if (dropped) return;
+    dropped = true;
+    const client = new pg.Client({ connectionString: base });
+    void client
+      .connect()
+      .then(() => client.query(`drop database if exists "${name}" with (force)`))
+      .catch(() => {})
+      .finally(() => client.end());
+  });
+}
+
+await useOwnDatabase();
 
 /** A random 32-byte key made per run; never a committed secret. */
 const TEST_SECRET = randomBytes(32).toString('base64url');

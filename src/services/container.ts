@@ -189,6 +189,9 @@ function openBreachIndex(config: Config): BreachIndex | undefined {
  * caller falls back (memory for limits, PostgreSQL for lockouts and
  * revocations) instead of waiting seconds for a reconnect.
  */
+/** Longest a request waits for one Redis command before falling back. */
+export const REDIS_COMMAND_TIMEOUT_MS = 500;
+
 async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogger): Promise<Redis> {
   const redis = new Redis(url, {
     keyPrefix,
@@ -197,6 +200,9 @@ async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogg
     enableAutoPipelining: true,
     maxRetriesPerRequest: 1,
     connectTimeout: 2_000,
+    // A Redis that keeps the connection but stops answering (paused, swapped out, a slow script) fails each
+    // command after this long, and every use of Redis falls back as when it is down.
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
     retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
   });
   let warned = false;

@@ -237,6 +237,32 @@ export async function revokeInvitation(
   });
 }
 
+/** What a live invitation link offers, as its page shows it before accepting. */
+export interface InvitationOffer {
+  organizationName: string;
+  role: RoleName;
+  email: string;
+}
+
+/** The pending invitation behind a link, or undefined when the link is unknown, spent, revoked or expired. */
+export async function describeInvitation(services: Services, token: string): Promise<InvitationOffer | undefined> {
+  const now = services.clock.now();
+  const live = await findLiveToken(services.db, 'invitation', token, now);
+  if (!live?.invitationId) return undefined;
+  const row = await services.db
+    .selectFrom('invitations')
+    .innerJoin('organizations', 'organizations.id', 'invitations.organization_id')
+    .innerJoin('roles', 'roles.id', 'invitations.role_id')
+    .select(['organizations.name', 'roles.name as role', 'invitations.email'])
+    .where('invitations.id', '=', live.invitationId)
+    .where('invitations.accepted_at', 'is', null)
+    .where('invitations.revoked_at', 'is', null)
+    .where('invitations.expires_at', '>', now)
+    .executeTakeFirst();
+  if (!row || !isRoleName(row.role)) return undefined;
+  return { organizationName: row.name, role: row.role, email: row.email };
+}
+
 /**
  * `POST /invitations/accept`: the signed-in user joins with the invited role.
  * Their verified email must be the invited one. The token is spent only on

@@ -1,7 +1,4 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
@@ -11,40 +8,11 @@ import pg from 'pg';
 import { buildApp } from '../../src/app.ts';
 import { requireUser } from '../../src/plugin.ts';
 import { reachable, requireService, testConfig, uniqueName } from '../helpers.ts';
+import { redisUnavailable, ThrowawayRedis } from '../support/redis.ts';
 import { assertProblem, bearer, createAccount, login, type TestAccount } from './auth-helpers.ts';
 
 const LOCAL_POSTGRES = 'postgres://postgres@127.0.0.1:5432';
 const LOCAL_REDIS = { host: '127.0.0.1', port: 6379 };
-
-async function sparePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  assert.ok(address && typeof address === 'object');
-  return address.port;
-}
-
-/** A redis-server of the test's own, without persistence: stopping it loses everything, like a crash. */
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore',
-    },
-  );
-  for (let i = 0; i < 100 && !(await reachable('127.0.0.1', port)); i++) await sleep(50);
-  return child;
-}
-
-async function stopRedis(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGKILL');
-  await exited;
-}
 
 async function until(what: string, condition: () => boolean): Promise<void> {
   for (let i = 0; i < 200; i++) {
@@ -190,13 +158,12 @@ describe('revocation reaches every instance', () => {
 
   test('with Redis stopped: logout on one instance is refused on the other, and still refused after Redis returns empty', async (t) => {
     if (skip) return t.skip(skip);
-    const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0;
-    const missing = requireService('the redis-server binary', hasRedisServer);
+    const missing = redisUnavailable();
     if (missing) return t.skip(missing);
 
-    const port = await sparePort();
-    let redis = await startRedis(port);
-    const [a, b] = await twoInstances(`redis://127.0.0.1:${port}`);
+    const redis = await ThrowawayRedis.start();
+    const port = redis.port;
+    const [a, b] = await twoInstances(redis.url);
     let c: FastifyInstance | undefined;
     try {
       assert.equal(b.gatehouse.revocations.redisTrusted, true);
@@ -206,7 +173,7 @@ describe('revocation reaches every instance', () => {
       await warm(b, doomed.access_token);
       await warm(b, survivor.access_token);
 
-      await stopRedis(redis);
+      await redis.kill();
       const out = await a.inject({ method: 'POST', url: '/api/v1/logout', headers: bearer(doomed.access_token) });
       assert.equal(out.statusCode, 204, out.body);
       assertProblem(await guarded(b, doomed.access_token), 401, 'TOKEN_INVALID');
@@ -217,7 +184,7 @@ describe('revocation reaches every instance', () => {
       await a.close();
 
       // Redis returns with nothing in it: the revocation made during the outage must not be forgotten.
-      redis = await startRedis(port);
+      await redis.resume();
       await until('the other instance trusts Redis again', () => b.gatehouse.revocations.redisTrusted);
       assertProblem(await guarded(b, doomed.access_token), 401, 'TOKEN_INVALID');
       assert.equal((await guarded(b, survivor.access_token)).statusCode, 200);
@@ -233,7 +200,7 @@ describe('revocation reaches every instance', () => {
       // A new instance knows it too, and a logout made now is refused on the other instance as before.
       c = await startGuardedApp({
         DATABASE_URL: databaseUrl,
-        REDIS_URL: `redis://127.0.0.1:${port}`,
+        REDIS_URL: redis.url,
         REDIS_KEY_PREFIX: b.gatehouse.config.redisKeyPrefix,
       });
       assert.equal(c.gatehouse.revocations.redisTrusted, true);
@@ -244,7 +211,7 @@ describe('revocation reaches every instance', () => {
       assertProblem(await guarded(c, survivor.access_token), 401, 'TOKEN_INVALID');
     } finally {
       await Promise.all([a.close(), b.close(), c?.close()]);
-      await stopRedis(redis);
+      await redis.kill();
     }
   });
 });

@@ -132,6 +132,8 @@ describe('pages are accessible and responsive', () => {
     await check(page, 'reset-password');
     await page.goto(url('/reset-password?token=expired'));
     await check(page, 'reset-password-expired');
+    await page.goto(url('/accept-invitation?token=expired'));
+    await check(page, 'accept-invitation-expired');
 
     // A second session, so that the account page lists one to sign out.
     const laptop = await newContext(browser, {

@@ -199,6 +199,95 @@ describe('pages in Chromium', () => {
     await context.close();
   });
 
+  async function api<T>(path: string, init: { method?: string; token?: string; body?: unknown } = {}): Promise<T> {
+    const res = await fetch(url(path), {
+      method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
+      headers: {
+        ...(init.body !== undefined && { 'content-type': 'application/json' }),
+        ...(init.token && { authorization: `Bearer ${init.token}` }),
+      },
+      ...(init.body !== undefined && { body: JSON.stringify(init.body) }),
+    });
+    assert.ok(res.ok, `${path} answered ${res.status}`);
+    return (await res.json()) as T;
+  }
+
+  test('an invitation link: log in from it, come back, accept, see the organization; the link then no longer works', async () => {
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    const violations = cspViolations(page);
+    const admin = newUser();
+    await register(page, admin);
+    await verifyByMail(page, admin.email);
+    const { access_token: adminToken } = await api<{ access_token: string }>('/api/v1/login/json', {
+      body: { username: admin.username, password: admin.password },
+    });
+    const me = await api<{ organizations: { uuid: string; name: string }[] }>('/api/v1/me', { token: adminToken });
+    const organization = me.organizations[0];
+    assert.ok(organization);
+
+    const invitee = newUser();
+    await register(page, invitee);
+    await verifyByMail(page, invitee.email);
+    await api(`/api/v1/organizations/${organization.uuid}/invitations`, {
+      token: adminToken,
+      body: { email: invitee.email, role: 'user' },
+    });
+    const link = await mailedLink(gatehouse.smtp, invitee.email, 'accept-invitation');
+    assert.ok(link.startsWith(`${gatehouse.origin}/accept-invitation?token=`), link);
+
+    await page.goto(link);
+    await page.getByRole('heading', { name: `Join ${organization.name}` }).waitFor();
+    assert.match(await page.locator('main').innerText(), new RegExp(`as a member.*${invitee.email}`, 's'));
+    await page.getByRole('link', { name: 'Log in to accept' }).click();
+    await page.getByLabel('Username or email').fill(invitee.username);
+    await page.getByLabel('Password', { exact: true }).fill(invitee.password);
+    assert.equal(await submit(page, 'Log in'), 303);
+    assert.equal(page.url(), link, 'back on the invitation after logging in');
+
+    assert.equal(await submit(page, 'Accept invitation'), 303);
+    assert.equal(new URL(page.url()).pathname, '/account');
+    await page.getByText('You joined the organization').waitFor();
+    // The invitee's own organization from registration (same name) and the one joined.
+    const listed = page.locator('section[aria-labelledby="organizations-title"]').getByText(organization.name);
+    assert.equal(await listed.count(), 2);
+
+    await page.goto(link);
+    await page.getByRole('heading', { name: 'This invitation no longer works' }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Accept invitation' }).count(), 0);
+    assert.deepEqual(violations, []);
+    await context.close();
+  });
+
+  test('an invitation for another address is refused on its page and stays usable', async () => {
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    const admin = newUser();
+    await register(page, admin);
+    await verifyByMail(page, admin.email);
+    const { access_token: adminToken } = await api<{ access_token: string }>('/api/v1/login/json', {
+      body: { username: admin.username, password: admin.password },
+    });
+    const me = await api<{ organizations: { uuid: string }[] }>('/api/v1/me', { token: adminToken });
+    const invited = newUser();
+    await api(`/api/v1/organizations/${me.organizations[0]?.uuid}/invitations`, {
+      token: adminToken,
+      body: { email: invited.email, role: 'viewer' },
+    });
+    const link = await mailedLink(gatehouse.smtp, invited.email, 'accept-invitation');
+
+    const other = newUser();
+    await register(page, other);
+    await verifyByMail(page, other.email);
+    await logIn(page, other.username, other.password);
+    await page.goto(link);
+    assert.equal(await submit(page, 'Accept invitation'), 403);
+    await page.getByText('This invitation was sent to a different email address').waitFor();
+    await page.goto(link);
+    await page.getByRole('button', { name: 'Accept invitation' }).waitFor();
+    await context.close();
+  });
+
   test('a <script> in first_name renders as text and never runs', async () => {
     const context = await newContext(browser);
     const page = await context.newPage();

@@ -7,8 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
-import { RedisProcess, redisServerInstalled } from '../fixtures/redis-process.ts';
-import { logCapture, newUser, requireService, startApp, uniqueName } from '../helpers.ts';
+import { logCapture, newUser, startApp, uniqueName } from '../helpers.ts';
+import { redisUnavailable, ThrowawayRedis } from '../support/redis.ts';
 
 /**
  * Two instances on one database and one Redis of the test's own, which the
@@ -17,8 +17,8 @@ import { logCapture, newUser, requireService, startApp, uniqueName } from '../he
  * back to Redis when it returns.
  */
 describe('Redis outage', () => {
-  const skip = requireService('redis-server', redisServerInstalled());
-  let redis: RedisProcess;
+  const skip = redisUnavailable();
+  let redis: ThrowawayRedis;
   let inspect: Redis;
   let dataDir: string;
   let database: DatabaseHandle;
@@ -30,7 +30,7 @@ describe('Redis outage', () => {
 
   before(async () => {
     if (skip) return;
-    redis = await RedisProcess.start();
+    redis = await ThrowawayRedis.start();
     inspect = new Redis(redis.url, { lazyConnect: true, retryStrategy: () => 100 });
     // The test's own client sees the outage too; its reconnect errors are expected.
     inspect.on('error', () => {});
@@ -45,7 +45,7 @@ describe('Redis outage', () => {
     await a?.close();
     await b?.close();
     inspect?.disconnect();
-    await redis?.stop();
+    await redis?.kill();
     await database?.close();
     rmSync(dataDir, { recursive: true, force: true });
   });
@@ -82,7 +82,7 @@ describe('Redis outage', () => {
 
   test('with Redis down, requests are still served and limited in process, with a warning and a metric', async (t) => {
     if (skip) return t.skip(skip);
-    await redis.stop();
+    await redis.kill();
     await waitFor(() => redisStatus(a, b).every((s) => s !== 'ready'));
 
     for (let i = 0; i < 3; i++) assert.equal((await register(a, '198.51.100.2')).statusCode, 201);
@@ -133,7 +133,7 @@ describe('Redis outage', () => {
 
   test('when Redis returns it is used again, and the lock from the outage still holds', async (t) => {
     if (skip) return t.skip(skip);
-    await redis.start();
+    await redis.resume();
     await waitFor(() => redisStatus(a, b).every((s) => s === 'ready'));
     const before = { rateLimit: await fallbacks(a, 'rate_limit'), lockout: await fallbacks(a, 'lockout') };
 

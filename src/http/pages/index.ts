@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PROBLEMS, type ProblemCode } from '../../errors.ts';
 import { toAppError } from '../problem.ts';
+import { acceptInvitationPages } from './accept-invitation.ts';
 import { accountPages } from './account.ts';
 import { forgotPasswordPages } from './forgot-password.ts';
 import { loginPages } from './login.ts';
@@ -48,6 +49,7 @@ export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesO
   forgotPasswordPages(app, pages);
   resetPasswordPages(app, pages);
   accountPages(app, pages);
+  acceptInvitationPages(app, pages);
 }
 
 /** Titles in the words of someone using a browser; other codes keep their API title. */

@@ -31,6 +31,7 @@ export const NOTICES = {
   profile_saved: 'Your profile was saved.',
   password_changed: 'Your password was changed. Your other sessions were signed out.',
   session_revoked: 'That session was signed out.',
+  invitation_accepted: 'You joined the organization. It is listed under your organizations.',
 } as const;
 export type Notice = keyof typeof NOTICES;
 
@@ -118,6 +119,7 @@ export class Pages {
       verifyEmail: this.path('/verify-email'),
       resendVerification: this.path('/resend-verification'),
       account: this.path('/account'),
+      acceptInvitation: this.path('/accept-invitation'),
     };
   }
 

@@ -1,0 +1,65 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { acceptInvitation, describeInvitation, type InvitationOffer } from '../../services/invitations.ts';
+import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
+import type { Pages } from './page.ts';
+
+const TOKEN_MAX = 512;
+const ROLE_WORDS = {
+  admin: 'an admin',
+  user: 'a member',
+  viewer: 'a viewer',
+} as const;
+
+/**
+ * `/accept-invitation?token=`, the link of an invitation mail. It asks for one
+ * click, so that mail scanners opening the link do not spend it. Signed out,
+ * it says which address the invitation is for and leads to log in (and back
+ * here) or to create an account first.
+ */
+export function acceptInvitationPages(app: FastifyInstance, pages: Pages): void {
+  const { services } = pages;
+  const title = 'Join an organization';
+
+  async function show(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    token: string,
+    errors?: FormErrors,
+  ): Promise<FastifyReply> {
+    const offer: InvitationOffer | undefined =
+      token !== '' && token.length <= TOKEN_MAX ? await describeInvitation(services, token) : undefined;
+    const session = offer ? await pages.session(request) : undefined;
+    const here = `${pages.paths.acceptInvitation}?token=${encodeURIComponent(token)}`;
+    return pages.render(request, reply, 'accept-invitation', {
+      title,
+      token: offer ? token : '',
+      offer: offer && { ...offer, roleWords: ROLE_WORDS[offer.role] },
+      signedIn: !!session,
+      signedInAs: session?.auth.email,
+      loginLink: `${pages.paths.login}?redirect_to=${encodeURIComponent(here)}`,
+      ...(errors && { errors }),
+    });
+  }
+
+  app.get<{ Querystring: { token?: string } }>(
+    '/accept-invitation',
+    { schema: { hide: true } },
+    async (request, reply) => show(request, reply, typeof request.query.token === 'string' ? request.query.token : ''),
+  );
+
+  app.post('/accept-invitation', { schema: { hide: true } }, async (request, reply) => {
+    const token = field(formBody(request.body), 'token');
+    const session = await pages.session(request);
+    if (!session) {
+      pages.clearSessionCookie(request, reply);
+      const here = `${pages.paths.acceptInvitation}?token=${encodeURIComponent(token)}`;
+      return pages.redirect(reply, `${pages.paths.login}?redirect_to=${encodeURIComponent(here)}`);
+    }
+    try {
+      await acceptInvitation(services, session.auth, token, request.caller);
+    } catch (error) {
+      return show(request, reply, token, formErrors(asAppError(error), { fields: [] }));
+    }
+    return pages.redirect(reply, pages.paths.account, 'invitation_accepted');
+  });
+}
