@@ -212,28 +212,29 @@ describe('pages in Chromium', () => {
     return (await res.json()) as T;
   }
 
+  /** A verified admin of the organization they registered with, and an invitation from them to `email`. */
+  async function invitationFromAdmin(page: Page, email: string, role: 'user' | 'viewer') {
+    const admin = newUser();
+    await register(page, admin);
+    await verifyByMail(page, admin.email);
+    const { access_token } = await api<{ access_token: string }>('/api/v1/login/json', {
+      body: { username: admin.username, password: admin.password },
+    });
+    const me = await api<{ organizations: { uuid: string; name: string }[] }>('/api/v1/me', { token: access_token });
+    const organization = me.organizations[0];
+    assert.ok(organization);
+    await api(`/api/v1/organizations/${organization.uuid}/invitations`, { token: access_token, body: { email, role } });
+    return { organization, link: await mailedLink(gatehouse.smtp, email, 'accept-invitation') };
+  }
+
   test('an invitation link: log in from it, come back, accept, see the organization; the link then no longer works', async () => {
     const context = await newContext(browser);
     const page = await context.newPage();
     const violations = cspViolations(page);
-    const admin = newUser();
-    await register(page, admin);
-    await verifyByMail(page, admin.email);
-    const { access_token: adminToken } = await api<{ access_token: string }>('/api/v1/login/json', {
-      body: { username: admin.username, password: admin.password },
-    });
-    const me = await api<{ organizations: { uuid: string; name: string }[] }>('/api/v1/me', { token: adminToken });
-    const organization = me.organizations[0];
-    assert.ok(organization);
-
     const invitee = newUser();
     await register(page, invitee);
     await verifyByMail(page, invitee.email);
-    await api(`/api/v1/organizations/${organization.uuid}/invitations`, {
-      token: adminToken,
-      body: { email: invitee.email, role: 'user' },
-    });
-    const link = await mailedLink(gatehouse.smtp, invitee.email, 'accept-invitation');
+    const { organization, link } = await invitationFromAdmin(page, invitee.email, 'user');
     assert.ok(link.startsWith(`${gatehouse.origin}/accept-invitation?token=`), link);
 
     await page.goto(link);
@@ -262,19 +263,8 @@ describe('pages in Chromium', () => {
   test('an invitation for another address is refused on its page and stays usable', async () => {
     const context = await newContext(browser);
     const page = await context.newPage();
-    const admin = newUser();
-    await register(page, admin);
-    await verifyByMail(page, admin.email);
-    const { access_token: adminToken } = await api<{ access_token: string }>('/api/v1/login/json', {
-      body: { username: admin.username, password: admin.password },
-    });
-    const me = await api<{ organizations: { uuid: string }[] }>('/api/v1/me', { token: adminToken });
     const invited = newUser();
-    await api(`/api/v1/organizations/${me.organizations[0]?.uuid}/invitations`, {
-      token: adminToken,
-      body: { email: invited.email, role: 'viewer' },
-    });
-    const link = await mailedLink(gatehouse.smtp, invited.email, 'accept-invitation');
+    const { link } = await invitationFromAdmin(page, invited.email, 'viewer');
 
     const other = newUser();
     await register(page, other);
