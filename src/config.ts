@@ -17,6 +17,9 @@ export interface RateLimit {
   durationSeconds: number;
 }
 
+/** DATABASE_POOL_SIZE's default: connections each instance keeps to a PostgreSQL server. */
+export const DEFAULT_POOL_SIZE = 20;
+
 export interface Config {
   port: number;
   host: string;
@@ -24,6 +27,8 @@ export interface Config {
   environment: Environment;
   dataDir: string;
   databaseUrl: string | undefined;
+  /** Connections each instance keeps to a PostgreSQL server (not PGlite, which has one). */
+  databasePoolSize: number;
   redisUrl: string | undefined;
   /** Prefix of every Redis key, so that several deployments can share one Redis. */
   redisKeyPrefix: string;
@@ -125,6 +130,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     environment,
     dataDir,
     databaseUrl: read.optional('DATABASE_URL'),
+    databasePoolSize: read.integer('DATABASE_POOL_SIZE', DEFAULT_POOL_SIZE, 1, 1000),
     redisUrl: read.optional('REDIS_URL'),
     redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'gatehouse:'),
     secretKey: read.optional('SECRET_KEY') ?? '',

@@ -79,7 +79,8 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   const config = options.config ?? loadConfig();
   const prefix = (options.prefix ?? '/api/v1').replace(/\/+$/, '');
   const ownsDatabase = !options.database;
-  const database = options.database ?? (await openDatabase(config.databaseUrl, config.dataDir));
+  const database =
+    options.database ?? (await openDatabase(config.databaseUrl, config.dataDir, { poolSize: config.databasePoolSize }));
   await migrateToLatest(database.db);
 
   const services = await createServices(config, database, app.log, {

@@ -15,6 +15,7 @@ test('defaults follow DESIGN.md', () => {
   assert.equal(c.publicUrl, 'http://localhost:8000');
   assert.equal(c.environment, 'development');
   assert.equal(c.databaseUrl, undefined);
+  assert.equal(c.databasePoolSize, 20);
   assert.equal(c.redisUrl, undefined);
   assert.equal(c.algorithm, 'HS256');
   assert.equal(c.accessTokenExpireMinutes, 30);
@@ -47,6 +48,8 @@ test('outside production a missing SECRET_KEY is generated once into the data di
 const bad: Array<[string, string]> = [
   ['PORT', 'eighty'],
   ['PORT', '70000'],
+  ['DATABASE_POOL_SIZE', '0'],
+  ['DATABASE_POOL_SIZE', 'many'],
   ['ENVIRONMENT', 'staging'],
   ['ALGORITHM', 'none'],
   ['ACCESS_TOKEN_EXPIRE_MINUTES', '-5'],

@@ -63,7 +63,7 @@ export function readConfig(): Config {
 
 async function openConfiguredDatabase(config: Config): Promise<DatabaseHandle> {
   try {
-    const database = await openDatabase(config.databaseUrl, config.dataDir);
+    const database = await openDatabase(config.databaseUrl, config.dataDir, { poolSize: config.databasePoolSize });
     if (!(await database.ping())) {
       await database.close();
       throw new Error('it does not answer');

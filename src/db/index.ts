@@ -3,6 +3,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration';
 import pg from 'pg';
+import { DEFAULT_POOL_SIZE } from '../config.ts';
 import * as initial from './migrations/0001_initial.ts';
 import * as auditChain from './migrations/0002_audit_chain.ts';
 import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
@@ -29,12 +30,16 @@ const NUMERIC = 1700;
  * `postgres://…` → a pg pool; `memory://` → an in-memory PGlite;
  * anything else (or nothing) → PGlite persisted in that directory.
  */
-export async function openDatabase(url: string | undefined, dataDir: string): Promise<DatabaseHandle> {
+export async function openDatabase(
+  url: string | undefined,
+  dataDir: string,
+  options: { poolSize?: number } = {},
+): Promise<DatabaseHandle> {
   if (url && /^postgres(ql)?:\/\//.test(url)) {
     const pool = new pg.Pool({
       Client: PreparingClient,
       connectionString: url,
-      max: 20,
+      max: options.poolSize ?? DEFAULT_POOL_SIZE,
       connectionTimeoutMillis: 5_000,
       // int8 ids and counts as numbers on both drivers.
       types: {

@@ -58,3 +58,19 @@ test('registering the same SQL twice keeps one name', async (t) => {
   });
   assert.equal(names.length, 1);
 });
+
+test('DATABASE_POOL_SIZE bounds the connections an instance opens', async (t) => {
+  if (skip) return t.skip(skip);
+  const small = await openDatabase(url, '/nonexistent', { poolSize: 2 });
+  try {
+    // Five statements at once, each holding its connection a moment: only two backends ever serve them.
+    const pids = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        sql<{ pid: number }>`select pg_backend_pid() as pid, pg_sleep(0.05)`.execute(small.db),
+      ),
+    );
+    assert.equal(new Set(pids.map((r) => r.rows[0]?.pid)).size, 2);
+  } finally {
+    await small.close();
+  }
+});
