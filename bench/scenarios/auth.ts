@@ -214,7 +214,7 @@ export default async function auth(ctx: BenchContext): Promise<BenchResult[]> {
       SECONDS,
     );
     results.push({
-      name: 'refreshes/s (rotation in one transaction, 8 sessions)',
+      name: 'refreshes/s (a read and a compare-and-swap UPDATE, 8 sessions)',
       value: round(refreshes, 0),
       unit: 'req/s',
       ratio: round(refreshes / ctx.helloRps, 3),

@@ -59,13 +59,14 @@ interface Sample {
 type BaselineKind = 'hashes' | 'verifications' | 'hello';
 
 const BASELINE_NAMES: Record<BaselineKind, string> = {
-  hashes: `argon2id hashes/s (${HASH_CONCURRENCY} concurrent), measured just before`,
-  verifications: `argon2id verifications/s (${HASH_CONCURRENCY} concurrent), measured just before`,
-  hello: 'Fastify hello-world, measured just before',
+  hashes: `argon2id hashes/s (${HASH_CONCURRENCY} concurrent), measured just before and after`,
+  verifications: `argon2id verifications/s (${HASH_CONCURRENCY} concurrent), measured just before and after`,
+  hello: 'Fastify hello-world, measured just before and after',
 };
 
 /**
- * Each measurement's baseline is taken right before it: the two scales are
+ * Each measurement's baseline is taken right before and right after it (the
+ * mean is used): the two scales are
  * minutes apart (seeding a million users takes a while) and the machine's
  * speed drifts meanwhile, so the 1 M ÷ 1 k comparison is made on the
  * baseline ratios, which that drift cancels out of.
@@ -150,8 +151,10 @@ async function atScale(
 
       const rows: BenchResult[] = [];
       const measure = async (name: string, kind: BaselineKind, run: () => Promise<LoadResult | Sample>) => {
-        const baseline = await baselines.measure(kind);
+        // Before and after, averaged: a drift during the measurement itself is halved too.
+        const before = await baselines.measure(kind);
         const r = await run();
+        const baseline = (before + (await baselines.measure(kind))) / 2;
         const row: BenchResult = {
           name: label(name),
           value: round(r.rps, 1),
