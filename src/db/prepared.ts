@@ -24,17 +24,18 @@ export async function executePrepared<DB, R>(db: Kysely<DB>, query: Compilable<R
   return rows;
 }
 
-type QueryArgs = Parameters<pg.Client['query']>;
+type Query = (...args: unknown[]) => unknown;
 
 /** A pg client that runs registered SQL texts under their statement names. */
 export class PreparingClient extends pg.Client {
-  // biome-ignore lint/suspicious/noExplicitAny: pg's query() overloads cannot be re-declared one by one.
-  override query(...args: any[]): any {
-    const [text, values, callback] = args as [unknown, unknown, unknown];
-    const name = typeof text === 'string' ? names.get(text) : undefined;
-    if (name && Array.isArray(values)) {
-      return (super.query as (...a: unknown[]) => unknown)({ name, text, values }, callback);
-    }
-    return (super.query as (...a: QueryArgs) => unknown)(...(args as QueryArgs));
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    const query = this.query.bind(this) as Query;
+    // pg's query() has a dozen overloads: wrap the bound method rather than re-declare each one.
+    this.query = ((text: unknown, values?: unknown, callback?: unknown) => {
+      const name = typeof text === 'string' ? names.get(text) : undefined;
+      if (name && Array.isArray(values)) return query({ name, text, values }, callback);
+      return callback === undefined ? query(text, values) : query(text, values, callback);
+    }) as pg.Client['query'];
   }
 }

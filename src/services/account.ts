@@ -10,20 +10,10 @@ import { isUuid } from './permissions.ts';
 import type { UserOrganization } from './registration.ts';
 import type { RequestContext } from './request-context.ts';
 import { type AuthContext, revokeUserSessions } from './sessions.ts';
-import { userBody } from './user-view.ts';
+import { type UserBody, userBody } from './user-view.ts';
 
 /** `GET /api/v1/me`: the registration body without `message`, plus `last_login_at` and every membership. */
-export interface AccountView {
-  id: number;
-  uuid: string;
-  email: string;
-  username: string;
-  first_name: string | null;
-  last_name: string | null;
-  language_code: string;
-  is_active: boolean;
-  email_verified: boolean;
-  created_at: string;
+export interface AccountView extends UserBody {
   last_login_at: string | null;
   organizations: UserOrganization[];
 }

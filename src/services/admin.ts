@@ -6,7 +6,7 @@ import type { Services } from './container.ts';
 import { assertAcceptablePassword, validateRegistration } from './registration.ts';
 import type { RequestContext } from './request-context.ts';
 import { revokeUserSessions } from './sessions.ts';
-import { userBody } from './user-view.ts';
+import { type UserBody, userBody } from './user-view.ts';
 
 /** Who performs an administrative action: a superuser over the API, or an operator at the CLI. */
 export interface AdminActor {
@@ -16,18 +16,8 @@ export interface AdminActor {
 }
 
 /** A user as superusers see it. */
-export interface AdminUserView {
-  id: number;
-  uuid: string;
-  email: string;
-  username: string;
-  first_name: string | null;
-  last_name: string | null;
-  language_code: string;
-  is_active: boolean;
+export interface AdminUserView extends UserBody {
   is_superuser: boolean;
-  email_verified: boolean;
-  created_at: string;
   last_login_at: string | null;
 }
 

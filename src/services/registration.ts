@@ -20,7 +20,7 @@ import { MAILS_PER_HOUR } from './mailed-links.ts';
 import { newOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS } from './one-time-tokens.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
 import type { RequestContext } from './request-context.ts';
-import { userBody } from './user-view.ts';
+import { type UserBody, userBody } from './user-view.ts';
 
 export interface RegistrationInput {
   email: string;
@@ -40,17 +40,7 @@ export interface UserOrganization {
   role: RoleName;
 }
 
-export interface RegisteredAccount {
-  id: number;
-  uuid: string;
-  email: string;
-  username: string;
-  first_name: string | null;
-  last_name: string | null;
-  language_code: string;
-  is_active: boolean;
-  email_verified: boolean;
-  created_at: string;
+export interface RegisteredAccount extends UserBody {
   organization: UserOrganization | null;
   message: string;
 }

@@ -12,15 +12,8 @@ export interface UserColumns {
   created_at: Date;
 }
 
-export interface UserBody {
-  id: number;
-  uuid: string;
-  email: string;
-  username: string;
-  first_name: string | null;
-  last_name: string | null;
-  language_code: string;
-  is_active: boolean;
+/** API.md's user fields: the columns, with `email_verified` for `email_verified_at` and ISO dates. */
+export interface UserBody extends Omit<UserColumns, 'email_verified_at' | 'created_at'> {
   email_verified: boolean;
   created_at: string;
 }
