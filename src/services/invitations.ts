@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkEmail, checkStorable } from '../domain/account-rules.ts';
 import { checkRole, isRoleName, type RoleName } from '../domain/roles.ts';
@@ -48,6 +48,11 @@ function validInvitationInput(input: { email?: unknown; role?: unknown }): { ema
     throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
   }
   return { email, role };
+}
+
+/** An invitation still open at `now`: not accepted, not revoked, not expired. */
+function pendingAt(now: Date) {
+  return sql<boolean>`invitations.accepted_at is null and invitations.revoked_at is null and invitations.expires_at > ${now}`;
 }
 
 function invitationQuery(db: Kysely<Database>) {
@@ -204,9 +209,7 @@ export async function listPendingInvitations(
 ): Promise<InvitationView[]> {
   const rows = await invitationQuery(services.db)
     .where('invitations.organization_id', '=', access.organizationId)
-    .where('invitations.accepted_at', 'is', null)
-    .where('invitations.revoked_at', 'is', null)
-    .where('invitations.expires_at', '>', services.clock.now())
+    .where(pendingAt(services.clock.now()))
     .orderBy('invitations.id', 'desc')
     .execute();
   return rows.map(invitationView);
@@ -255,9 +258,7 @@ export async function describeInvitation(services: Services, token: string): Pro
     .innerJoin('roles', 'roles.id', 'invitations.role_id')
     .select(['organizations.name', 'roles.name as role', 'invitations.email'])
     .where('invitations.id', '=', live.invitationId)
-    .where('invitations.accepted_at', 'is', null)
-    .where('invitations.revoked_at', 'is', null)
-    .where('invitations.expires_at', '>', now)
+    .where(pendingAt(now))
     .executeTakeFirst();
   if (!row || !isRoleName(row.role)) return undefined;
   return { organizationName: row.name, role: row.role, email: row.email };
@@ -298,9 +299,7 @@ export async function acceptInvitation(
         'roles.name as role',
       ])
       .where('invitations.id', '=', live.invitationId)
-      .where('invitations.accepted_at', 'is', null)
-      .where('invitations.revoked_at', 'is', null)
-      .where('invitations.expires_at', '>', now)
+      .where(pendingAt(now))
       .executeTakeFirst();
     if (!invitation || !isRoleName(invitation.role)) throw invalidInvitation();
 

@@ -115,6 +115,7 @@ const PAGES = [
   '/reset-password?token=x',
   '/verify-email?token=x',
   '/verify-email',
+  '/accept-invitation?token=x',
 ];
 
 describe('HTML pages', () => {
@@ -515,6 +516,36 @@ describe('HTML pages', () => {
   });
 
   describe('verification, reset and account pages', () => {
+    test('/accept-invitation with no, unknown, over-long or odd tokens: "no longer works", never a 5xx', async () => {
+      const bad = [
+        '',
+        '?token=',
+        '?token=x',
+        `?token=${'a'.repeat(5000)}`,
+        '?token=%00%3Cscript%3E',
+        '?token=a&token=b',
+      ];
+      for (const query of bad) {
+        const page = await app.inject({ url: `/accept-invitation${query}` });
+        assertHtml(page, 200);
+        assert.match(page.body, /This invitation no longer works/, query);
+        assert.doesNotMatch(page.body, /Accept invitation<\/button>/, query);
+        assert.doesNotMatch(page.body, /<script>/, query);
+      }
+    });
+
+    test('POST /accept-invitation without a session goes to log in and back; with a dead token it says so', async () => {
+      const anonymous = new Browser(app);
+      const out = await anonymous.submit('/accept-invitation', { token: 'abc' }, '/login');
+      assert.equal(out.statusCode, 303);
+      assert.equal(out.headers.location, `/login?redirect_to=${encodeURIComponent('/accept-invitation?token=abc')}`);
+      const { browser } = await signedIn();
+      const dead = await browser.submit('/accept-invitation', { token: 'abc' }, '/account');
+      assertHtml(dead, 422);
+      assert.match(dead.body, /This invitation no longer works/);
+      assert.match(dead.body, /invalid, has already been used, was revoked or has expired/);
+    });
+
     test('GET /verify-email never spends the token; the button does', async () => {
       const browser = new Browser(app);
       const user = newUser();

@@ -62,6 +62,16 @@ describe('pages in Chromium', () => {
     await page.getByText('Your email address is verified').waitFor();
   }
 
+  /** Registered through the page and verified through the mailed link: ready to log in. */
+  async function registerVerified(
+    page: Page,
+    user: { email: string; username: string; password: string },
+    firstName?: string,
+  ) {
+    await register(page, user, firstName);
+    await verifyByMail(page, user.email);
+  }
+
   async function logIn(page: Page, username: string, password: string) {
     await page.goto(url('/login'));
     await page.getByLabel('Username or email').fill(username);
@@ -76,8 +86,7 @@ describe('pages in Chromium', () => {
     const violations = cspViolations(page);
     const user = newUser();
 
-    await register(page, user);
-    await verifyByMail(page, user.email);
+    await registerVerified(page, user);
     await logIn(page, user.username, user.password);
 
     await page.getByRole('heading', { name: 'Your account' }).waitFor();
@@ -167,8 +176,7 @@ describe('pages in Chromium', () => {
     const context = await newContext(browser);
     const page = await context.newPage();
     const user = newUser();
-    await register(page, user);
-    await verifyByMail(page, user.email);
+    await registerVerified(page, user);
 
     await page.getByRole('link', { name: 'Forgot your password?' }).click();
     await page.getByLabel('Email address').fill(user.email);
@@ -215,8 +223,7 @@ describe('pages in Chromium', () => {
   /** A verified admin of the organization they registered with, and an invitation from them to `email`. */
   async function invitationFromAdmin(page: Page, email: string, role: 'user' | 'viewer') {
     const admin = newUser();
-    await register(page, admin);
-    await verifyByMail(page, admin.email);
+    await registerVerified(page, admin);
     const { access_token } = await api<{ access_token: string }>('/api/v1/login/json', {
       body: { username: admin.username, password: admin.password },
     });
@@ -232,8 +239,7 @@ describe('pages in Chromium', () => {
     const page = await context.newPage();
     const violations = cspViolations(page);
     const invitee = newUser();
-    await register(page, invitee);
-    await verifyByMail(page, invitee.email);
+    await registerVerified(page, invitee);
     const { organization, link } = await invitationFromAdmin(page, invitee.email, 'user');
     assert.ok(link.startsWith(`${gatehouse.origin}/accept-invitation?token=`), link);
 
@@ -267,8 +273,7 @@ describe('pages in Chromium', () => {
     const { link } = await invitationFromAdmin(page, invited.email, 'viewer');
 
     const other = newUser();
-    await register(page, other);
-    await verifyByMail(page, other.email);
+    await registerVerified(page, other);
     await logIn(page, other.username, other.password);
     await page.goto(link);
     assert.equal(await submit(page, 'Accept invitation'), 403);
@@ -288,8 +293,7 @@ describe('pages in Chromium', () => {
     });
     const hostile = '<script>alert("first_name")</script><img src=x onerror="alert(1)">';
     const user = newUser();
-    await register(page, user, hostile);
-    await verifyByMail(page, user.email);
+    await registerVerified(page, user, hostile);
     await logIn(page, user.username, user.password);
 
     assert.equal(await page.getByLabel('First name').inputValue(), hostile);

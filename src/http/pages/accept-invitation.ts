@@ -19,6 +19,9 @@ const ROLE_WORDS = {
 export function acceptInvitationPages(app: FastifyInstance, pages: Pages): void {
   const { services } = pages;
   const title = 'Join an organization';
+  /** The login page, which returns to this invitation afterwards. */
+  const loginAndBack = (token: string) =>
+    `${pages.paths.login}?redirect_to=${encodeURIComponent(`${pages.paths.acceptInvitation}?token=${encodeURIComponent(token)}`)}`;
 
   async function show(
     request: FastifyRequest,
@@ -29,14 +32,13 @@ export function acceptInvitationPages(app: FastifyInstance, pages: Pages): void 
     const offer: InvitationOffer | undefined =
       token !== '' && token.length <= TOKEN_MAX ? await describeInvitation(services, token) : undefined;
     const session = offer ? await pages.session(request) : undefined;
-    const here = `${pages.paths.acceptInvitation}?token=${encodeURIComponent(token)}`;
     return pages.render(request, reply, 'accept-invitation', {
       title,
       token: offer ? token : '',
       offer: offer && { ...offer, roleWords: ROLE_WORDS[offer.role] },
       signedIn: !!session,
       signedInAs: session?.auth.email,
-      loginLink: `${pages.paths.login}?redirect_to=${encodeURIComponent(here)}`,
+      loginLink: loginAndBack(token),
       ...(errors && { errors }),
     });
   }
@@ -52,8 +54,7 @@ export function acceptInvitationPages(app: FastifyInstance, pages: Pages): void 
     const session = await pages.session(request);
     if (!session) {
       pages.clearSessionCookie(request, reply);
-      const here = `${pages.paths.acceptInvitation}?token=${encodeURIComponent(token)}`;
-      return pages.redirect(reply, `${pages.paths.login}?redirect_to=${encodeURIComponent(here)}`);
+      return pages.redirect(reply, loginAndBack(token));
     }
     try {
       await acceptInvitation(services, session.auth, token, request.caller);
