@@ -1,4 +1,5 @@
 import { CompiledQuery, type Kysely, sql } from 'kysely';
+import { BatchedRead } from '../db/batched-read.ts';
 import { prepared } from '../db/prepared.ts';
 import type { Database } from '../db/schema.ts';
 import { type Check, checkLanguageCode, checkPersonName, checkStorable } from '../domain/account-rules.ts';
@@ -44,7 +45,6 @@ type AccountRow = Awaited<ReturnType<ReturnType<typeof selectAccount>['executeTa
  * PostgreSQL, and only the id is bound per call.
  */
 let byUserId: CompiledQuery | undefined;
-let byLiveSession: CompiledQuery | undefined;
 
 function toView(row: AccountRow | undefined): AccountView {
   // The session outlived its user (deleted meanwhile): the token no longer stands for anyone.
@@ -67,25 +67,43 @@ export async function getAccount(
   return toView(rows[0]);
 }
 
+type SessionAccountRow = AccountRow & { session_uuid: string };
+
+/** Reads the accounts of many live sessions in one statement, keyed by session uuid. */
+function accountsOfLiveSessions(db: Kysely<Database>): (sessionUuids: string[]) => Promise<Map<string, AccountRow>> {
+  const query = prepared(
+    selectAccount(db)
+      .innerJoin('sessions', 'sessions.user_id', 'users.id')
+      .select('sessions.uuid as session_uuid')
+      .where(sql<boolean>`${sql.ref('sessions.uuid')} = any(${sql.val('{}')}::uuid[])`)
+      .where('sessions.revoked_at', 'is', null)
+      .compile(),
+  );
+  return async (sessionUuids) => {
+    const { rows } = await db.executeQuery<SessionAccountRow>(CompiledQuery.raw(query.sql, [sessionUuids]));
+    return new Map(rows.map((row) => [row.session_uuid, row]));
+  };
+}
+
+const liveSessionReads = new WeakMap<Kysely<Database>, BatchedRead<string, AccountRow>>();
+
 /**
  * The account an access token's session belongs to, read with the revocation
  * check in the same statement: PostgreSQL, the authority on revocation,
  * answers both in one round trip, so this needs no separate session check.
+ * Concurrent calls share one statement (see BatchedRead).
  */
 export async function getAccountOfLiveSession(services: Services, sessionUuid: string): Promise<AccountView> {
-  byLiveSession ??= prepared(
-    selectAccount(services.db)
-      .innerJoin('sessions', 'sessions.user_id', 'users.id')
-      .where('sessions.uuid', '=', '00000000-0000-0000-0000-000000000000')
-      .where('sessions.revoked_at', 'is', null)
-      .compile(),
-  );
-  const { rows } = isUuid(sessionUuid)
-    ? await services.db.executeQuery<AccountRow>(CompiledQuery.raw(byLiveSession.sql, [sessionUuid]))
-    : { rows: [] };
+  let reads = liveSessionReads.get(services.db);
+  if (!reads) {
+    reads = new BatchedRead(accountsOfLiveSessions(services.db));
+    liveSessionReads.set(services.db, reads);
+  }
+  // PostgreSQL answers uuids in lower case.
+  const row = isUuid(sessionUuid) ? await reads.read(sessionUuid.toLowerCase()) : undefined;
   // Sessions go with their user (on delete cascade): no row means a revoked or vanished session.
-  if (!rows[0]) throw new AppError('TOKEN_INVALID', { detail: 'The session has been revoked' });
-  return toView(rows[0]);
+  if (!row) throw new AppError('TOKEN_INVALID', { detail: 'The session has been revoked' });
+  return toView(row);
 }
 
 export interface AccountUpdate {

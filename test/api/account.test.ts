@@ -101,6 +101,25 @@ describe('the account: /api/v1/me', () => {
     assert.equal('password_hash' in body, false);
   });
 
+  test('concurrent GET /me calls share reads yet each answers for its own session; a revoked one is refused', async () => {
+    const ada = await createAccount(app, { first_name: 'Ada' });
+    const bob = await createAccount(app, { first_name: 'Bob' });
+    const [ada1, ada2, bob1, revoked] = await Promise.all([
+      login(app, ada),
+      login(app, ada),
+      login(app, bob),
+      login(app, bob),
+    ]);
+    const logout = await app.inject({ method: 'POST', url: '/api/v1/logout', headers: bearer(revoked.access_token) });
+    assert.equal(logout.statusCode, 204, logout.body);
+
+    const tokens = [ada1, ada2, bob1, revoked, ada1, bob1].map((t) => t.access_token);
+    const answers = await Promise.all(tokens.map((token) => get(token)));
+    const seen = answers.map((res) => (res.statusCode === 200 ? json(res).first_name : res.statusCode));
+    assert.deepEqual(seen, ['Ada', 'Ada', 'Bob', 401, 'Ada', 'Bob']);
+    assertProblem(answers[3] as Awaited<ReturnType<typeof get>>, 401, 'TOKEN_INVALID');
+  });
+
   test('GET /me without a token answers 401 UNAUTHORIZED', async () => {
     const res = await app.inject({ url: '/api/v1/me' });
     assertProblem(res, 401, 'UNAUTHORIZED');
