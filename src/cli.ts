@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { auditVerifyCommand } from './cli/audit-verify.ts';
 import { breachImportCommand } from './cli/breach-import.ts';
+import { cleanupCommand } from './cli/cleanup.ts';
 import { createSuperuserCommand } from './cli/create-superuser.ts';
 import { keysGenerateCommand, keysRotateCommand } from './cli/keys.ts';
 import { migrateCommand } from './cli/migrate.ts';
@@ -19,6 +20,7 @@ const COMMANDS: readonly Command[] = [
   usersDisableCommand,
   usersEnableCommand,
   auditVerifyCommand,
+  cleanupCommand,
   breachImportCommand,
   keysGenerateCommand,
   keysRotateCommand,

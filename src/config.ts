@@ -61,6 +61,11 @@ export interface Config {
   outboxPollMs: number;
   outboxRetryBaseMs: number;
   outboxMaxAttempts: number;
+  /** Minutes between passes that delete expired sessions, spent tokens and old records (0: never). */
+  housekeepingIntervalMinutes: number;
+  loginAttemptsRetentionDays: number;
+  /** Days a delivered or failed mail (whose body holds links) is kept. */
+  mailRetentionDays: number;
   rateLimitRegister: RateLimit;
   rateLimitLogin: RateLimit;
   rateLimitRefresh: RateLimit;
@@ -159,6 +164,9 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     outboxPollMs: read.integer('OUTBOX_POLL_MS', 5_000, 10, 3_600_000),
     outboxRetryBaseMs: read.integer('OUTBOX_RETRY_BASE_MS', 30_000, 10, 3_600_000),
     outboxMaxAttempts: read.integer('OUTBOX_MAX_ATTEMPTS', 10, 1, 100),
+    housekeepingIntervalMinutes: read.integer('HOUSEKEEPING_INTERVAL_MINUTES', 60, 0, 7 * 24 * 60),
+    loginAttemptsRetentionDays: read.integer('LOGIN_ATTEMPTS_RETENTION_DAYS', 90, 1, 3650),
+    mailRetentionDays: read.integer('MAIL_RETENTION_DAYS', 7, 1, 3650),
     rateLimitRegister: read.rateLimit('RATE_LIMIT_REGISTER', '5/1h'),
     rateLimitLogin: read.rateLimit('RATE_LIMIT_LOGIN', '10/15m'),
     rateLimitRefresh: read.rateLimit('RATE_LIMIT_REFRESH', '60/1m'),

@@ -93,6 +93,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.decorateRequest('membership', null as unknown as OrganizationAccess);
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
+  app.addHook('onReady', async () => services.housekeeper.start());
   app.addHook('onClose', async () => {
     await services.close();
     if (ownsDatabase) await database.close();

@@ -8,6 +8,7 @@ import * as initial from './migrations/0001_initial.ts';
 import * as auditChain from './migrations/0002_audit_chain.ts';
 import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
 import * as accountView from './migrations/0004_account_view.ts';
+import * as housekeepingIndexes from './migrations/0005_housekeeping_indexes.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import type { Database } from './schema.ts';
@@ -81,6 +82,7 @@ const migrations: Record<string, Migration> = {
   '0002_audit_chain': auditChain,
   '0003_scale_indexes': scaleIndexes,
   '0004_account_view': accountView,
+  '0005_housekeeping_indexes': housekeepingIndexes,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

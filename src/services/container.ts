@@ -16,6 +16,7 @@ import { BreachIndex } from './breach-index.ts';
 import { type CaptchaVerifier, createCaptchaVerifier } from './captcha.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
+import { Housekeeper } from './housekeeping.ts';
 import { Lockout } from './lockout.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
@@ -52,6 +53,8 @@ export interface Services {
   metrics: Metrics;
   /** Seals new audit rows onto the hash chain in the background. */
   auditSealer: AuditSealer;
+  /** Deletes expired sessions, spent tokens and old records every HOUSEKEEPING_INTERVAL_MINUTES. */
+  housekeeper: Housekeeper;
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -105,6 +108,17 @@ export async function createServices(
     maxAttempts: config.outboxMaxAttempts,
     secrets: smtpSecrets(config.smtpUrl),
   });
+  const housekeeper = new Housekeeper({
+    db: database.db,
+    log,
+    now: () => clock.now(),
+    retention: { loginAttemptsDays: config.loginAttemptsRetentionDays, mailDays: config.mailRetentionDays },
+    intervalMs: config.housekeepingIntervalMinutes * 60_000,
+    onPurged: (purged) => {
+      for (const [table, count] of Object.entries(purged))
+        if (count > 0) metrics.housekeepingDeleted.inc({ table }, count);
+    },
+  });
   return {
     config,
     database,
@@ -123,6 +137,7 @@ export async function createServices(
     outbox,
     metrics,
     auditSealer,
+    housekeeper,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);
@@ -132,6 +147,7 @@ export async function createServices(
       revocations.stop();
       await outbox.stop();
       await auditSealer.stop();
+      await housekeeper.stop();
       ownBreach?.close?.();
       redis?.disconnect();
     },

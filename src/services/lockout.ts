@@ -15,7 +15,7 @@ import { FallbackReporter } from './rate-limits.ts';
 import { type RequestContext, SYSTEM_CONTEXT } from './request-context.ts';
 
 /** Failures and lock history are forgotten after a day without news of the identifier. */
-const FORGET_AFTER_SECONDS = 24 * 60 * 60;
+export const FORGET_AFTER_SECONDS = 24 * 60 * 60;
 const IDENTIFIER_MAX = 320;
 
 type LockoutRow = Selectable<LockoutsTable>;

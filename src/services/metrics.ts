@@ -19,6 +19,7 @@ export interface Metrics {
   hashWait: Histogram<never>;
   breachCheckFailures: Counter<never>;
   auditRowsSealed: Counter<never>;
+  housekeepingDeleted: Counter<'table'>;
   /** Adds a gauge read when Prometheus scrapes, e.g. a queue length held elsewhere. */
   gaugeOnScrape(name: string, help: string, read: () => number | Promise<number>): void;
 }
@@ -79,6 +80,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     auditRowsSealed: new Counter({
       name: 'gatehouse_audit_rows_sealed_total',
       help: 'Audit log rows sealed onto the hash chain by this process',
+      registers,
+    }),
+    housekeepingDeleted: new Counter({
+      name: 'gatehouse_housekeeping_deleted_total',
+      help: 'Expired or retired rows deleted by housekeeping, by table',
+      labelNames: ['table'],
       registers,
     }),
     gaugeOnScrape(name, help, read) {

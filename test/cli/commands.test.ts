@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import {
   cpSync,
   existsSync,
@@ -25,6 +25,7 @@ const COMMANDS = [
   'users disable',
   'users enable',
   'audit verify',
+  'cleanup',
   'breach import',
   'keys generate',
   'keys rotate',
@@ -354,6 +355,52 @@ describe('gatehouse CLI', () => {
       const two = await runCli(['users', 'enable', 'a', 'b'], env);
       assert.equal(two.code, 2);
       assert.match(two.stderr, /expected exactly one email or username, got 2/);
+    });
+  });
+
+  describe('cleanup', () => {
+    test('deletes an expired session and keeps a live one; --json reports the counts per table', async () => {
+      assert.equal((await runCli(['migrate'], env)).code, 0);
+      const name = uniqueName('cleanup');
+      const [expired, live] = await inDatabase(async (db) => {
+        const user = await db
+          .insertInto('users')
+          .values({ email: `${name}@example.com`, username: name, password_hash: '$argon2id$v=19$m=19456,t=2,p=1$x$y' })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        const session = async (expiresAt: Date) =>
+          (
+            await db
+              .insertInto('sessions')
+              .values({ uuid: randomUUID(), user_id: user.id, refresh_token_hash: randomUUID(), expires_at: expiresAt })
+              .returning('id')
+              .executeTakeFirstOrThrow()
+          ).id;
+        return [await session(new Date(Date.now() - 3 * 86_400_000)), await session(new Date(Date.now() + 86_400_000))];
+      });
+
+      const res = await runCli(['cleanup', '--json'], env);
+      assert.equal(res.code, 0, res.stderr);
+      const purged = JSON.parse(res.stdout) as Record<string, number>;
+      assert.deepEqual(Object.keys(purged).sort(), [
+        'email_outbox',
+        'lockouts',
+        'login_attempts',
+        'one_time_tokens',
+        'sessions',
+      ]);
+      assert.ok((purged.sessions ?? 0) >= 1);
+      const left = await inDatabase((db) =>
+        db.selectFrom('sessions').select('id').where('id', 'in', [expired, live]).execute(),
+      );
+      assert.deepEqual(
+        left.map((r) => r.id),
+        [live],
+      );
+
+      const text = await runCli(['cleanup'], env);
+      assert.equal(text.code, 0, text.stderr);
+      assert.match(text.stdout, /^Deleted:\n {2}sessions: 0\n/);
     });
   });
 

@@ -1,0 +1,179 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { Db } from '../db/index.ts';
+import { FORGET_AFTER_SECONDS } from './lockout.ts';
+
+/** How long rows nobody can use any more are kept before they are deleted. */
+export interface Retention {
+  /** `login_attempts` rows older than this many days go. */
+  loginAttemptsDays: number;
+  /** Delivered or abandoned `email_outbox` rows (their bodies hold links) older than this many days go. */
+  mailDays: number;
+}
+
+/** Rows deleted by one pass, per table. */
+export interface Purged {
+  sessions: number;
+  one_time_tokens: number;
+  login_attempts: number;
+  email_outbox: number;
+  lockouts: number;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** Expired sessions and spent tokens stay a day, so that a late request still gets "expired", not "unknown". */
+const GRACE_MS = DAY_MS;
+/** Rows per DELETE: a large backlog goes in short statements, never one long lock. */
+const CHUNK = 5_000;
+
+/**
+ * Deletes rows that can no longer matter: sessions a day past their expiry
+ * (no token of theirs is accepted any more), one-time tokens a day past use or
+ * expiry, login attempts and sent or failed mail past their retention, and
+ * lockout rows whose failures and lock history are already forgotten. The
+ * audit log is never touched: its rows form a hash chain.
+ */
+export async function purgeExpired(db: Db, now: Date, retention: Retention): Promise<Purged> {
+  const graceEnd = new Date(now.getTime() - GRACE_MS);
+  const attemptsEnd = new Date(now.getTime() - retention.loginAttemptsDays * DAY_MS);
+  const mailEnd = new Date(now.getTime() - retention.mailDays * DAY_MS);
+  const lockoutsEnd = new Date(now.getTime() - FORGET_AFTER_SECONDS * 1000);
+  return {
+    sessions: await inChunks(() =>
+      db
+        .deleteFrom('sessions')
+        .where('id', 'in', (eb) =>
+          eb.selectFrom('sessions').select('id').where('expires_at', '<', graceEnd).limit(CHUNK),
+        )
+        .executeTakeFirst(),
+    ),
+    one_time_tokens: await inChunks(() =>
+      db
+        .deleteFrom('one_time_tokens')
+        .where('id', 'in', (eb) =>
+          eb
+            .selectFrom('one_time_tokens')
+            .select('id')
+            .where((w) => w.or([w('expires_at', '<', graceEnd), w('used_at', '<', graceEnd)]))
+            .limit(CHUNK),
+        )
+        .executeTakeFirst(),
+    ),
+    login_attempts: await inChunks(() =>
+      db
+        .deleteFrom('login_attempts')
+        .where('id', 'in', (eb) =>
+          eb.selectFrom('login_attempts').select('id').where('attempted_at', '<', attemptsEnd).limit(CHUNK),
+        )
+        .executeTakeFirst(),
+    ),
+    email_outbox: await inChunks(() =>
+      db
+        .deleteFrom('email_outbox')
+        .where('id', 'in', (eb) =>
+          eb
+            .selectFrom('email_outbox')
+            .select('id')
+            .where((w) =>
+              w.or([
+                w.and([w('status', '=', 'sent'), w('sent_at', '<', mailEnd)]),
+                w.and([w('status', '=', 'failed'), w('created_at', '<', mailEnd)]),
+              ]),
+            )
+            .limit(CHUNK),
+        )
+        .executeTakeFirst(),
+    ),
+    lockouts: Number(
+      (
+        await db
+          .deleteFrom('lockouts')
+          .where('updated_at', '<', lockoutsEnd)
+          .where((w) => w.or([w('locked_until', 'is', null), w('locked_until', '<', lockoutsEnd)]))
+          .executeTakeFirst()
+      ).numDeletedRows,
+    ),
+  };
+}
+
+async function inChunks(deleteChunk: () => Promise<{ numDeletedRows: bigint }>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const deleted = Number((await deleteChunk()).numDeletedRows);
+    total += deleted;
+    if (deleted < CHUNK) return total;
+  }
+}
+
+/**
+ * Runs `purgeExpired` every `intervalMs` (first run after one interval, with
+ * up to a minute of jitter so that instances started together do not run
+ * together). Passes are idempotent, so several instances may each run them.
+ */
+export class Housekeeper {
+  readonly #db: Db;
+  readonly #log: FastifyBaseLogger;
+  readonly #now: () => Date;
+  readonly #retention: Retention;
+  readonly #intervalMs: number;
+  readonly #onPurged: (purged: Purged) => void;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<Purged | undefined> | undefined;
+
+  constructor(options: {
+    db: Db;
+    log: FastifyBaseLogger;
+    now: () => Date;
+    retention: Retention;
+    intervalMs: number;
+    onPurged?: (purged: Purged) => void;
+  }) {
+    this.#db = options.db;
+    this.#log = options.log;
+    this.#now = options.now;
+    this.#retention = options.retention;
+    this.#intervalMs = options.intervalMs;
+    this.#onPurged = options.onPurged ?? (() => {});
+  }
+
+  /** Schedules passes; an interval of 0 turns them off. */
+  start(): void {
+    if (this.#timer || this.#intervalMs <= 0) return;
+    const schedule = (delayMs: number) => {
+      this.#timer = setTimeout(() => {
+        void this.runNow().finally(() => {
+          if (this.#timer) schedule(this.#intervalMs);
+        });
+      }, delayMs);
+      this.#timer.unref();
+    };
+    schedule(this.#intervalMs + Math.floor(Math.random() * Math.min(60_000, this.#intervalMs)));
+  }
+
+  /** One pass; a failure is logged and the next pass tries again. Concurrent calls share the pass. */
+  runNow(): Promise<Purged | undefined> {
+    this.#running ??= purgeExpired(this.#db, this.#now(), this.#retention)
+      .then(
+        (purged) => {
+          this.#onPurged(purged);
+          if (Object.values(purged).some((n) => n > 0))
+            this.#log.info({ purged }, 'housekeeping: expired rows deleted');
+          return purged;
+        },
+        (error: unknown) => {
+          this.#log.warn({ err: { message: (error as Error).message } }, 'housekeeping pass failed');
+          return undefined;
+        },
+      )
+      .finally(() => {
+        this.#running = undefined;
+      });
+    return this.#running;
+  }
+
+  /** Stops scheduling and waits for a pass in progress. */
+  async stop(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#running;
+  }
+}
