@@ -1,5 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
+import type { SelectQueryBuilder } from 'kysely';
 import type { Db } from '../db/index.ts';
+import type { Database } from '../db/schema.ts';
 import { FORGET_AFTER_SECONDS } from './lockout.ts';
 
 /** How long rows nobody can use any more are kept before they are deleted. */
@@ -38,50 +40,28 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
   const mailEnd = new Date(now.getTime() - retention.mailDays * DAY_MS);
   const lockoutsEnd = new Date(now.getTime() - FORGET_AFTER_SECONDS * 1000);
   return {
-    sessions: await inChunks(() =>
-      db
-        .deleteFrom('sessions')
-        .where('id', 'in', (eb) =>
-          eb.selectFrom('sessions').select('id').where('expires_at', '<', graceEnd).limit(CHUNK),
-        )
-        .executeTakeFirst(),
+    sessions: await deleteInChunks(db, 'sessions', () =>
+      db.selectFrom('sessions').select('id').where('expires_at', '<', graceEnd),
     ),
-    one_time_tokens: await inChunks(() =>
+    one_time_tokens: await deleteInChunks(db, 'one_time_tokens', () =>
       db
-        .deleteFrom('one_time_tokens')
-        .where('id', 'in', (eb) =>
-          eb
-            .selectFrom('one_time_tokens')
-            .select('id')
-            .where((w) => w.or([w('expires_at', '<', graceEnd), w('used_at', '<', graceEnd)]))
-            .limit(CHUNK),
-        )
-        .executeTakeFirst(),
+        .selectFrom('one_time_tokens')
+        .select('id')
+        .where((w) => w.or([w('expires_at', '<', graceEnd), w('used_at', '<', graceEnd)])),
     ),
-    login_attempts: await inChunks(() =>
-      db
-        .deleteFrom('login_attempts')
-        .where('id', 'in', (eb) =>
-          eb.selectFrom('login_attempts').select('id').where('attempted_at', '<', attemptsEnd).limit(CHUNK),
-        )
-        .executeTakeFirst(),
+    login_attempts: await deleteInChunks(db, 'login_attempts', () =>
+      db.selectFrom('login_attempts').select('id').where('attempted_at', '<', attemptsEnd),
     ),
-    email_outbox: await inChunks(() =>
+    email_outbox: await deleteInChunks(db, 'email_outbox', () =>
       db
-        .deleteFrom('email_outbox')
-        .where('id', 'in', (eb) =>
-          eb
-            .selectFrom('email_outbox')
-            .select('id')
-            .where((w) =>
-              w.or([
-                w.and([w('status', '=', 'sent'), w('sent_at', '<', mailEnd)]),
-                w.and([w('status', '=', 'failed'), w('created_at', '<', mailEnd)]),
-              ]),
-            )
-            .limit(CHUNK),
-        )
-        .executeTakeFirst(),
+        .selectFrom('email_outbox')
+        .select('id')
+        .where((w) =>
+          w.or([
+            w.and([w('status', '=', 'sent'), w('sent_at', '<', mailEnd)]),
+            w.and([w('status', '=', 'failed'), w('created_at', '<', mailEnd)]),
+          ]),
+        ),
     ),
     lockouts: Number(
       (
@@ -95,10 +75,18 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
   };
 }
 
-async function inChunks(deleteChunk: () => Promise<{ numDeletedRows: bigint }>): Promise<number> {
+type ChunkedTable = 'sessions' | 'one_time_tokens' | 'login_attempts' | 'email_outbox';
+
+/** Deletes the rows whose ids `which` selects, CHUNK at a time, until none is left; returns how many went. */
+async function deleteInChunks(
+  db: Db,
+  table: ChunkedTable,
+  which: () => SelectQueryBuilder<Database, ChunkedTable, { id: number }>,
+): Promise<number> {
   let total = 0;
   for (;;) {
-    const deleted = Number((await deleteChunk()).numDeletedRows);
+    const result = await db.deleteFrom(table).where('id', 'in', which().limit(CHUNK)).executeTakeFirst();
+    const deleted = Number(result.numDeletedRows);
     total += deleted;
     if (deleted < CHUNK) return total;
   }
