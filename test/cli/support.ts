@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { type DatabaseHandle, migrateToLatest, openDatabase } from '../../src/db/index.ts';
 
 export interface IsolatedDatabase {
   /** A DATABASE_URL nobody else uses: a fresh PGlite directory, or a fresh database on PostgreSQL. */
@@ -44,6 +45,25 @@ export async function isolatedDatabase(): Promise<IsolatedDatabase> {
       await client.query(`drop database if exists ${name} with (force)`);
       await client.end();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** An isolated database, opened and migrated in this process; `close()` closes and drops it. */
+export async function openIsolatedDatabase(): Promise<{
+  isolated: IsolatedDatabase;
+  database: DatabaseHandle;
+  close(): Promise<void>;
+}> {
+  const isolated = await isolatedDatabase();
+  const database = await openDatabase(isolated.url, isolated.dataDir);
+  await migrateToLatest(database.db);
+  return {
+    isolated,
+    database,
+    close: async () => {
+      await database.close();
+      await isolated.cleanup();
     },
   };
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { pino } from 'pino';
-import { type DatabaseHandle, migrateToLatest, openDatabase } from '../../src/db/index.ts';
+import type { DatabaseHandle } from '../../src/db/index.ts';
 import { recordAudit } from '../../src/services/audit.ts';
 import {
   AuditSealer,
@@ -13,24 +13,20 @@ import {
   sealBatch,
   verifyAuditChain,
 } from '../../src/services/audit-chain.ts';
-import { type IsolatedDatabase, isolatedDatabase } from '../cli/support.ts';
+import { openIsolatedDatabase } from '../cli/support.ts';
 
 const context = { ip: '203.0.113.7', userAgent: 'audit-chain-test' };
 const silentLog = pino({ level: 'silent' });
 
 describe('audit log hash chain', () => {
-  let isolated: IsolatedDatabase;
+  let opened: Awaited<ReturnType<typeof openIsolatedDatabase>>;
   let database: DatabaseHandle;
 
   before(async () => {
-    isolated = await isolatedDatabase();
-    database = await openDatabase(isolated.url, isolated.dataDir);
-    await migrateToLatest(database.db);
+    opened = await openIsolatedDatabase();
+    database = opened.database;
   });
-  after(async () => {
-    await database.close();
-    await isolated.cleanup();
-  });
+  after(() => opened.close());
 
   const db = () => database.db;
 

@@ -3,9 +3,9 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { pino } from 'pino';
-import { type DatabaseHandle, type Db, migrateToLatest, openDatabase } from '../../src/db/index.ts';
+import { type DatabaseHandle, type Db, openDatabase } from '../../src/db/index.ts';
 import { Housekeeper, purgeExpired } from '../../src/services/housekeeping.ts';
-import { type IsolatedDatabase, isolatedDatabase } from '../cli/support.ts';
+import { isolatedDatabase, openIsolatedDatabase } from '../cli/support.ts';
 import { uniqueName } from '../helpers.ts';
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -111,18 +111,14 @@ async function present(db: Db, table: Table, keys: (number | string)[]): Promise
 }
 
 describe('housekeeping', () => {
-  let isolated: IsolatedDatabase;
+  let opened: Awaited<ReturnType<typeof openIsolatedDatabase>>;
   let database: DatabaseHandle;
 
   before(async () => {
-    isolated = await isolatedDatabase();
-    database = await openDatabase(isolated.url, isolated.dataDir);
-    await migrateToLatest(database.db);
+    opened = await openIsolatedDatabase();
+    database = opened.database;
   });
-  after(async () => {
-    await database.close();
-    await isolated.cleanup();
-  });
+  after(() => opened.close());
 
   test('deletes what nobody can use any more, keeps everything else, and never touches users or the audit log', async () => {
     const db = database.db;
