@@ -4,7 +4,7 @@
 // warm-up; exits 1 on any error or on growth of 10% or more. On demand, not in CI.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as argon2 from '@node-rs/argon2';
-import { ARGON2ID_PARAMS } from '../src/services/passwords.ts';
+import { ARGON2ID_PARAMS } from '../src/infra/passwords.ts';
 import { createDatabase, gatehouseEnv, HOST, round, startServer } from './lib.ts';
 import {
   type Fixture,

@@ -1,6 +1,6 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Config } from './config.ts';
-import { AppError } from './errors.ts';
+import { AppError } from './domain/errors.ts';
 import { sendProblem } from './http/problem.ts';
 import { type GatehouseOptions, gatehouse } from './plugin.ts';
 

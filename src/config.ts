@@ -3,12 +3,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
-import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './http/pages/options.ts';
+import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './domain/page-options.ts';
+import type { PasswordHasherName, PasswordPolicyPreset } from './domain/password-policy.ts';
 
 export type Environment = 'development' | 'test' | 'production';
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
-export type PasswordHasherName = 'argon2id' | 'bcrypt';
-export type PasswordPolicyPreset = 'strict' | 'nist';
 export type BreachCheckMode = 'offline' | 'api' | 'off';
 export type CaptchaProvider = 'hcaptcha' | 'recaptcha' | 'turnstile';
 

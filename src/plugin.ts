@@ -6,7 +6,10 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { type Config, loadConfig } from './config.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.ts';
-import { AppError } from './errors.ts';
+import { AppError } from './domain/errors.ts';
+import type { RequestContext } from './domain/request-context.ts';
+import type { OrganizationAccess } from './flows/org-access.ts';
+import { meRoutes } from './http/account.ts';
 import { adminRoutes } from './http/admin.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { corsOptions } from './http/cors.ts';
@@ -15,7 +18,6 @@ import { invitationRoutes } from './http/invitations.ts';
 import { jwksRoutes } from './http/jwks.ts';
 import { loginRoutes } from './http/login.ts';
 import { logoutRoutes } from './http/logout.ts';
-import { meRoutes } from './http/me.ts';
 import { memberRoutes } from './http/members.ts';
 import { metricsRoutes, observeRequests } from './http/metrics.ts';
 import { organizationRoutes } from './http/organizations.ts';
@@ -30,12 +32,10 @@ import { Problem, ProblemRef } from './http/schemas.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { verifyEmailRoutes } from './http/verify-email.ts';
-import type { BreachChecker } from './services/breach.ts';
-import type { Clock } from './services/clock.ts';
-import { createServices, type Services } from './services/container.ts';
-import type { OrganizationAccess } from './services/permissions.ts';
-import type { RequestContext } from './services/request-context.ts';
-import type { AuthContext } from './services/sessions.ts';
+import type { BreachChecker } from './infra/breach.ts';
+import type { Clock } from './infra/clock.ts';
+import { createServices, type Services } from './infra/container.ts';
+import type { AuthContext } from './infra/sessions.ts';
 
 export interface GatehouseOptions {
   /** Full configuration; read from the environment (and `.env`) when omitted. */
@@ -188,8 +188,8 @@ export const gatehouse: FastifyPluginAsync<GatehouseOptions> = fp(gatehousePlugi
 export default gatehouse;
 export type { Config } from './config.ts';
 export { loadConfig } from './config.ts';
-export { AppError } from './errors.ts';
+export { AppError } from './domain/errors.ts';
+export type { OrganizationAccess } from './flows/org-access.ts';
 export { requireSuperuser, requireUser } from './http/auth-guard.ts';
 export { type OrgGuardOptions, requireOrgPermission, requireOrgRole } from './http/org-guard.ts';
 export { sendProblem } from './http/problem.ts';
-export type { OrganizationAccess } from './services/permissions.ts';

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BreachIndex, buildBreachIndex } from '../../src/services/breach-index.ts';
+import { BreachIndex, buildBreachIndex } from '../../src/infra/breach-index.ts';
 import { type BenchResult, createDatabase, gatehouseEnv, load, rate, round, startServer } from '../lib.ts';
 import type { BenchContext } from '../run.ts';
 

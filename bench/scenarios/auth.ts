@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import * as argon2 from '@node-rs/argon2';
-import { ARGON2ID_PARAMS } from '../../src/services/passwords.ts';
+import { ARGON2ID_PARAMS } from '../../src/infra/passwords.ts';
 import {
   type BenchResult,
   createDatabase,

@@ -9,9 +9,9 @@ import { buildApp } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import type { Database } from '../../src/db/schema.ts';
 import { DEFAULT_ROLE_PERMISSIONS } from '../../src/domain/roles.ts';
-import { systemClock } from '../../src/services/clock.ts';
-import { ARGON2ID_PARAMS } from '../../src/services/passwords.ts';
-import { sha256Hex, TokenService } from '../../src/services/tokens.ts';
+import { systemClock } from '../../src/infra/clock.ts';
+import { ARGON2ID_PARAMS } from '../../src/infra/passwords.ts';
+import { sha256Hex, TokenService } from '../../src/infra/tokens.ts';
 import {
   type BenchResult,
   createDatabase,

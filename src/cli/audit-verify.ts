@@ -1,4 +1,4 @@
-import { verifyAuditChain } from '../services/audit-chain.ts';
+import { verifyAuditChain } from '../infra/audit-chain.ts';
 import { type Command, EXIT_FAILURE, EXIT_OK, parseCommandLine, progress, withDatabase } from './shared.ts';
 
 export const auditVerifyCommand: Command = {

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { buildBreachIndex, type CorpusFormat } from '../services/breach-index.ts';
+import { buildBreachIndex, type CorpusFormat } from '../infra/breach-index.ts';
 import { CliError, type Command, EXIT_OK, EXIT_USAGE, parseCommandLine, progress, readConfig } from './shared.ts';
 
 const FORMATS = ['auto', 'sha1', 'plain'] as const;

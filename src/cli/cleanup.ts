@@ -1,4 +1,4 @@
-import { purgeExpired } from '../services/housekeeping.ts';
+import { purgeExpired } from '../infra/housekeeping.ts';
 import { type Command, EXIT_OK, parseCommandLine, withDatabase } from './shared.ts';
 
 export const cleanupCommand: Command = {

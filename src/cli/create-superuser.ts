@@ -1,5 +1,5 @@
-import { AppError } from '../errors.ts';
-import { createSuperuser } from '../services/admin.ts';
+import { AppError } from '../domain/errors.ts';
+import { createSuperuser } from '../flows/admin.ts';
 import { ask, askHidden, readStdinLine } from './prompt.ts';
 import {
   CLI_CONTEXT,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { calculateJwkThumbprint, exportJWK, exportPKCS8, generateKeyPair } from 'jose';
 import type { JwtAlgorithm } from '../config.ts';
-import { keysDirectory, rotateSigningKey } from '../services/tokens.ts';
+import { keysDirectory, rotateSigningKey } from '../infra/tokens.ts';
 import { CliError, type Command, EXIT_OK, EXIT_USAGE, parseCommandLine, readConfig } from './shared.ts';
 
 const ALGORITHMS: readonly JwtAlgorithm[] = ['HS256', 'EdDSA', 'ES256', 'RS256'];

@@ -3,9 +3,9 @@ import cliProgress from 'cli-progress';
 import { pino } from 'pino';
 import { type Config, ConfigError, loadConfig } from '../config.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from '../db/index.ts';
-import type { AppError } from '../errors.ts';
-import { createServices, type Services } from '../services/container.ts';
-import type { RequestContext } from '../services/request-context.ts';
+import type { AppError } from '../domain/errors.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { createServices, type Services } from '../infra/container.ts';
 
 /** One `gatehouse <words…>` command. */
 export interface Command {

@@ -1,5 +1,5 @@
-import { AppError } from '../errors.ts';
-import { type AdminUserChanges, findUserByLogin, updateUserAsAdmin } from '../services/admin.ts';
+import { AppError } from '../domain/errors.ts';
+import { type AdminUserChanges, findUserByLogin, updateUserAsAdmin } from '../flows/admin.ts';
 import {
   CLI_CONTEXT,
   CliError,

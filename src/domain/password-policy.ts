@@ -1,4 +1,3 @@
-import type { PasswordHasherName, PasswordPolicyPreset } from '../config.ts';
 import { characterLength } from './text.ts';
 
 export const SPECIAL_CHARACTERS = '!@#$%^&*()_+-=[]{}|;:,.<>?';
@@ -6,6 +5,9 @@ const COMMON_PATTERNS = ['password', '123456', 'qwerty', 'admin', 'letmein'];
 /** bcrypt reads only the first 72 bytes; longer passwords are refused, never truncated. */
 export const BCRYPT_MAX_BYTES = 72;
 export const MAX_PASSWORD_LENGTH = 128;
+
+export type PasswordHasherName = 'argon2id' | 'bcrypt';
+export type PasswordPolicyPreset = 'strict' | 'nist';
 
 export interface PasswordContext {
   username?: string | undefined;

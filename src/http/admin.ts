@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
 import {
   type AdminActor,
   listAuditLogs,
@@ -9,7 +9,7 @@ import {
   listUsers,
   recordAdminView,
   updateUserAsAdmin,
-} from '../services/admin.ts';
+} from '../flows/admin.ts';
 import { requireSuperuser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '../errors.ts';
-import { type AuthContext, authenticateAccessToken } from '../services/sessions.ts';
+import { AppError } from '../domain/errors.ts';
+import { type AuthContext, authenticateAccessToken } from '../infra/sessions.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -1,11 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import {
-  acceptInvitation,
-  createInvitation,
-  listPendingInvitations,
-  revokeInvitation,
-} from '../services/invitations.ts';
+import { acceptInvitation, createInvitation, listPendingInvitations, revokeInvitation } from '../flows/invitations.ts';
 import { requireUser } from './auth-guard.ts';
 import { requireOrgPermission } from './org-guard.ts';
 import { OrganizationParams, OrganizationSchema, RoleSchema, security } from './organizations.ts';

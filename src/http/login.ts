@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import { AppError, type FieldError } from '../errors.ts';
-import { captchaToken } from '../services/captcha.ts';
-import { loginWithPassword } from '../services/login.ts';
-import { rotateRefreshToken } from '../services/sessions.ts';
+import { AppError, type FieldError } from '../domain/errors.ts';
+import { loginWithPassword } from '../flows/login.ts';
+import { captchaToken } from '../infra/captcha.ts';
+import { rotateRefreshToken } from '../infra/sessions.ts';
 import { problems } from './schemas.ts';
 import { oauthErrorHandler, sendTokens, TokenResponse } from './token-response.ts';
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { recordAudit } from '../services/audit.ts';
-import { revokeSession, revokeUserSessions } from '../services/sessions.ts';
+import { recordAudit } from '../infra/audit.ts';
+import { revokeSession, revokeUserSessions } from '../infra/sessions.ts';
 import { requireUser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 import { clearRefreshCookie } from './token-response.ts';

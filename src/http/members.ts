@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { changeMemberRole, listMembers, removeMember } from '../services/organizations.ts';
+import { changeMemberRole, listMembers, removeMember } from '../flows/organizations.ts';
 import { requireOrgPermission } from './org-guard.ts';
 import { RoleSchema, security } from './organizations.ts';
 import { problems } from './schemas.ts';

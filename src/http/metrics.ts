@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { Metrics } from '../services/metrics.ts';
+import type { Metrics } from '../infra/metrics.ts';
 
 /** `GET /metrics` in the Prometheus text format. Keep it off the public internet (docs/operations.md). */
 export async function metricsRoutes(app: FastifyInstance): Promise<void> {

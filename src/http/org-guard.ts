@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { isRoleName, PERMISSIONS, type Permission, type Requirement, type RoleName } from '../domain/roles.ts';
-import { authorizeMember, type OrganizationAccess } from '../services/permissions.ts';
+import { authorizeMember, type OrganizationAccess } from '../flows/org-access.ts';
 import { requireUser } from './auth-guard.ts';
 import { sendProblem } from './problem.ts';
 

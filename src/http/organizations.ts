@@ -7,7 +7,7 @@ import {
   listOrganizationAuditLogs,
   listOrganizations,
   updateOrganization,
-} from '../services/organizations.ts';
+} from '../flows/organizations.ts';
 import { requireUser } from './auth-guard.ts';
 import { requireOrgPermission } from './org-guard.ts';
 import { problems } from './schemas.ts';

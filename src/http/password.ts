@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { changePassword } from '../services/password-change.ts';
-import { requestPasswordReset, resetPassword } from '../services/password-reset.ts';
+import { changePassword } from '../flows/password-change.ts';
+import { requestPasswordReset, resetPassword } from '../flows/password-reset.ts';
 import { requireUser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 

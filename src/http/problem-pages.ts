@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
-import { PROBLEMS, type ProblemCode, problemType } from '../errors.ts';
+import { PROBLEMS, type ProblemCode, problemType } from '../domain/errors.ts';
 import { escapeHtml } from '../views/escape.ts';
 
 const BY_TYPE = new Map<string, ProblemCode>(

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type FieldError, PROBLEMS, type ProblemCode, problemType } from '../errors.ts';
+import { AppError, type FieldError, PROBLEMS, type ProblemCode, problemType } from '../domain/errors.ts';
 
 export interface ProblemBody {
   type: string;

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
-import { AppError } from '../errors.ts';
-import { type RateLimitName, rateLimitKey } from '../services/rate-limits.ts';
+import { AppError } from '../domain/errors.ts';
+import { type RateLimitName, rateLimitKey } from '../infra/rate-limits.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {

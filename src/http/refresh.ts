@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { AppError } from '../errors.ts';
-import { rotateRefreshToken } from '../services/sessions.ts';
+import { AppError } from '../domain/errors.ts';
+import { rotateRefreshToken } from '../infra/sessions.ts';
 import { problems } from './schemas.ts';
 import { oauthErrorHandler, refreshCookie, sendTokens, TokenResponse } from './token-response.ts';
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { requireCaptcha } from '../services/captcha.ts';
-import { registerAccount, registerAccountWithoutDisclosure } from '../services/registration.ts';
+import { registerAccount, registerAccountWithoutDisclosure } from '../flows/register.ts';
+import { requireCaptcha } from '../infra/captcha.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
 const RegisterBody = Type.Object(

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { AppError } from '../errors.ts';
-import { recordAudit } from '../services/audit.ts';
-import { listSessions, revokeSession } from '../services/sessions.ts';
+import { AppError } from '../domain/errors.ts';
+import { recordAudit } from '../infra/audit.ts';
+import { listSessions, revokeSession } from '../infra/sessions.ts';
 import { requireUser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 

@@ -2,8 +2,8 @@ import { parseCookie, stringifySetCookie } from 'cookie';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.ts';
-import { AppError, type AppErrorOptions } from '../errors.ts';
-import type { IssuedSession } from '../services/sessions.ts';
+import { AppError, type AppErrorOptions } from '../domain/errors.ts';
+import type { IssuedSession } from '../infra/sessions.ts';
 import { sendProblem, toAppError } from './problem.ts';
 
 /** Name of the optional httpOnly refresh cookie (REFRESH_TOKEN_COOKIE=true). */

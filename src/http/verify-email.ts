@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { resendVerification, verifyEmail } from '../services/email-verification.ts';
+import { resendVerification, verifyEmail } from '../flows/verify-email.ts';
 import { problems } from './schemas.ts';
 
 const TokenBody = Type.Object(

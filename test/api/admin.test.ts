@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { createSuperuser } from '../../src/services/admin.ts';
+import { createSuperuser } from '../../src/flows/admin.ts';
 import { json, newUser, startApp, uniqueName } from '../helpers.ts';
 
 type Body = Record<string, unknown>;

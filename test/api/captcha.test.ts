@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
-import { captchaToken } from '../../src/services/captcha.ts';
+import { captchaToken } from '../../src/infra/captcha.ts';
 import { type SiteverifyServer, startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
 import { json, logCapture, newUser, startApp } from '../helpers.ts';
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { AppError } from '../../src/errors.ts';
-import { HashPool } from '../../src/services/hash-pool.ts';
+import { AppError } from '../../src/domain/errors.ts';
+import { HashPool } from '../../src/infra/hash-pool.ts';
 import { json, newUser, startApp, testConfig, uniqueName } from '../helpers.ts';
 
 /** A task the test finishes by hand. */

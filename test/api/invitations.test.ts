@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import type { Clock } from '../../src/services/clock.ts';
+import type { Clock } from '../../src/infra/clock.ts';
 import { json, logCapture, startApp, uniqueName } from '../helpers.ts';
 import {
   addMember,

@@ -3,8 +3,8 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { decodeJwt } from 'jose';
 import type { DatabaseHandle } from '../../src/db/index.ts';
-import { revokeUserSessions } from '../../src/services/sessions.ts';
-import { sha256Hex } from '../../src/services/tokens.ts';
+import { revokeUserSessions } from '../../src/infra/sessions.ts';
+import { sha256Hex } from '../../src/infra/tokens.ts';
 import { json } from '../helpers.ts';
 import {
   assertProblem,

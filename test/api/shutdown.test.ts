@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openDatabase } from '../../src/db/index.ts';
-import { verifyAuditChain } from '../../src/services/audit-chain.ts';
+import { verifyAuditChain } from '../../src/infra/audit-chain.ts';
 import { type IsolatedDatabase, isolatedDatabase } from '../cli/support.ts';
 import { newUser, uniqueName } from '../helpers.ts';
 

@@ -22,7 +22,7 @@ import {
 } from 'jose';
 import { buildApp } from '../../src/app.ts';
 import type { DatabaseHandle } from '../../src/db/index.ts';
-import { rotateSigningKey } from '../../src/services/tokens.ts';
+import { rotateSigningKey } from '../../src/infra/tokens.ts';
 import { json, testConfig, uniqueName } from '../helpers.ts';
 import {
   assertProblem,

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BreachIndex } from '../../src/services/breach-index.ts';
+import { BreachIndex } from '../../src/infra/breach-index.ts';
 import { sha1Hex } from '../fixtures/pwned-range-server.ts';
 import { runCli } from './support.ts';
 

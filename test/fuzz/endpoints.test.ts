@@ -7,7 +7,7 @@ import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import fc from 'fast-check';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { issueSession } from '../../src/services/sessions.ts';
+import { issueSession } from '../../src/infra/sessions.ts';
 import { json, newUser, startApp, strongPassword, uniqueName } from '../helpers.ts';
 
 /**

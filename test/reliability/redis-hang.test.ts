@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
-import { lockoutIdentifier } from '../../src/services/lockout.ts';
+import { lockoutIdentifier } from '../../src/infra/lockout.ts';
 import { newUser, startApp, uniqueName } from '../helpers.ts';
 import { redisUnavailable, ThrowawayRedis } from '../support/redis.ts';
 

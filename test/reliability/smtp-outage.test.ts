@@ -10,7 +10,7 @@ import { waitUntil } from '../support/ports.ts';
 import { postgresUnavailable, ThrowawayPostgres } from '../support/postgres.ts';
 
 /**
- * test/services/outbox.test.ts covers one instance riding out an SMTP outage.
+ * test/infra/outbox.test.ts covers one instance riding out an SMTP outage.
  * This is the deployment variant: two instances share the outbox, one of them
  * is restarted while mail is waiting, and each mail still goes out once.
  */

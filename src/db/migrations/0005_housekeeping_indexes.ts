@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 
-/** The housekeeping pass (src/services/housekeeping.ts) finds rows past their use by these. */
+/** The housekeeping pass (src/infra/housekeeping.ts) finds rows past their use by these. */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.createIndex('sessions_expires_at_idx').on('sessions').column('expires_at').execute();
   await db.schema.createIndex('one_time_tokens_expires_at_idx').on('one_time_tokens').column('expires_at').execute();

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { acceptInvitation, describeInvitation, type InvitationOffer } from '../../services/invitations.ts';
+import { acceptInvitation, describeInvitation, type InvitationOffer } from '../../flows/invitations.ts';
 import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 

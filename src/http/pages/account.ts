@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '../../errors.ts';
-import { getAccount, updateAccount } from '../../services/account.ts';
-import { type BrowserSession, signOutSession } from '../../services/browser-sessions.ts';
-import { changePassword } from '../../services/password-change.ts';
-import { listSessions } from '../../services/sessions.ts';
+import { AppError } from '../../domain/errors.ts';
+import { getAccount, updateAccount } from '../../flows/account.ts';
+import { type BrowserSession, signOutSession } from '../../flows/browser-sessions.ts';
+import { changePassword } from '../../flows/password-change.ts';
+import { listSessions } from '../../infra/sessions.ts';
 import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 

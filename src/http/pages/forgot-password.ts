@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { requestPasswordReset } from '../../services/password-reset.ts';
+import { requestPasswordReset } from '../../flows/password-reset.ts';
 import { asAppError, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 

@@ -1,4 +1,4 @@
-import { AppError, type ProblemCode } from '../../errors.ts';
+import { AppError, type ProblemCode } from '../../domain/errors.ts';
 
 /** A form body as parsed by @fastify/formbody: strings, or arrays for repeated names. */
 export type FormBody = Record<string, unknown>;

@@ -1,18 +1,18 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { PROBLEMS, type ProblemCode } from '../../errors.ts';
+import { PROBLEMS, type ProblemCode } from '../../domain/errors.ts';
+import { type PagesOptions, resolvePagesConfig } from '../../domain/page-options.ts';
 import { toAppError } from '../problem.ts';
 import { acceptInvitationPages } from './accept-invitation.ts';
 import { accountPages } from './account.ts';
 import { forgotPasswordPages } from './forgot-password.ts';
 import { loginPages } from './login.ts';
 import { logoutPages } from './logout.ts';
-import { type PagesOptions, resolvePagesConfig } from './options.ts';
 import { Pages } from './page.ts';
 import { registerPages } from './register.ts';
 import { resetPasswordPages } from './reset-password.ts';
 import { verifyEmailPages } from './verify-email.ts';
 
-export type { PagesOptions } from './options.ts';
+export type { PagesOptions } from '../../domain/page-options.ts';
 
 /**
  * The HTML pages: register, verify, log in, the account, password recovery.

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { endBrowserSession } from '../../services/browser-sessions.ts';
+import { endBrowserSession } from '../../flows/browser-sessions.ts';
 import type { Pages } from './page.ts';
 
 export function logoutPages(app: FastifyInstance, pages: Pages): void {

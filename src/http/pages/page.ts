@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '../../errors.ts';
+import { AppError } from '../../domain/errors.ts';
+import type { PagesConfig } from '../../domain/page-options.ts';
 import {
   authenticateBrowserSession,
   type BrowserSession,
@@ -9,13 +10,12 @@ import {
   newCsrfSecret,
   readCookies,
   serializeCookie,
-} from '../../services/browser-sessions.ts';
-import type { Services } from '../../services/container.ts';
-import { RESEND_VERIFICATION_MESSAGE } from '../../services/email-verification.ts';
-import { FORGOT_PASSWORD_MESSAGE } from '../../services/password-reset.ts';
-import { ACCEPTED_REGISTRATION_MESSAGE } from '../../services/registration.ts';
+} from '../../flows/browser-sessions.ts';
+import { FORGOT_PASSWORD_MESSAGE } from '../../flows/password-reset.ts';
+import { ACCEPTED_REGISTRATION_MESSAGE } from '../../flows/register.ts';
+import { RESEND_VERIFICATION_MESSAGE } from '../../flows/verify-email.ts';
+import type { Services } from '../../infra/container.ts';
 import { type FormErrors, NO_ERRORS } from './forms.ts';
-import type { PagesConfig } from './options.ts';
 import { type CaptchaWidget, captchaWidget, contentSecurityPolicy, PageViews } from './views.ts';
 
 /** One-shot messages carried across a redirect by a short-lived cookie that holds only their key. */

@@ -1,12 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { requireCaptcha } from '../../services/captcha.ts';
-import {
-  type RegistrationInput,
-  registerAccount,
-  registerAccountWithoutDisclosure,
-} from '../../services/registration.ts';
+import type { USER_DEFAULT_FIELDS } from '../../domain/page-options.ts';
+import { type RegistrationInput, registerAccount, registerAccountWithoutDisclosure } from '../../flows/register.ts';
+import { requireCaptcha } from '../../infra/captcha.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect, sent } from './forms.ts';
-import type { USER_DEFAULT_FIELDS } from './options.ts';
 import type { Pages } from './page.ts';
 
 const LABELS = {

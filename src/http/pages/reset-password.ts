@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { findLiveToken } from '../../services/one-time-tokens.ts';
-import { resetPassword } from '../../services/password-reset.ts';
+import { resetPassword } from '../../flows/password-reset.ts';
+import { findLiveToken } from '../../infra/one-time-tokens.ts';
 import { asAppError, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { resendVerification, verifyEmail } from '../../services/email-verification.ts';
-import { findLiveToken } from '../../services/one-time-tokens.ts';
+import { resendVerification, verifyEmail } from '../../flows/verify-email.ts';
+import { findLiveToken } from '../../infra/one-time-tokens.ts';
 import { asAppError, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Eta, EtaFileResolutionError } from 'eta';
 import type { CaptchaProvider } from '../../config.ts';
-import type { PageStyles } from './options.ts';
+import type { PageStyles } from '../../domain/page-options.ts';
 
 const DEFAULT_DIR = fileURLToPath(new URL('../../views/', import.meta.url));
 const TEMPLATE_NAME = /^[a-z][a-z0-9-]*$/;

@@ -1,12 +1,12 @@
 import { type Kysely, sql } from 'kysely';
 import type { Database, User } from '../db/schema.ts';
-import { AppError } from '../errors.ts';
-import { type AuditAction, recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import { assertAcceptablePassword, validateRegistration } from './registration.ts';
-import type { RequestContext } from './request-context.ts';
-import { revokeUserSessions } from './sessions.ts';
-import { type UserBody, userBody } from './user-view.ts';
+import { AppError } from '../domain/errors.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { type UserBody, userBody } from '../domain/user-view.ts';
+import { type AuditAction, recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { revokeUserSessions } from '../infra/sessions.ts';
+import { assertAcceptablePassword, validateRegistration } from './register.ts';
 
 /** Who performs an administrative action: a superuser over the API, or an operator at the CLI. */
 export interface AdminActor {

@@ -1,13 +1,13 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkOrganizationName, checkStorable, slugify } from '../domain/account-rules.ts';
+import { AppError, type FieldError } from '../domain/errors.ts';
+import type { RequestContext } from '../domain/request-context.ts';
 import { checkRole, DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
-import { AppError, type FieldError } from '../errors.ts';
+import { recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
 import { type AuditLogView, decodeCursor, encodeCursor, type Page } from './admin.ts';
-import { recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import { countAdmins, isUuid, lockAndAuthorize, type OrganizationAccess, requirePermission } from './permissions.ts';
-import type { RequestContext } from './request-context.ts';
+import { countAdmins, isUuid, lockAndAuthorize, type OrganizationAccess, requirePermission } from './org-access.ts';
 
 export interface OrganizationSummary {
   id: number;

@@ -1,14 +1,14 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkStorable } from '../domain/account-rules.ts';
+import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
-import { AppError, type FieldError } from '../errors.ts';
-import { recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import { publicLink, queueMail } from './mail.ts';
-import { assertAcceptablePassword } from './registration.ts';
-import type { RequestContext } from './request-context.ts';
-import { type AuthContext, revokeUserSessions } from './sessions.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { publicLink, queueMail } from '../infra/mail.ts';
+import { type AuthContext, revokeUserSessions } from '../infra/sessions.ts';
+import { assertAcceptablePassword } from './register.ts';
 
 /** The current password and the ones before it, this many in all, cannot be chosen again. */
 export const PASSWORD_HISTORY_DEPTH = 5;

@@ -1,6 +1,6 @@
 import * as argon2 from '@node-rs/argon2';
 import * as bcrypt from '@node-rs/bcrypt';
-import type { PasswordHasherName } from '../config.ts';
+import type { PasswordHasherName } from '../domain/password-policy.ts';
 import { BCRYPT_MAX_BYTES } from '../domain/password-policy.ts';
 import type { HashPool } from './hash-pool.ts';
 

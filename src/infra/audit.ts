@@ -1,6 +1,6 @@
 import { type Insertable, type Kysely, sql } from 'kysely';
 import type { AuditLogsTable, Database } from '../db/schema.ts';
-import type { RequestContext } from './request-context.ts';
+import type { RequestContext } from '../domain/request-context.ts';
 
 export type AuditAction =
   | 'user_registration'

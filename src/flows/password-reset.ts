@@ -1,18 +1,18 @@
 import { sql } from 'kysely';
-import { recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import { clearUserLockouts } from './lockout.ts';
-import { invalidToken, queueLinkMail, requireEmail } from './mailed-links.ts';
-import { findLiveToken, spendOneTimeToken, voidOneTimeTokens } from './one-time-tokens.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { clearUserLockouts } from '../infra/lockout.ts';
+import { invalidToken, queueLinkMail, requireEmail } from '../infra/mailed-links.ts';
+import { findLiveToken, spendOneTimeToken, voidOneTimeTokens } from '../infra/one-time-tokens.ts';
+import { revokeUserSessions } from '../infra/sessions.ts';
 import {
   assertNotRecentlyUsed,
   checkNewPassword,
   queuePasswordChangedMail,
   recordPasswordHistory,
 } from './password-change.ts';
-import { assertAcceptablePassword } from './registration.ts';
-import type { RequestContext } from './request-context.ts';
-import { revokeUserSessions } from './sessions.ts';
+import { assertAcceptablePassword } from './register.ts';
 
 /** The same words whether or not the address has an account: the answer reveals nothing. */
 export const FORGOT_PASSWORD_MESSAGE =

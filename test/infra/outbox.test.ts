@@ -6,8 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { simpleParser } from 'mailparser';
 import { pino } from 'pino';
-import { queueMail } from '../../src/services/mail.ts';
-import { createMailTransport, OutboxSender, SmtpTransport } from '../../src/services/outbox.ts';
+import { queueMail } from '../../src/infra/mail.ts';
+import { createMailTransport, OutboxSender, SmtpTransport } from '../../src/infra/outbox.ts';
 import { json, logCapture, newUser, startApp, uniqueName } from '../helpers.ts';
 import { TestMailServer, tokenFrom } from '../mail-server.ts';
 

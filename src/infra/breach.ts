@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { dictionary } from '@zxcvbn-ts/language-common';
 import type { FastifyBaseLogger } from 'fastify';
 import { LRUCache } from 'lru-cache';
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
 import type { AbuseMetrics } from './abuse-metrics.ts';
 import type { BreachIndex } from './breach-index.ts';
 

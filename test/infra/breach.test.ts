@@ -5,16 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { AppError } from '../../src/errors.ts';
-import { createAbuseMetrics } from '../../src/services/abuse-metrics.ts';
-import {
-  AnyBreachChecker,
-  CommonPasswordChecker,
-  PwnedPasswordsChecker,
-  parseRange,
-} from '../../src/services/breach.ts';
-import { BreachIndex, buildBreachIndex } from '../../src/services/breach-index.ts';
-import { createMetrics } from '../../src/services/metrics.ts';
+import { AppError } from '../../src/domain/errors.ts';
+import { createAbuseMetrics } from '../../src/infra/abuse-metrics.ts';
+import { AnyBreachChecker, CommonPasswordChecker, PwnedPasswordsChecker, parseRange } from '../../src/infra/breach.ts';
+import { BreachIndex, buildBreachIndex } from '../../src/infra/breach-index.ts';
+import { createMetrics } from '../../src/infra/metrics.ts';
 import { sha1Hex, startRangeServer } from '../fixtures/pwned-range-server.ts';
 import { json, logCapture, newUser, startApp, strongPassword, testConfig } from '../helpers.ts';
 

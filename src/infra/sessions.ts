@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { Insertable, Kysely } from 'kysely';
 import { executePrepared } from '../db/prepared.ts';
 import type { Database, SessionsTable } from '../db/schema.ts';
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
+import type { RequestContext } from '../domain/request-context.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from './audit.ts';
 import type { Services } from './container.ts';
-import type { RequestContext } from './request-context.ts';
 import { sha256Hex } from './tokens.ts';
 
 export type SessionKind = 'api' | 'browser';

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
-import { AppError } from '../../src/errors.ts';
-import type { Clock } from '../../src/services/clock.ts';
-import { clearUserLockouts, lockoutIdentifier, unlockIdentifier } from '../../src/services/lockout.ts';
+import { AppError } from '../../src/domain/errors.ts';
+import type { Clock } from '../../src/infra/clock.ts';
+import { clearUserLockouts, lockoutIdentifier, unlockIdentifier } from '../../src/infra/lockout.ts';
 import { startApp, uniqueName } from '../helpers.ts';
 
 /** A clock the test moves, so that lock expiry is tested without waiting. */

@@ -6,13 +6,13 @@ import type { Config } from '../config.ts';
 import type { Db } from '../db/index.ts';
 import { executePrepared } from '../db/prepared.ts';
 import type { LockoutsTable } from '../db/schema.ts';
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
+import { type RequestContext, SYSTEM_CONTEXT } from '../domain/request-context.ts';
 import type { AbuseMetrics } from './abuse-metrics.ts';
 import { recordAudit } from './audit.ts';
 import type { Clock } from './clock.ts';
 import type { Services } from './container.ts';
 import { FallbackReporter } from './rate-limits.ts';
-import { type RequestContext, SYSTEM_CONTEXT } from './request-context.ts';
 
 /** Failures and lock history are forgotten after a day without news of the identifier. */
 export const FORGET_AFTER_SECONDS = 24 * 60 * 60;

@@ -1,7 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkEmail, checkStorable } from '../domain/account-rules.ts';
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
 import type { Services } from './container.ts';
 import { publicLink, queueMail } from './mail.ts';
 import { countRecentTokens, issueOneTimeToken, voidOneTimeTokens } from './one-time-tokens.ts';

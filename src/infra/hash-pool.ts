@@ -1,4 +1,4 @@
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
 
 /**
  * Bounds how many password hashes run at once (memory: ~19 MiB each for

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { CaptchaProvider, Config } from '../config.ts';
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
 import type { AbuseMetrics } from './abuse-metrics.ts';
 
 /** Where each provider's widget puts its token in a form; `captcha_token` is the JSON-friendly name. */

@@ -1,12 +1,12 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { parseCookie, stringifySetCookie } from 'cookie';
 import type { Config } from '../config.ts';
-import { AppError } from '../errors.ts';
-import { recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import type { RequestContext } from './request-context.ts';
-import { type AuthContext, type IssuedSession, revokeSession } from './sessions.ts';
-import { sha256Hex } from './tokens.ts';
+import { AppError } from '../domain/errors.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { type AuthContext, type IssuedSession, revokeSession } from '../infra/sessions.ts';
+import { sha256Hex } from '../infra/tokens.ts';
 
 /**
  * The HTML pages' session: a `browser` session (the same rows, revocation and

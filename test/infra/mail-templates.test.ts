@@ -1,11 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import {
-  MAIL_TEMPLATES,
-  type MailDataByTemplate,
-  mailLanguage,
-  renderMail,
-} from '../../src/services/mail-templates.ts';
+import { MAIL_TEMPLATES, type MailDataByTemplate, mailLanguage, renderMail } from '../../src/infra/mail-templates.ts';
 
 const HOSTILE = '<script>alert("x")</script>&\'';
 

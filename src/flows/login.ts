@@ -1,13 +1,13 @@
 import { executePrepared } from '../db/prepared.ts';
 import type { User } from '../db/schema.ts';
+import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
+import type { RequestContext } from '../domain/request-context.ts';
 import { isStorableText } from '../domain/text.ts';
-import { AppError, type FieldError } from '../errors.ts';
-import { auditRow, recordAudit } from './audit.ts';
-import { loginNeedsCaptcha } from './captcha.ts';
-import type { Services } from './container.ts';
-import type { RequestContext } from './request-context.ts';
-import { type IssuedSession, newSession, type SessionKind, startedSession } from './sessions.ts';
+import { auditRow, recordAudit } from '../infra/audit.ts';
+import { loginNeedsCaptcha } from '../infra/captcha.ts';
+import type { Services } from '../infra/container.ts';
+import { type IssuedSession, newSession, type SessionKind, startedSession } from '../infra/sessions.ts';
 
 export interface LoginInput {
   /** Username or email, as typed. */

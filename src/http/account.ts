@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { deleteAccount, getAccountOfLiveSession, updateAccount } from '../services/account.ts';
+import { deleteAccount, getAccountOfLiveSession, updateAccount } from '../flows/account.ts';
 import { bearerToken, requireUser } from './auth-guard.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 

@@ -16,7 +16,7 @@ import {
 } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { type Config, ConfigError, type JwtAlgorithm } from '../config.ts';
-import { AppError } from '../errors.ts';
+import { AppError } from '../domain/errors.ts';
 import type { Clock } from './clock.ts';
 
 export type TokenType = 'access' | 'refresh';

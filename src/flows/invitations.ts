@@ -1,16 +1,21 @@
 import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkEmail, checkStorable } from '../domain/account-rules.ts';
+import { AppError, type FieldError } from '../domain/errors.ts';
+import type { RequestContext } from '../domain/request-context.ts';
 import { checkRole, isRoleName, type RoleName } from '../domain/roles.ts';
-import { AppError, type FieldError } from '../errors.ts';
-import { recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import { publicLink, queueMail } from './mail.ts';
-import { findLiveToken, issueOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS, spendOneTimeToken } from './one-time-tokens.ts';
+import { recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { publicLink, queueMail } from '../infra/mail.ts';
+import {
+  findLiveToken,
+  issueOneTimeToken,
+  ONE_TIME_TOKEN_TTL_SECONDS,
+  spendOneTimeToken,
+} from '../infra/one-time-tokens.ts';
+import type { AuthContext } from '../infra/sessions.ts';
+import { findMembership, isUuid, lockAndAuthorize, lockOrganization, type OrganizationAccess } from './org-access.ts';
 import { getOrganization, type OrganizationView } from './organizations.ts';
-import { findMembership, isUuid, lockAndAuthorize, lockOrganization, type OrganizationAccess } from './permissions.ts';
-import type { RequestContext } from './request-context.ts';
-import type { AuthContext } from './sessions.ts';
 
 /** Where the mailed link points: `PUBLIC_URL/accept-invitation?token=…`. */
 export const INVITATION_LINK_PATH = 'accept-invitation';

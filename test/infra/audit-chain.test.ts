@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { pino } from 'pino';
 import type { DatabaseHandle } from '../../src/db/index.ts';
-import { recordAudit } from '../../src/services/audit.ts';
+import { recordAudit } from '../../src/infra/audit.ts';
 import {
   AuditSealer,
   canonicalJson,
@@ -12,7 +12,7 @@ import {
   sealAll,
   sealBatch,
   verifyAuditChain,
-} from '../../src/services/audit-chain.ts';
+} from '../../src/infra/audit-chain.ts';
 import { openIsolatedDatabase } from '../cli/support.ts';
 
 const context = { ip: '203.0.113.7', userAgent: 'audit-chain-test' };

@@ -1,9 +1,9 @@
 import { sql } from 'kysely';
-import { recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import { invalidToken, queueLinkMail, requireEmail } from './mailed-links.ts';
-import { spendOneTimeToken, voidOneTimeTokens } from './one-time-tokens.ts';
-import type { RequestContext } from './request-context.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { invalidToken, queueLinkMail, requireEmail } from '../infra/mailed-links.ts';
+import { spendOneTimeToken, voidOneTimeTokens } from '../infra/one-time-tokens.ts';
 
 /** The same words whether or not the address has an account: the answer reveals nothing. */
 export const RESEND_VERIFICATION_MESSAGE =

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { pino } from 'pino';
 import { type DatabaseHandle, type Db, openDatabase } from '../../src/db/index.ts';
-import { Housekeeper, purgeExpired } from '../../src/services/housekeeping.ts';
+import { Housekeeper, purgeExpired } from '../../src/infra/housekeeping.ts';
 import { isolatedDatabase, openIsolatedDatabase } from '../cli/support.ts';
 import { uniqueName } from '../helpers.ts';
 

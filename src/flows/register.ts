@@ -10,17 +10,17 @@ import {
   checkStorable,
   checkUsername,
 } from '../domain/account-rules.ts';
+import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
+import type { RequestContext } from '../domain/request-context.ts';
 import type { RoleName } from '../domain/roles.ts';
-import { AppError, type FieldError } from '../errors.ts';
-import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from './audit.ts';
-import type { Services } from './container.ts';
-import { outboxRow, publicLink, queueMail } from './mail.ts';
-import { MAILS_PER_HOUR } from './mailed-links.ts';
-import { newOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS } from './one-time-tokens.ts';
+import { type UserBody, userBody } from '../domain/user-view.ts';
+import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { outboxRow, publicLink, queueMail } from '../infra/mail.ts';
+import { MAILS_PER_HOUR } from '../infra/mailed-links.ts';
+import { newOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS } from '../infra/one-time-tokens.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
-import type { RequestContext } from './request-context.ts';
-import { type UserBody, userBody } from './user-view.ts';
 
 export interface RegistrationInput {
   email: string;

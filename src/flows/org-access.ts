@@ -1,7 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
+import { AppError } from '../domain/errors.ts';
 import { describeRequirement, grants, isRoleName, type Requirement, type RoleName } from '../domain/roles.ts';
-import { AppError } from '../errors.ts';
 
 /** A user's standing in one organization, as the permission check found it. */
 export interface OrganizationAccess {
