@@ -11,7 +11,8 @@ import type { Database } from '../../src/db/schema.ts';
 import { DEFAULT_ROLE_PERMISSIONS } from '../../src/domain/roles.ts';
 import { systemClock } from '../../src/infra/clock.ts';
 import { ARGON2ID_PARAMS } from '../../src/infra/passwords.ts';
-import { sha256Hex, TokenService } from '../../src/infra/tokens.ts';
+import { sha256Hex } from '../../src/infra/sha256.ts';
+import { TokenService } from '../../src/infra/tokens.ts';
 import {
   type BenchResult,
   createDatabase,

@@ -1,5 +1,6 @@
 import { AppError } from '../domain/errors.ts';
-import { type AdminUserChanges, findUserByLogin, updateUserAsAdmin } from '../flows/admin.ts';
+import { type AdminUserChanges, updateUserAsAdmin } from '../flows/admin.ts';
+import { findUserByIdentifier } from '../infra/users.ts';
 import {
   CLI_CONTEXT,
   CliError,
@@ -31,7 +32,7 @@ function userCommand(
       }
       const login = positionals[0];
       return withServices(async (services) => {
-        const user = await findUserByLogin(services.db, login);
+        const user = await findUserByIdentifier(services.db, login);
         if (!user) throw new CliError(`no user with email or username "${login}"`);
         try {
           await updateUserAsAdmin(services, user, changes, { userId: null, via: 'cli' }, CLI_CONTEXT);

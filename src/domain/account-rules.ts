@@ -18,6 +18,8 @@ function fail<T>(field: string, message: string, code: string): Check<T> {
  * Linear time: the length is bounded first and every pattern is unambiguous.
  */
 export function checkEmail(raw: string, field = 'email'): Check<string> {
+  const unstorable = checkStorable(raw, field);
+  if (unstorable) return { ok: false, error: unstorable };
   const value = raw.trim();
   if (value === '') return fail(field, 'Email is required', 'required');
   if (value.length > 254) return fail(field, 'Email must be at most 254 characters', 'too_long');

@@ -24,7 +24,6 @@ export const DEFAULT_ROLE_PERMISSIONS: Record<RoleName, readonly Permission[]> =
 };
 
 /** Rank for "at least this role" comparisons: admin ⊇ user ⊇ viewer. */
-const RANK: Record<RoleName, number> = { viewer: 1, user: 2, admin: 3 };
 
 export function isRoleName(value: string): value is RoleName {
   return (ROLE_NAMES as readonly string[]).includes(value);
@@ -41,10 +40,6 @@ export function checkRole(raw: unknown, field = 'role'): Check<RoleName> {
       code: raw === undefined ? 'required' : 'invalid_value',
     },
   };
-}
-
-export function roleAtLeast(role: RoleName, required: RoleName): boolean {
-  return RANK[role] >= RANK[required];
 }
 
 /**

@@ -4,13 +4,13 @@ import { prepared } from '../db/prepared.ts';
 import type { Database } from '../db/schema.ts';
 import { type Check, checkLanguageCode, checkPersonName, checkStorable } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
+import { isUuid } from '../domain/identifiers.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { type AuthContext, revokeUserSessions } from '../infra/sessions.ts';
-import { isUuid } from './org-access.ts';
 import type { UserOrganization } from './register.ts';
 
 /** `GET /api/v1/me`: the registration body without `message`, plus `last_login_at` and every membership. */

@@ -1,11 +1,14 @@
-import { type Kysely, sql } from 'kysely';
-import type { Database, User } from '../db/schema.ts';
+import { sql } from 'kysely';
+import type { User } from '../db/schema.ts';
 import { AppError } from '../domain/errors.ts';
+import { canonicalUuid, normalizeIdentifier } from '../domain/identifiers.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { type AuditAction, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
+import { unlockAccount } from '../infra/lockout.ts';
 import { revokeUserSessions } from '../infra/sessions.ts';
+import { findUserByIdentifier } from '../infra/users.ts';
 import { assertAcceptablePassword, validateRegistration } from './register.ts';
 
 /** Who performs an administrative action: a superuser over the API, or an operator at the CLI. */
@@ -27,16 +30,6 @@ export function adminUserView(user: User): AdminUserView {
     is_superuser: user.is_superuser,
     last_login_at: user.last_login_at?.toISOString() ?? null,
   };
-}
-
-/** By email or username, as people type them (case-insensitive, trimmed). */
-export async function findUserByLogin(db: Kysely<Database>, login: string): Promise<User | undefined> {
-  const key = login.trim().toLowerCase();
-  return db
-    .selectFrom('users')
-    .selectAll()
-    .where((eb) => eb.or([eb('email', '=', key), eb('username', '=', key)]))
-    .executeTakeFirst();
 }
 
 export interface SuperuserInput {
@@ -64,11 +57,8 @@ export async function createSuperuser(
     last_name: input.last_name,
   });
   await assertAcceptablePassword(services, valid.password, { username: valid.username, email: valid.email });
-  const taken = await findUserByLogin(services.db, valid.email);
-  if (taken?.email === valid.email) throw new AppError('EMAIL_TAKEN');
-  if ((await findUserByLogin(services.db, valid.username))?.username === valid.username) {
-    throw new AppError('USERNAME_TAKEN');
-  }
+  if (await findUserByIdentifier(services.db, valid.email)) throw new AppError('EMAIL_TAKEN');
+  if (await findUserByIdentifier(services.db, valid.username)) throw new AppError('USERNAME_TAKEN');
   const passwordHash = await services.hasher.hash(valid.password);
   const now = services.clock.now();
   const user = await services.db.transaction().execute(async (trx) => {
@@ -124,9 +114,7 @@ export async function updateUserAsAdmin(
   const applied: Record<string, unknown> = {};
   if (changes.unlock) {
     // Lockouts live in Redis and their own table, outside this transaction; clearing is idempotent.
-    const username = await services.lockout.clear(target.username);
-    const email = await services.lockout.clear(target.email);
-    applied.unlocked = username || email;
+    applied.unlocked = await unlockAccount(services, target, { byUserId: actor.userId, via: actor.via }, context);
   }
   const updated = await services.db.transaction().execute(async (trx) => {
     let user = target;
@@ -155,6 +143,20 @@ export async function updateUserAsAdmin(
     return user;
   });
   return adminUserView(updated);
+}
+
+/** `updateUserAsAdmin` for the user a path names; NOT_FOUND for an unknown or malformed uuid. */
+export async function updateUserByUuid(
+  services: Services,
+  uuid: string,
+  changes: AdminUserChanges,
+  actor: AdminActor,
+  context: RequestContext,
+): Promise<AdminUserView> {
+  const id = canonicalUuid(uuid);
+  const target = id && (await services.db.selectFrom('users').selectAll().where('uuid', '=', id).executeTakeFirst());
+  if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
+  return updateUserAsAdmin(services, target, changes, actor, context);
 }
 
 /** Reads by superusers are audited too: who looked at whose data, and with which filters. */
@@ -318,7 +320,7 @@ export async function listLoginAttempts(services: Services, query: LoginAttemptQ
       'l.attempted_at',
     ]);
   if (query.since) q = q.where('l.attempted_at', '>=', new Date(query.since));
-  if (query.identifier) q = q.where('l.identifier', '=', query.identifier.trim().normalize('NFC').toLowerCase());
+  if (query.identifier) q = q.where('l.identifier', '=', normalizeIdentifier(query.identifier));
   if (query.success !== undefined) q = q.where('l.success', '=', query.success);
   if (after !== undefined) q = q.where('l.id', '<', after);
   const rows = await q

@@ -1,7 +1,8 @@
 import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
-import { checkEmail, checkStorable } from '../domain/account-rules.ts';
+import { checkEmail } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
+import { isLinkTokenShaped, isUuid } from '../domain/identifiers.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { checkRole, isRoleName, type RoleName } from '../domain/roles.ts';
 import { recordAudit } from '../infra/audit.ts';
@@ -14,7 +15,7 @@ import {
   spendOneTimeToken,
 } from '../infra/one-time-tokens.ts';
 import type { AuthContext } from '../infra/sessions.ts';
-import { findMembership, isUuid, lockAndAuthorize, lockOrganization, type OrganizationAccess } from './org-access.ts';
+import { findMembership, lockAndAuthorize, lockOrganization, type OrganizationAccess } from './org-access.ts';
 import { getOrganization, type OrganizationView } from './organizations.ts';
 
 /** Where the mailed link points: `PUBLIC_URL/accept-invitation?token=…`. */
@@ -41,8 +42,7 @@ function validInvitationInput(input: { email?: unknown; role?: unknown }): { ema
   if (typeof input.email !== 'string') {
     errors.push({ field: 'email', message: 'Email is required', code: 'required' });
   } else {
-    const storable = checkStorable(input.email, 'email');
-    const check = storable ? { ok: false as const, error: storable } : checkEmail(input.email);
+    const check = checkEmail(input.email);
     if (check.ok) email = check.value;
     else errors.push(check.error);
   }
@@ -253,7 +253,8 @@ export interface InvitationOffer {
 }
 
 /** The pending invitation behind a link, or undefined when the link is unknown, spent, revoked or expired. */
-export async function describeInvitation(services: Services, token: string): Promise<InvitationOffer | undefined> {
+export async function describeInvitation(services: Services, token: unknown): Promise<InvitationOffer | undefined> {
+  if (!isLinkTokenShaped(token)) return undefined;
   const now = services.clock.now();
   const live = await findLiveToken(services.db, 'invitation', token, now);
   if (!live?.invitationId) return undefined;

@@ -1,6 +1,7 @@
 import { executePrepared } from '../db/prepared.ts';
 import type { User } from '../db/schema.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
+import { normalizeIdentifier } from '../domain/identifiers.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { isStorableText } from '../domain/text.ts';
@@ -8,6 +9,7 @@ import { auditRow, recordAudit } from '../infra/audit.ts';
 import { loginNeedsCaptcha } from '../infra/captcha.ts';
 import type { Services } from '../infra/container.ts';
 import { type IssuedSession, newSession, type SessionKind, startedSession } from '../infra/sessions.ts';
+import { findUserByIdentifier } from '../infra/users.ts';
 
 export interface LoginInput {
   /** Username or email, as typed. */
@@ -29,11 +31,6 @@ export type LoginFailureReason =
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
 
-/** Trimmed, NFC, lower-case: usernames and emails are stored lower-cased. */
-export function normalizeIdentifier(raw: string): string {
-  return raw.trim().normalize('NFC').toLowerCase();
-}
-
 function validateLogin(input: LoginInput): LoginInput {
   const errors: FieldError[] = [];
   const identifier = normalizeIdentifier(input.identifier);
@@ -46,11 +43,7 @@ function validateLogin(input: LoginInput): LoginInput {
     errors.push({ field: 'password', message: 'Password is not valid', code: 'invalid_format' });
   }
   if (errors.length > 0) {
-    throw new AppError('VALIDATION_ERROR', {
-      detail: 'One or more fields are invalid',
-      errors,
-      oauthError: 'invalid_request',
-    });
+    throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
   }
   return { identifier, password: normalizePassword(input.password) };
 }
@@ -88,7 +81,7 @@ export async function loginWithPassword(
     throw error;
   }
 
-  const user = await findUserByIdentifier(services, identifier);
+  const user = await findUserByIdentifier(services.db, identifier);
   let failure: LoginFailureReason | undefined;
   let needsRehash = false;
   if (!user) {
@@ -124,26 +117,16 @@ export async function loginWithPassword(
 function loginError(reason: LoginFailureReason): AppError {
   switch (reason) {
     case 'account_disabled':
-      return new AppError('ACCOUNT_DISABLED', { oauthError: 'invalid_grant' });
+      return new AppError('ACCOUNT_DISABLED');
     case 'email_not_verified':
-      return new AppError('EMAIL_NOT_VERIFIED', { oauthError: 'invalid_grant' });
+      return new AppError('EMAIL_NOT_VERIFIED');
     default:
       // Identical for unknown user and wrong password: same code, detail, status.
-      return new AppError('INVALID_CREDENTIALS', { oauthError: 'invalid_grant' });
+      return new AppError('INVALID_CREDENTIALS');
   }
 }
 
-async function findUserByIdentifier(services: Services, identifier: string): Promise<User | undefined> {
-  // Usernames cannot contain "@", so the identifier says which column to look in.
-  const column = identifier.includes('@') ? 'email' : 'username';
-  const [user] = await executePrepared(
-    services.db,
-    services.db.selectFrom('users').selectAll().where(column, '=', identifier),
-  );
-  return user;
-}
-
-/** After a failure: the attempt and audit rows. Lockout counting belongs here. */
+/** After a failure: the attempt and audit rows (the caller counts the failure toward the lockout). */
 async function recordLoginFailure(
   services: Services,
   identifier: string,

@@ -1,6 +1,7 @@
 import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { AppError } from '../domain/errors.ts';
+import { isUuid } from '../domain/identifiers.ts';
 import { describeRequirement, grants, isRoleName, type Requirement, type RoleName } from '../domain/roles.ts';
 
 /** A user's standing in one organization, as the permission check found it. */
@@ -13,13 +14,6 @@ export interface OrganizationAccess {
   role: RoleName;
   /** The permissions of the member's role row. */
   permissions: readonly string[];
-}
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** Path identifiers are checked before they reach SQL: a malformed uuid is simply not found. */
-export function isUuid(value: unknown): value is string {
-  return typeof value === 'string' && UUID.test(value);
 }
 
 /** The user's membership in the organization, or undefined (not a member, unknown or malformed uuid). */

@@ -2,12 +2,13 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkOrganizationName, checkStorable, slugify } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
+import { isUuid } from '../domain/identifiers.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { checkRole, DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { type AuditLogView, decodeCursor, encodeCursor, type Page } from './admin.ts';
-import { countAdmins, isUuid, lockAndAuthorize, type OrganizationAccess, requirePermission } from './org-access.ts';
+import { countAdmins, lockAndAuthorize, type OrganizationAccess, requirePermission } from './org-access.ts';
 
 export interface OrganizationSummary {
   id: number;

@@ -2,9 +2,9 @@ import { sql } from 'kysely';
 import type { RequestContext } from '../domain/request-context.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { clearUserLockouts } from '../infra/lockout.ts';
+import { unlockAccount } from '../infra/lockout.ts';
 import { invalidToken, queueLinkMail, requireEmail } from '../infra/mailed-links.ts';
-import { findLiveToken, spendOneTimeToken, voidOneTimeTokens } from '../infra/one-time-tokens.ts';
+import { findLiveToken, isLiveLink, spendOneTimeToken, voidOneTimeTokens } from '../infra/one-time-tokens.ts';
 import { revokeUserSessions } from '../infra/sessions.ts';
 import {
   assertNotRecentlyUsed,
@@ -121,7 +121,12 @@ export async function resetPassword(
   });
   services.outbox.kick();
   // The lockout store is its own (Redis or PostgreSQL, outside this transaction); the reset stands either way.
-  await clearUserLockouts(services, user).catch((error: unknown) => {
+  await unlockAccount(services, user, { byUserId: null, via: 'password_reset' }, context).catch((error: unknown) => {
     services.log.error({ err: { message: (error as Error).message }, user_id: user.id }, 'lockout not cleared');
   });
+}
+
+/** Does this reset link still work? (The page asks before showing its form; only the post spends it.) */
+export function isResetLinkLive(services: Services, token: unknown): Promise<boolean> {
+  return isLiveLink(services.db, 'reset_password', token, services.clock.now());
 }

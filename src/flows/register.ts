@@ -269,6 +269,25 @@ async function insertAccount(
   return user as Selectable<UsersTable>;
 }
 
+/** A registration's outcome: an account shown to its owner (201), or the one neutral answer (202). */
+export type RegistrationOutcome = { created: RegisteredAccount } | { accepted: { message: string } };
+
+/**
+ * Registration as the deployment is configured, for the API and the page
+ * alike: with REGISTRATION_ENUMERATION_SAFE every accepted request gets the
+ * same neutral answer, otherwise the new account.
+ */
+export async function register(
+  services: Services,
+  input: RegistrationInput,
+  context: RequestContext,
+): Promise<RegistrationOutcome> {
+  if (services.config.registrationEnumerationSafe) {
+    return { accepted: await registerAccountWithoutDisclosure(services, input, context) };
+  }
+  return { created: await registerAccount(services, input, context) };
+}
+
 /** The one answer to every accepted registration while REGISTRATION_ENUMERATION_SAFE is on. */
 export const ACCEPTED_REGISTRATION_MESSAGE =
   'Registration received. Please check your email to continue; the message explains the next step.';
@@ -279,7 +298,7 @@ export const ACCEPTED_REGISTRATION_MESSAGE =
  * mailed instead. A taken username still answers 409 USERNAME_TAKEN, also
  * when the email is taken too, so that a 409 says nothing about the email.
  */
-export async function registerAccountWithoutDisclosure(
+async function registerAccountWithoutDisclosure(
   services: Services,
   input: RegistrationInput,
   context: RequestContext,

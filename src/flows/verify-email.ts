@@ -3,7 +3,7 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { invalidToken, queueLinkMail, requireEmail } from '../infra/mailed-links.ts';
-import { spendOneTimeToken, voidOneTimeTokens } from '../infra/one-time-tokens.ts';
+import { isLiveLink, spendOneTimeToken, voidOneTimeTokens } from '../infra/one-time-tokens.ts';
 
 /** The same words whether or not the address has an account: the answer reveals nothing. */
 export const RESEND_VERIFICATION_MESSAGE =
@@ -66,4 +66,9 @@ export async function resendVerification(
   });
   if (queued) services.outbox.kick();
   return { message: RESEND_VERIFICATION_MESSAGE };
+}
+
+/** Does this verification link still work? (The page asks before offering to spend it.) */
+export function isVerificationLinkLive(services: Services, token: unknown): Promise<boolean> {
+  return isLiveLink(services.db, 'verify_email', token, services.clock.now());
 }

@@ -8,7 +8,7 @@ import {
   listLoginAttempts,
   listUsers,
   recordAdminView,
-  updateUserAsAdmin,
+  updateUserByUuid,
 } from '../flows/admin.ts';
 import { requireSuperuser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
@@ -77,8 +77,6 @@ const UpdateUserBody = Type.Object(
   { additionalProperties: true },
 );
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 const security: Record<string, string[]>[] = [{ bearer: [] }, { oauth2: [] }];
 
 function actor(request: FastifyRequest): AdminActor {
@@ -129,8 +127,6 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const { uuid } = request.params;
-      if (!UUID.test(uuid)) throw new AppError('NOT_FOUND', { detail: 'No such user' });
       const { is_active, unlock } = request.body;
       if (is_active === undefined && !unlock) {
         throw new AppError('VALIDATION_ERROR', {
@@ -138,9 +134,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           errors: [{ field: 'is_active', message: 'Give is_active, or unlock: true', code: 'required' }],
         });
       }
-      const target = await app.gatehouse.db.selectFrom('users').selectAll().where('uuid', '=', uuid).executeTakeFirst();
-      if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
-      return updateUserAsAdmin(app.gatehouse, target, { is_active, unlock }, actor(request), request.caller);
+      const changes = { is_active, unlock };
+      return updateUserByUuid(app.gatehouse, request.params.uuid, changes, actor(request), request.caller);
     },
   );
 

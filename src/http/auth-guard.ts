@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../domain/errors.ts';
-import { type AuthContext, authenticateAccessToken } from '../infra/sessions.ts';
+import { assertSuperuser, authenticateAccessToken } from '../flows/authenticate.ts';
+import type { AuthContext } from '../infra/sessions.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -33,10 +34,5 @@ export async function requireUser(request: FastifyRequest, _reply: FastifyReply)
 /** requireUser, and the user must be a superuser (FORBIDDEN otherwise). */
 export async function requireSuperuser(request: FastifyRequest, reply: FastifyReply): Promise<void> {
   await requireUser(request, reply);
-  const user = await request.server.gatehouse.db
-    .selectFrom('users')
-    .select(['is_superuser', 'is_active'])
-    .where('id', '=', request.auth.userId)
-    .executeTakeFirst();
-  if (!user?.is_active || !user.is_superuser) throw new AppError('FORBIDDEN');
+  await assertSuperuser(request.server.gatehouse, request.auth);
 }

@@ -3,8 +3,8 @@ import { Type } from 'typebox';
 import { acceptInvitation, createInvitation, listPendingInvitations, revokeInvitation } from '../flows/invitations.ts';
 import { requireUser } from './auth-guard.ts';
 import { requireOrgPermission } from './org-guard.ts';
-import { OrganizationParams, OrganizationSchema, RoleSchema, security } from './organizations.ts';
-import { problems } from './schemas.ts';
+import { OrganizationParams, OrganizationSchema, security } from './organizations.ts';
+import { problems, RoleSchema } from './schemas.ts';
 
 const Invitation = Type.Object({
   uuid: Type.String({ format: 'uuid' }),

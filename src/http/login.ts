@@ -3,8 +3,8 @@ import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { loginWithPassword } from '../flows/login.ts';
+import { rotateRefreshToken } from '../flows/refresh.ts';
 import { captchaToken } from '../infra/captcha.ts';
-import { rotateRefreshToken } from '../infra/sessions.ts';
 import { problems } from './schemas.ts';
 import { oauthErrorHandler, sendTokens, TokenResponse } from './token-response.ts';
 

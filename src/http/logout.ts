@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { recordAudit } from '../infra/audit.ts';
-import { revokeSession, revokeUserSessions } from '../infra/sessions.ts';
+import { logout, logoutEverywhere } from '../flows/logout.ts';
 import { requireUser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 import { clearRefreshCookie } from './token-response.ts';
@@ -25,16 +24,7 @@ export const logoutRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const { auth } = request;
-      await services.db.transaction().execute(async (trx) => {
-        if (await revokeSession(services, auth.userId, auth.sessionUuid, 'logout', trx)) {
-          await recordAudit(
-            trx,
-            { action: 'logout', userId: auth.userId, details: { session_uuid: auth.sessionUuid } },
-            request.caller,
-          );
-        }
-      });
+      await logout(services, request.auth, request.caller);
       clearRefreshCookie(reply, services.config, app.prefix);
       return reply.code(204).send(null);
     },
@@ -52,19 +42,7 @@ export const logoutRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const { auth } = request;
-      await services.db.transaction().execute(async (trx) => {
-        const revoked = await revokeUserSessions(services, auth.userId, { reason: 'logout_all' }, trx);
-        await recordAudit(
-          trx,
-          {
-            action: 'logout',
-            userId: auth.userId,
-            details: { session_uuid: auth.sessionUuid, all_sessions: true, sessions_revoked: revoked.length },
-          },
-          request.caller,
-        );
-      });
+      await logoutEverywhere(services, request.auth, request.caller);
       clearRefreshCookie(reply, services.config, app.prefix);
       return reply.code(204).send(null);
     },

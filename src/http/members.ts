@@ -2,8 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { changeMemberRole, listMembers, removeMember } from '../flows/organizations.ts';
 import { requireOrgPermission } from './org-guard.ts';
-import { RoleSchema, security } from './organizations.ts';
-import { problems } from './schemas.ts';
+import { security } from './organizations.ts';
+import { problems, RoleSchema } from './schemas.ts';
 
 const Member = Type.Object({
   user_uuid: Type.String({ format: 'uuid' }),

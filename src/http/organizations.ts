@@ -10,9 +10,7 @@ import {
 } from '../flows/organizations.ts';
 import { requireUser } from './auth-guard.ts';
 import { requireOrgPermission } from './org-guard.ts';
-import { problems } from './schemas.ts';
-
-export const RoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('viewer')]);
+import { problems, RoleSchema } from './schemas.ts';
 
 export const OrganizationSchema = Type.Object({
   uuid: Type.String({ format: 'uuid' }),

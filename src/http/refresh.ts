@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { AppError } from '../domain/errors.ts';
-import { rotateRefreshToken } from '../infra/sessions.ts';
+import { rotateRefreshToken } from '../flows/refresh.ts';
 import { problems } from './schemas.ts';
 import { oauthErrorHandler, refreshCookie, sendTokens, TokenResponse } from './token-response.ts';
 

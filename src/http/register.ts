@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { registerAccount, registerAccountWithoutDisclosure } from '../flows/register.ts';
+import { register } from '../flows/register.ts';
 import { requireCaptcha } from '../infra/captcha.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
@@ -56,10 +56,8 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         organization_name: body.organization_name,
         language_code: body.language_code,
       };
-      if (app.gatehouse.config.registrationEnumerationSafe) {
-        return reply.code(202).send(await registerAccountWithoutDisclosure(app.gatehouse, input, request.caller));
-      }
-      return reply.code(201).send(await registerAccount(app.gatehouse, input, request.caller));
+      const outcome = await register(app.gatehouse, input, request.caller);
+      return 'created' in outcome ? reply.code(201).send(outcome.created) : reply.code(202).send(outcome.accepted);
     },
   );
 };

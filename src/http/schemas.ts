@@ -1,4 +1,5 @@
 import { Type } from 'typebox';
+import { ROLE_NAMES } from '../domain/roles.ts';
 
 /** Problem details as API.md describes them, for the OpenAPI document. */
 export const Problem = Type.Object(
@@ -25,11 +26,14 @@ export function problems(...statuses: number[]): Record<number, typeof ProblemRe
   return Object.fromEntries(statuses.map((s) => [s, ProblemRef]));
 }
 
+/** A member's role, as every response names it. */
+export const RoleSchema = Type.Enum(ROLE_NAMES);
+
 export const UserOrganization = Type.Object({
   uuid: Type.String({ format: 'uuid' }),
   name: Type.String(),
   slug: Type.String(),
-  role: Type.Union([Type.Literal('admin'), Type.Literal('user'), Type.Literal('viewer')]),
+  role: RoleSchema,
 });
 
 export const UserBodyProperties = {

@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { AppError } from '../domain/errors.ts';
-import { recordAudit } from '../infra/audit.ts';
-import { listSessions, revokeSession } from '../infra/sessions.ts';
+import { listSessions, revokeOwnSession } from '../flows/sessions.ts';
 import { requireUser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 
@@ -49,22 +48,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const { auth } = request;
-      const id = request.params.id.toLowerCase();
-      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) throw new AppError('NOT_FOUND');
-      const revoked = await services.db.transaction().execute(async (trx) => {
-        if (!(await revokeSession(services, auth.userId, id, 'revoked_by_user', trx))) return false;
-        await recordAudit(
-          trx,
-          {
-            action: 'session_revoked',
-            userId: auth.userId,
-            details: { session_uuid: id, current: id === auth.sessionUuid },
-          },
-          request.caller,
-        );
-        return true;
-      });
+      const revoked = await revokeOwnSession(services, request.auth, request.params.id, request.caller);
       if (!revoked) throw new AppError('NOT_FOUND', { detail: 'No such session' });
       return reply.code(204).send(null);
     },

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Selectable } from 'kysely';
@@ -7,12 +6,14 @@ import type { Db } from '../db/index.ts';
 import { executePrepared } from '../db/prepared.ts';
 import type { LockoutsTable } from '../db/schema.ts';
 import { AppError } from '../domain/errors.ts';
+import { normalizeIdentifier } from '../domain/identifiers.ts';
 import { type RequestContext, SYSTEM_CONTEXT } from '../domain/request-context.ts';
 import type { AbuseMetrics } from './abuse-metrics.ts';
 import { recordAudit } from './audit.ts';
 import type { Clock } from './clock.ts';
 import type { Services } from './container.ts';
 import { FallbackReporter } from './rate-limits.ts';
+import { sha256Hex } from './sha256.ts';
 
 /** Failures and lock history are forgotten after a day without news of the identifier. */
 export const FORGET_AFTER_SECONDS = 24 * 60 * 60;
@@ -47,8 +48,8 @@ export interface LockoutDependencies {
  * hashed so that a hostile identifier cannot grow a key or a row.
  */
 export function lockoutIdentifier(raw: string): string {
-  const id = raw.trim().normalize('NFC').toLowerCase();
-  return id.length <= IDENTIFIER_MAX ? id : `sha256:${createHash('sha256').update(id).digest('hex')}`;
+  const id = normalizeIdentifier(raw);
+  return id.length <= IDENTIFIER_MAX ? id : `sha256:${sha256Hex(id)}`;
 }
 
 /**
@@ -272,35 +273,33 @@ function lockedError(retryAfterSeconds: number): AppError {
   });
 }
 
+/** Who cleared a lockout, for its audit row. */
+export interface Unlocker {
+  /** The superuser who asked; null for the CLI and for a password reset. */
+  byUserId: number | null;
+  via: 'api' | 'cli' | 'password_reset';
+}
+
 /**
- * The admin's unlock (endpoint and CLI call this): clears the lock and the
- * count of one identifier and audits `account_unlocked` when it was locked.
+ * The one way a lockout ends early (the admin API, `gatehouse users unlock`
+ * and a password reset): clears the lock and the failure count of every
+ * identifier the user logs in with, and audits `account_unlocked` when one
+ * of them was locked. True when something was locked.
  */
-export async function unlockIdentifier(
+export async function unlockAccount(
   services: Pick<Services, 'lockout' | 'db'>,
-  identifier: string,
-  options: { actorUserId?: number | null; userId?: number | null; context?: RequestContext } = {},
+  user: { id: number; username: string; email: string },
+  unlocker: Unlocker,
+  context: RequestContext,
 ): Promise<boolean> {
-  const wasLocked = await services.lockout.clear(identifier);
+  const cleared = await Promise.all([services.lockout.clear(user.username), services.lockout.clear(user.email)]);
+  const wasLocked = cleared.some(Boolean);
   if (wasLocked) {
     await recordAudit(
       services.db,
-      {
-        action: 'account_unlocked',
-        userId: options.userId ?? null,
-        details: { identifier: lockoutIdentifier(identifier), by_user_id: options.actorUserId ?? null },
-      },
-      options.context ?? SYSTEM_CONTEXT,
+      { action: 'account_unlocked', userId: user.id, details: { by_user_id: unlocker.byUserId, via: unlocker.via } },
+      context,
     );
   }
   return wasLocked;
-}
-
-/** A password reset (or an admin unlocking a user) clears every identifier the user logs in with. */
-export async function clearUserLockouts(
-  services: Pick<Services, 'lockout'>,
-  user: { username: string; email: string },
-): Promise<void> {
-  await services.lockout.clear(user.username);
-  await services.lockout.clear(user.email);
 }

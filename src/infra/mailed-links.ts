@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
-import { checkEmail, checkStorable } from '../domain/account-rules.ts';
+import { checkEmail } from '../domain/account-rules.ts';
 import { AppError } from '../domain/errors.ts';
 import type { Services } from './container.ts';
 import { publicLink, queueMail } from './mail.ts';
@@ -11,8 +11,7 @@ export const MAILS_PER_HOUR = 5;
 
 /** The email address a link is asked for: valid-looking, else 422 naming the field. */
 export function requireEmail(raw: string, field = 'email'): string {
-  const storable = checkStorable(raw, field);
-  const check = storable ? { ok: false as const, error: storable } : checkEmail(raw, field);
+  const check = checkEmail(raw, field);
   if (!check.ok) {
     throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors: [check.error] });
   }

@@ -1,6 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database, OneTimeTokenPurpose } from '../db/schema.ts';
+import { isLinkTokenShaped } from '../domain/identifiers.ts';
+import { sha256Hex } from './sha256.ts';
 
 export const ONE_TIME_TOKEN_TTL_SECONDS: Record<OneTimeTokenPurpose, number> = {
   verify_email: 24 * 3600,
@@ -11,11 +13,7 @@ export const ONE_TIME_TOKEN_TTL_SECONDS: Record<OneTimeTokenPurpose, number> = {
 /** 256 random bits for the link; only their SHA-256 is stored. */
 export function newOneTimeToken(): { token: string; hash: string } {
   const token = randomBytes(32).toString('base64url');
-  return { token, hash: hashToken(token) };
-}
-
-export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
+  return { token, hash: sha256Hex(token) };
 }
 
 export interface IssueTokenInput {
@@ -70,7 +68,7 @@ export async function findLiveToken(
   const row = await db
     .selectFrom('one_time_tokens')
     .select(liveTokenColumns)
-    .where('token_hash', '=', hashToken(token))
+    .where('token_hash', '=', sha256Hex(token))
     .where('purpose', '=', purpose)
     .where('used_at', 'is', null)
     .where('expires_at', '>', now)
@@ -91,7 +89,7 @@ export async function spendOneTimeToken(
   const row = await db
     .updateTable('one_time_tokens')
     .set({ used_at: now })
-    .where('token_hash', '=', hashToken(token))
+    .where('token_hash', '=', sha256Hex(token))
     .where('purpose', '=', purpose)
     .where('used_at', 'is', null)
     .where('expires_at', '>', now)
@@ -131,4 +129,14 @@ export async function countRecentTokens(
     .where('created_at', '>', since)
     .executeTakeFirstOrThrow();
   return Number(row.count);
+}
+
+/** Does a mailed link still work? Looks without spending, for a page that asks before it acts. */
+export async function isLiveLink(
+  db: Kysely<Database>,
+  purpose: OneTimeTokenPurpose,
+  token: unknown,
+  now: Date,
+): Promise<boolean> {
+  return isLinkTokenShaped(token) && (await findLiveToken(db, purpose, token, now)) !== undefined;
 }

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Db } from '../db/index.ts';
+import { isUuid } from '../domain/identifiers.ts';
 import type { Clock } from './clock.ts';
 import { CLOCK_TOLERANCE_SECONDS } from './tokens.ts';
 
@@ -22,7 +23,6 @@ const SYNCED_KEY = 'revocations:synced';
 const SYNC_INTERVAL_MS = 5_000;
 const SYNC_OVERLAP_MS = 60_000;
 const REDIS_TIMEOUT_MS = 250;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Answers "is this session still live?" for every access token.
@@ -86,7 +86,7 @@ export class RevocationList {
 
   /** The session's ids when it is live; undefined when revoked or unknown. Never answers "live" on doubt. */
   async liveSession(uuid: string): Promise<SessionIds | undefined> {
-    if (!UUID.test(uuid)) return undefined;
+    if (!isUuid(uuid)) return undefined;
     if (this.#trusted && this.#redis) {
       try {
         const revoked = await withTimeout(this.#redis.exists(REVOKED_PREFIX + uuid), REDIS_TIMEOUT_MS);

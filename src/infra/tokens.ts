@@ -371,8 +371,3 @@ export async function rotateSigningKey(config: Config, now: Date): Promise<{ kid
   }
   return { kid: added.kid, retired };
 }
-
-/** SHA-256 hex: how refresh token ids are stored. */
-export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value).digest('hex');
-}

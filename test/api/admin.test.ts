@@ -224,6 +224,14 @@ describe('administration API', () => {
         .where('user_id', '=', user.id)
         .executeTakeFirstOrThrow();
       assert.equal((audit.details as { applied: Body }).applied.unlocked, true);
+      const unlocked = await app.gatehouse.db
+        .selectFrom('audit_logs')
+        .select('details')
+        .where('action', '=', 'account_unlocked')
+        .where('user_id', '=', user.id)
+        .executeTakeFirstOrThrow();
+      assert.equal((unlocked.details as Body).via, 'api');
+      assert.equal(typeof (unlocked.details as Body).by_user_id, 'number');
     });
 
     test('bad requests: nothing to change 422, wrong type 400, unknown or malformed uuid 404, disabling oneself 409', async () => {

@@ -237,6 +237,13 @@ describe('forgot and reset password', () => {
     assert.equal((await lockout.check(user.username)).locked, false);
     assert.equal((await lockout.check(user.email)).locked, false);
     assert.equal((await login(user.username, password)).statusCode, 200);
+    const unlocked = await app.gatehouse.db
+      .selectFrom('audit_logs')
+      .select('details')
+      .where('action', '=', 'account_unlocked')
+      .where('user_id', '=', user.id)
+      .executeTakeFirstOrThrow();
+    assert.deepEqual(unlocked.details, { by_user_id: null, via: 'password_reset' });
   });
 
   test('a reset marks the email verified', async () => {

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { decodeJwt } from 'jose';
 import type { DatabaseHandle } from '../../src/db/index.ts';
 import { revokeUserSessions } from '../../src/infra/sessions.ts';
-import { sha256Hex } from '../../src/infra/tokens.ts';
+import { sha256Hex } from '../../src/infra/sha256.ts';
 import { json } from '../helpers.ts';
 import {
   assertProblem,

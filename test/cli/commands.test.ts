@@ -343,6 +343,14 @@ describe('gatehouse CLI', () => {
           .where('locked_until', '>', new Date())
           .execute();
         assert.deepEqual(left, []);
+        const unlocked = await db
+          .selectFrom('audit_logs')
+          .innerJoin('users', 'users.id', 'audit_logs.user_id')
+          .select('audit_logs.details')
+          .where('audit_logs.action', '=', 'account_unlocked')
+          .where('users.username', '=', username)
+          .executeTakeFirstOrThrow();
+        assert.deepEqual(unlocked.details, { by_user_id: null, via: 'cli' });
       });
     });
 

@@ -7,7 +7,7 @@ import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import fc from 'fast-check';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { issueSession } from '../../src/infra/sessions.ts';
+import { loginWithPassword } from '../../src/flows/login.ts';
 import { json, newUser, startApp, strongPassword, uniqueName } from '../helpers.ts';
 
 /**
@@ -81,8 +81,8 @@ describe('fuzzing every endpoint', () => {
   const known: {
     uuids: string[];
     tokens: string[];
-    user?: { id: number; uuid: string; email: string };
-    admin?: { id: number; uuid: string; email: string };
+    user?: { identifier: string; password: string };
+    admin?: { identifier: string; password: string };
   } = {
     uuids: [],
     tokens: [],
@@ -119,13 +119,8 @@ describe('fuzzing every endpoint', () => {
       .set({ is_superuser: true })
       .where('username', '=', String(admin.username))
       .execute();
-    const rows = await app.gatehouse.db
-      .selectFrom('users')
-      .select(['id', 'uuid', 'email', 'username'])
-      .where('username', 'in', [String(plain.username), String(admin.username)])
-      .execute();
-    known.user = rows.find((r) => r.username === plain.username);
-    known.admin = rows.find((r) => r.username === admin.username);
+    known.user = { identifier: String(plain.username), password: String(plain.password) };
+    known.admin = { identifier: String(admin.username), password: String(admin.password) };
 
     operations = [...documentedOperations(json(await app.inject('/openapi.json'))), ...pageOperations()];
     for (const op of operations) byKey.set(`${op.method} ${op.path}`, op);
@@ -140,9 +135,9 @@ describe('fuzzing every endpoint', () => {
     const context = { ip: '127.0.0.1', userAgent: 'fuzz' };
     switch (kind) {
       case 'user':
-        return (await issueSession(app.gatehouse, known.user!, context, { kind: 'api' })).tokens.access_token;
+        return (await loginWithPassword(app.gatehouse, known.user!, context)).tokens.access_token;
       case 'superuser':
-        return (await issueSession(app.gatehouse, known.admin!, context, { kind: 'api' })).tokens.access_token;
+        return (await loginWithPassword(app.gatehouse, known.admin!, context)).tokens.access_token;
       case 'refresh':
         return known.tokens[1];
       case 'tampered': {

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
 import { AppError } from '../../src/domain/errors.ts';
 import type { Clock } from '../../src/infra/clock.ts';
-import { clearUserLockouts, lockoutIdentifier, unlockIdentifier } from '../../src/infra/lockout.ts';
+import { lockoutIdentifier } from '../../src/infra/lockout.ts';
 import { startApp, uniqueName } from '../helpers.ts';
 
 /** A clock the test moves, so that lock expiry is tested without waiting. */
@@ -164,34 +164,6 @@ describe('lockout service', () => {
       .executeTakeFirstOrThrow();
     assert.equal(audit.user_agent, 'test-agent');
     assert.equal((audit.details as { identifier: string }).identifier, id);
-  });
-
-  test('an admin can unlock an identifier; account_unlocked is audited', async () => {
-    const id = uniqueName('unlockme');
-    for (let i = 0; i < 5; i++) await fail(id);
-    assert.equal((await app.gatehouse.lockout.check(id)).locked, true);
-    assert.equal(await unlockIdentifier(app.gatehouse, id.toUpperCase(), { actorUserId: null }), true);
-    assert.equal((await other.gatehouse.lockout.check(id)).locked, false);
-    assert.equal((await app.gatehouse.lockout.check(id)).failures, 0);
-    assert.equal(await unlockIdentifier(app.gatehouse, id), false, 'nothing to unlock the second time');
-    const audits = await app.gatehouse.db
-      .selectFrom('audit_logs')
-      .select('details')
-      .where('action', '=', 'account_unlocked')
-      .execute();
-    assert.equal(audits.filter((a) => (a.details as { identifier?: string }).identifier === id).length, 1);
-  });
-
-  test('a password reset clears the locks of both the username and the email', async () => {
-    const username = uniqueName('resetter');
-    const email = `${username}@example.com`;
-    for (let i = 0; i < 5; i++) {
-      await fail(username);
-      await fail(email);
-    }
-    await clearUserLockouts(app.gatehouse, { username, email });
-    assert.equal((await app.gatehouse.lockout.check(username)).locked, false);
-    assert.equal((await app.gatehouse.lockout.check(email)).locked, false);
   });
 
   test('LOCKOUT_THRESHOLD, LOCKOUT_MINUTES and LOCKOUT_MAX_MINUTES tune it', async () => {

@@ -3,7 +3,6 @@ import { acceptInvitation, describeInvitation, type InvitationOffer } from '../.
 import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 
-const TOKEN_MAX = 512;
 const ROLE_WORDS = {
   admin: 'an admin',
   user: 'a member',
@@ -29,8 +28,7 @@ export function acceptInvitationPages(app: FastifyInstance, pages: Pages): void 
     token: string,
     errors?: FormErrors,
   ): Promise<FastifyReply> {
-    const offer: InvitationOffer | undefined =
-      token !== '' && token.length <= TOKEN_MAX ? await describeInvitation(services, token) : undefined;
+    const offer: InvitationOffer | undefined = await describeInvitation(services, token);
     const session = offer ? await pages.session(request) : undefined;
     return pages.render(request, reply, 'accept-invitation', {
       title,

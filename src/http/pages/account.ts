@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../domain/errors.ts';
 import { getAccount, updateAccount } from '../../flows/account.ts';
-import { type BrowserSession, signOutSession } from '../../flows/browser-sessions.ts';
+import type { BrowserSession } from '../../flows/authenticate.ts';
 import { changePassword } from '../../flows/password-change.ts';
-import { listSessions } from '../../infra/sessions.ts';
+import { listSessions, revokeOwnSession } from '../../flows/sessions.ts';
 import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 
@@ -106,7 +106,7 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
           return pages.redirect(reply, pages.paths.account, 'password_changed');
         case 'sign_out_session': {
           const id = field(body, 'session_id');
-          if (!(await signOutSession(services, session.auth, id, request.caller))) {
+          if (!(await revokeOwnSession(services, session.auth, id, request.caller))) {
             throw new AppError('NOT_FOUND', { detail: 'That session does not exist or was already signed out.' });
           }
           if (id.toLowerCase() === session.auth.sessionUuid) {

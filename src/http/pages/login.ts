@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { sessionCookie } from '../../flows/browser-sessions.ts';
 import { loginWithPassword } from '../../flows/login.ts';
 import { captchaToken } from '../../infra/captcha.ts';
+import { sessionCookie } from './cookies.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect } from './forms.ts';
 import type { Pages } from './page.ts';
 

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { endBrowserSession } from '../../flows/browser-sessions.ts';
+import { logout } from '../../flows/logout.ts';
 import type { Pages } from './page.ts';
 
 export function logoutPages(app: FastifyInstance, pages: Pages): void {
@@ -14,7 +14,7 @@ export function logoutPages(app: FastifyInstance, pages: Pages): void {
 
   app.post('/logout', { schema: { hide: true } }, async (request, reply) => {
     const session = await pages.session(request);
-    if (session) await endBrowserSession(services, session.auth, request.caller);
+    if (session) await logout(services, session.auth, request.caller);
     pages.clearSessionCookie(request, reply);
     return pages.redirect(reply, settings.redirectTo.logout ?? pages.paths.login, 'signed_out');
   });

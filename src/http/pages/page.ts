@@ -1,20 +1,12 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../domain/errors.ts';
 import type { PagesConfig } from '../../domain/page-options.ts';
-import {
-  authenticateBrowserSession,
-  type BrowserSession,
-  cookieNames,
-  csrfToken,
-  csrfTokenValid,
-  newCsrfSecret,
-  readCookies,
-  serializeCookie,
-} from '../../flows/browser-sessions.ts';
+import { authenticateBrowserSession, type BrowserSession } from '../../flows/authenticate.ts';
 import { FORGOT_PASSWORD_MESSAGE } from '../../flows/password-reset.ts';
 import { ACCEPTED_REGISTRATION_MESSAGE } from '../../flows/register.ts';
 import { RESEND_VERIFICATION_MESSAGE } from '../../flows/verify-email.ts';
 import type { Services } from '../../infra/container.ts';
+import { cookieNames, csrfToken, csrfTokenValid, newCsrfSecret, readCookies, serializeCookie } from './cookies.ts';
 import { type FormErrors, NO_ERRORS } from './forms.ts';
 import { type CaptchaWidget, captchaWidget, contentSecurityPolicy, PageViews } from './views.ts';
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { USER_DEFAULT_FIELDS } from '../../domain/page-options.ts';
-import { type RegistrationInput, registerAccount, registerAccountWithoutDisclosure } from '../../flows/register.ts';
+import { type RegistrationInput, type RegistrationOutcome, register } from '../../flows/register.ts';
 import { requireCaptcha } from '../../infra/captcha.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect, sent } from './forms.ts';
 import type { Pages } from './page.ts';
@@ -50,13 +50,10 @@ export function registerPages(app: FastifyInstance, pages: Pages): void {
       organization_name: organization?.trim() ? organization : undefined,
       language_code: value('language_code') || undefined,
     };
+    let outcome: RegistrationOutcome;
     try {
       await requireCaptcha(services.captcha, body, request.caller.ip);
-      if (services.config.registrationEnumerationSafe) {
-        await registerAccountWithoutDisclosure(services, input, request.caller);
-      } else {
-        await registerAccount(services, input, request.caller);
-      }
+      outcome = await register(services, input, request.caller);
     } catch (error) {
       const { password: _p, confirm_password: _c, csrf_token: _t, ...kept } = body;
       return pages.render(request, reply, 'register', {
@@ -78,11 +75,12 @@ export function registerPages(app: FastifyInstance, pages: Pages): void {
         }),
       });
     }
-    const notice = services.config.registrationEnumerationSafe
-      ? 'registration_received'
-      : services.config.requireEmailVerification
-        ? 'registered'
-        : 'registered_verified';
+    const notice =
+      'accepted' in outcome
+        ? 'registration_received'
+        : services.config.requireEmailVerification
+          ? 'registered'
+          : 'registered_verified';
     return pages.redirect(reply, redirectTo ?? settings.redirectTo.register ?? pages.paths.login, notice);
   });
 }

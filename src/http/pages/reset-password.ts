@@ -1,12 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import { resetPassword } from '../../flows/password-reset.ts';
-import { findLiveToken } from '../../infra/one-time-tokens.ts';
+import { isResetLinkLive, resetPassword } from '../../flows/password-reset.ts';
 import { asAppError, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 
 const LABELS = { new_password: 'New password', confirm_password: 'Confirm new password' };
 const FIELDS = Object.keys(LABELS);
-const TOKEN_MAX = 512;
 
 export function resetPasswordPages(app: FastifyInstance, pages: Pages): void {
   const { services } = pages;
@@ -18,10 +16,7 @@ export function resetPasswordPages(app: FastifyInstance, pages: Pages): void {
     { schema: { hide: true } },
     async (request, reply) => {
       const token = typeof request.query.token === 'string' ? request.query.token : '';
-      const live =
-        token !== '' && token.length <= TOKEN_MAX
-          ? await findLiveToken(services.db, 'reset_password', token, services.clock.now())
-          : undefined;
+      const live = await isResetLinkLive(services, token);
       return pages.render(request, reply, 'reset-password', { title, labels: LABELS, token, linkInvalid: !live });
     },
   );

@@ -1,12 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import { resendVerification, verifyEmail } from '../../flows/verify-email.ts';
-import { findLiveToken } from '../../infra/one-time-tokens.ts';
+import { isVerificationLinkLive, resendVerification, verifyEmail } from '../../flows/verify-email.ts';
 import { asAppError, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 
 const LABELS = { email: 'Email address' };
 const FIELDS = Object.keys(LABELS);
-const TOKEN_MAX = 512;
 
 /**
  * `/verify-email?token=` asks for one click: mail scanners that open every
@@ -19,10 +17,7 @@ export function verifyEmailPages(app: FastifyInstance, pages: Pages): void {
 
   app.get<{ Querystring: { token?: string } }>('/verify-email', { schema: { hide: true } }, async (request, reply) => {
     const token = typeof request.query.token === 'string' ? request.query.token : '';
-    const live =
-      token !== '' && token.length <= TOKEN_MAX
-        ? await findLiveToken(services.db, 'verify_email', token, services.clock.now())
-        : undefined;
+    const live = await isVerificationLinkLive(services, token);
     return pages.render(request, reply, 'verify-email', {
       title,
       labels: LABELS,

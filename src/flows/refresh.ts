@@ -1,0 +1,226 @@
+import { executePrepared } from '../db/prepared.ts';
+import { AppError } from '../domain/errors.ts';
+import { decideRefresh, type RefreshableSession } from '../domain/refresh-reuse.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { type IssuedSession, tokenPair } from '../infra/sessions.ts';
+import { sha256Hex } from '../infra/sha256.ts';
+
+/**
+ * Exchanges a refresh token for a new pair and spends the old one. A token
+ * spent less than REFRESH_REUSE_INTERVAL_SECONDS ago gets the session's
+ * current successor again (parallel tabs racing each other); a spent token
+ * presented later revokes the whole session: it was probably stolen.
+ */
+export async function rotateRefreshToken(
+  services: Services,
+  refreshToken: string,
+  context: RequestContext,
+): Promise<IssuedSession> {
+  const claims = await services.tokens.verify(refreshToken, 'refresh');
+  const presented = { subject: claims.sub, tokenHash: sha256Hex(claims.jti) };
+
+  const rotated = await rotateCurrent(services, claims.sid, presented, context);
+  if (rotated) return rotated;
+
+  // Everything else (a race lost, a spent token, a revoked or expired session) under the session's row lock.
+  const outcome = await services.db.transaction().execute(async (trx) => {
+    // The row lock serialises concurrent refreshes of one session: never two live successors.
+    const row = await trx
+      .selectFrom('sessions')
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .select([
+        'sessions.id',
+        'sessions.uuid',
+        'sessions.user_id',
+        'sessions.refresh_token_hash',
+        'sessions.previous_token_hash',
+        'sessions.rotated_at',
+        'sessions.generation',
+        'sessions.created_at',
+        'sessions.expires_at',
+        'sessions.revoked_at',
+        'users.uuid as user_uuid',
+        'users.email',
+        'users.is_active',
+      ])
+      .where('sessions.uuid', '=', claims.sid)
+      .forUpdate('sessions')
+      .executeTakeFirst();
+    const now = services.clock.now();
+    const decision = decideRefresh(
+      row && refreshable(row),
+      presented,
+      now,
+      services.config.refreshReuseIntervalSeconds * 1000,
+    );
+    if (decision.kind === 'invalid' || decision.kind === 'disabled') return decision;
+    if (!row) return { kind: 'invalid', detail: 'Refresh token is invalid' } as const;
+    const user = { uuid: row.user_uuid, email: row.email };
+
+    if (decision.kind === 'rotate') {
+      const generation = row.generation + 1;
+      const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
+      await trx
+        .updateTable('sessions')
+        .set({
+          refresh_token_hash: sha256Hex(services.tokens.refreshTokenId(row.uuid, generation)),
+          previous_token_hash: row.refresh_token_hash,
+          rotated_at: now,
+          generation,
+          last_used_at: now,
+          expires_at: expiresAt,
+        })
+        .where('id', '=', row.id)
+        .execute();
+      await recordAudit(
+        trx,
+        { action: 'token_refresh', userId: row.user_id, details: { session_uuid: row.uuid, generation } },
+        context,
+      );
+      const tokens = await tokenPair(services, user, { uuid: row.uuid, generation, issuedAt: now, expiresAt }, now);
+      return { kind: 'issued', issued: { tokens, session: { id: row.id, uuid: row.uuid, expiresAt } } } as const;
+    }
+
+    if (decision.kind === 'successor') {
+      // Same successor as the refresh that won the race: byte-identical except with ES256's random signatures.
+      const issuedAt = row.rotated_at ?? row.created_at;
+      const session = { uuid: row.uuid, generation: row.generation, issuedAt, expiresAt: row.expires_at };
+      const tokens = await tokenPair(services, user, session, now);
+      const issued = { tokens, session: { id: row.id, uuid: row.uuid, expiresAt: row.expires_at } };
+      return { kind: 'issued', issued } as const;
+    }
+
+    await trx
+      .updateTable('sessions')
+      .set({ revoked_at: now, revoked_reason: 'refresh_token_reuse' })
+      .where('id', '=', row.id)
+      .execute();
+    await recordAudit(
+      trx,
+      {
+        action: 'refresh_token_reuse',
+        userId: row.user_id,
+        details: { session_uuid: row.uuid, generation: row.generation },
+      },
+      context,
+    );
+    return { kind: 'reuse', revocation: { uuid: row.uuid, revokedAt: now } } as const;
+  });
+
+  switch (outcome.kind) {
+    case 'issued':
+      return outcome.issued;
+    case 'invalid':
+      throw new AppError('TOKEN_INVALID', { detail: outcome.detail });
+    case 'disabled':
+      throw new AppError('ACCOUNT_DISABLED');
+    case 'reuse':
+      await services.revocations.published([outcome.revocation]);
+      throw new AppError('REFRESH_TOKEN_REUSED', {
+        detail: 'This refresh token was already used; the session has been revoked',
+      });
+  }
+}
+
+/**
+ * The common refresh, in two statements and no transaction: the presented
+ * token is its live session's current one. The read is followed by an UPDATE
+ * that swaps the token only if it is still the current one (and writes the
+ * audit row in the same statement), so of two refreshes racing with one
+ * token exactly one swaps; the other gets undefined and takes the locked path.
+ */
+async function rotateCurrent(
+  services: Services,
+  sessionUuid: string,
+  presented: { subject: string; tokenHash: string },
+  context: RequestContext,
+): Promise<IssuedSession | undefined> {
+  const db = services.db;
+  const [row] = await executePrepared(
+    db,
+    db
+      .selectFrom('sessions')
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .select([
+        'sessions.id',
+        'sessions.user_id',
+        'sessions.refresh_token_hash',
+        'sessions.previous_token_hash',
+        'sessions.rotated_at',
+        'sessions.created_at',
+        'sessions.generation',
+        'sessions.expires_at',
+        'sessions.revoked_at',
+        'users.uuid as user_uuid',
+        'users.email',
+        'users.is_active',
+      ])
+      .where('sessions.uuid', '=', sessionUuid),
+  );
+  const now = services.clock.now();
+  if (!row || decideRefresh(refreshable(row), presented, now, 0).kind !== 'rotate') return undefined;
+  const generation = row.generation + 1;
+  const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
+  const audit: AuditEntry = {
+    action: 'token_refresh',
+    userId: row.user_id,
+    details: { session_uuid: sessionUuid, generation },
+  };
+  const [swapped] = await executePrepared(
+    db,
+    db
+      .with('swapped', (qc) =>
+        qc
+          .updateTable('sessions')
+          .set({
+            refresh_token_hash: sha256Hex(services.tokens.refreshTokenId(sessionUuid, generation)),
+            previous_token_hash: presented.tokenHash,
+            rotated_at: now,
+            generation,
+            last_used_at: now,
+            expires_at: expiresAt,
+          })
+          .where('id', '=', row.id)
+          .where('refresh_token_hash', '=', presented.tokenHash)
+          .where('revoked_at', 'is', null)
+          .returning('id'),
+      )
+      .with('audit', (qc) =>
+        qc
+          .insertInto('audit_logs')
+          .columns(AUDIT_COLUMNS)
+          .expression((eb) => eb.selectFrom('swapped').select(auditSelection(audit, context))),
+      )
+      .selectFrom('swapped')
+      .select('id'),
+  );
+  if (!swapped) return undefined;
+  const user = { uuid: row.user_uuid, email: row.email };
+  const tokens = await tokenPair(services, user, { uuid: sessionUuid, generation, issuedAt: now, expiresAt }, now);
+  return { tokens, session: { id: row.id, uuid: sessionUuid, expiresAt } };
+}
+
+interface SessionRow {
+  refresh_token_hash: string;
+  previous_token_hash: string | null;
+  rotated_at: Date | null;
+  created_at: Date;
+  expires_at: Date;
+  revoked_at: Date | null;
+  user_uuid: string;
+  is_active: boolean;
+}
+
+function refreshable(row: SessionRow): RefreshableSession {
+  return {
+    ownerUuid: row.user_uuid,
+    ownerActive: row.is_active,
+    currentTokenHash: row.refresh_token_hash,
+    previousTokenHash: row.previous_token_hash,
+    rotatedAt: row.rotated_at ?? row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+  };
+}

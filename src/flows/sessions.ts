@@ -1,0 +1,67 @@
+import { canonicalUuid } from '../domain/identifiers.ts';
+import type { RequestContext } from '../domain/request-context.ts';
+import { recordAudit } from '../infra/audit.ts';
+import type { Services } from '../infra/container.ts';
+import { type AuthContext, revokeSession } from '../infra/sessions.ts';
+
+export interface SessionView {
+  id: string;
+  user_agent: string | null;
+  ip_address: string | null;
+  kind: string;
+  created_at: string;
+  last_used_at: string;
+  expires_at: string;
+  current: boolean;
+}
+
+/** The user's live sessions, newest first. */
+export async function listSessions(services: Services, auth: AuthContext): Promise<SessionView[]> {
+  const rows = await services.db
+    .selectFrom('sessions')
+    .select(['id', 'uuid', 'user_agent', 'ip_address', 'kind', 'created_at', 'last_used_at', 'expires_at'])
+    .where('user_id', '=', auth.userId)
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', services.clock.now())
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .execute();
+  return rows.map((r) => ({
+    id: r.uuid,
+    user_agent: r.user_agent,
+    ip_address: r.ip_address,
+    kind: r.kind,
+    created_at: r.created_at.toISOString(),
+    last_used_at: r.last_used_at.toISOString(),
+    expires_at: r.expires_at.toISOString(),
+    current: r.id === auth.sessionId,
+  }));
+}
+
+/**
+ * Signs one of the user's own sessions out (the API's `DELETE /sessions/{id}`
+ * and the account page). False when it is not theirs, unknown, malformed or
+ * already revoked: the caller answers not found for all of these alike.
+ */
+export async function revokeOwnSession(
+  services: Services,
+  auth: AuthContext,
+  sessionUuid: string,
+  context: RequestContext,
+): Promise<boolean> {
+  const id = canonicalUuid(sessionUuid);
+  if (id === undefined) return false;
+  return services.db.transaction().execute(async (trx) => {
+    if ((await revokeSession(services, auth.userId, id, 'revoked_by_user', trx)) === undefined) return false;
+    await recordAudit(
+      trx,
+      {
+        action: 'session_revoked',
+        userId: auth.userId,
+        details: { session_uuid: id, current: id === auth.sessionUuid },
+      },
+      context,
+    );
+    return true;
+  });
+}
