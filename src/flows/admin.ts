@@ -2,9 +2,10 @@ import { sql } from 'kysely';
 import type { User } from '../db/schema.ts';
 import { AppError } from '../domain/errors.ts';
 import { canonicalUuid, normalizeIdentifier } from '../domain/identifiers.ts';
+import { DEFAULT_PAGE_SIZE, decodeCursor, type Page, pageOf } from '../domain/paging.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
-import { type AuditAction, recordAudit } from '../infra/audit.ts';
+import { type AuditAction, type AuditLogView, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { unlockAccount } from '../infra/lockout.ts';
 import { revokeUserSessions } from '../infra/sessions.ts';
@@ -160,43 +161,14 @@ export async function updateUserByUuid(
 }
 
 /** Reads by superusers are audited too: who looked at whose data, and with which filters. */
-export async function recordAdminView(
+async function recordAdminView(
   services: Services,
   action: Extract<AuditAction, 'admin_users_viewed' | 'admin_audit_logs_viewed' | 'admin_login_attempts_viewed'>,
   actor: AdminActor,
-  filters: Record<string, unknown>,
+  filters: object,
   context: RequestContext,
 ): Promise<void> {
   await recordAudit(services.db, { action, userId: actor.userId, details: { filters } }, context);
-}
-
-export interface Page<T> {
-  items: T[];
-  /** Pass as `cursor` for the next page; null on the last page. */
-  next_cursor: string | null;
-}
-
-/** Opaque keyset cursor: the last id of the page, newest first. */
-export function encodeCursor(id: number): string {
-  return Buffer.from(`id:${id}`).toString('base64url');
-}
-
-export function decodeCursor(cursor: string | undefined): number | undefined {
-  if (cursor === undefined) return undefined;
-  const m = /^id:(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
-  if (!m) {
-    throw new AppError('VALIDATION_ERROR', {
-      detail: 'One or more fields are invalid',
-      errors: [{ field: 'cursor', message: 'Cursor is not one this API returned', code: 'cursor' }],
-    });
-  }
-  return Number(m[1]);
-}
-
-function page<T extends { id: number }>(rows: T[], limit: number): { rows: T[]; next_cursor: string | null } {
-  const more = rows.length > limit;
-  const kept = more ? rows.slice(0, limit) : rows;
-  return { rows: kept, next_cursor: more ? encodeCursor(kept[kept.length - 1]!.id) : null };
 }
 
 /** `%`, `_` and `\` are literal in a search term. */
@@ -208,10 +180,17 @@ export interface UserQuery {
   search?: string | undefined;
   is_active?: boolean | undefined;
   cursor?: string | undefined;
-  limit: number;
+  limit?: number | undefined;
 }
 
-export async function listUsers(services: Services, query: UserQuery): Promise<Page<AdminUserView>> {
+/** `GET /admin/users`, audited as `admin_users_viewed`. */
+export async function listUsers(
+  services: Services,
+  query: UserQuery,
+  actor: AdminActor,
+  context: RequestContext,
+): Promise<Page<AdminUserView>> {
+  const limit = query.limit ?? DEFAULT_PAGE_SIZE;
   const after = decodeCursor(query.cursor);
   let q = services.db.selectFrom('users').selectAll();
   const term = query.search?.trim();
@@ -229,21 +208,12 @@ export async function listUsers(services: Services, query: UserQuery): Promise<P
   if (after !== undefined) q = q.where('id', '<', after);
   const rows = await q
     .orderBy('id', 'desc')
-    .limit(query.limit + 1)
+    .limit(limit + 1)
     .execute();
-  const { rows: kept, next_cursor } = page(rows, query.limit);
-  return { items: kept.map(adminUserView), next_cursor };
-}
-
-export interface AuditLogView {
-  id: number;
-  action: string;
-  user_uuid: string | null;
-  organization_uuid: string | null;
-  ip_address: string | null;
-  user_agent: string | null;
-  details: Record<string, unknown>;
-  created_at: string;
+  const { rows: kept, next_cursor } = pageOf(rows, limit);
+  const result = { items: kept.map(adminUserView), next_cursor };
+  await recordAdminView(services, 'admin_users_viewed', actor, query, context);
+  return result;
 }
 
 export interface AuditLogQuery {
@@ -251,10 +221,17 @@ export interface AuditLogQuery {
   since?: string | undefined;
   user?: string | undefined;
   cursor?: string | undefined;
-  limit: number;
+  limit?: number | undefined;
 }
 
-export async function listAuditLogs(services: Services, query: AuditLogQuery): Promise<Page<AuditLogView>> {
+/** `GET /admin/audit-logs`, audited as `admin_audit_logs_viewed`. */
+export async function listAuditLogs(
+  services: Services,
+  query: AuditLogQuery,
+  actor: AdminActor,
+  context: RequestContext,
+): Promise<Page<AuditLogView>> {
+  const limit = query.limit ?? DEFAULT_PAGE_SIZE;
   const after = decodeCursor(query.cursor);
   let q = services.db
     .selectFrom('audit_logs as a')
@@ -276,13 +253,15 @@ export async function listAuditLogs(services: Services, query: AuditLogQuery): P
   if (after !== undefined) q = q.where('a.id', '<', after);
   const rows = await q
     .orderBy('a.id', 'desc')
-    .limit(query.limit + 1)
+    .limit(limit + 1)
     .execute();
-  const { rows: kept, next_cursor } = page(rows, query.limit);
-  return {
+  const { rows: kept, next_cursor } = pageOf(rows, limit);
+  const result = {
     items: kept.map((r) => ({ ...r, created_at: r.created_at.toISOString() })),
     next_cursor,
   };
+  await recordAdminView(services, 'admin_audit_logs_viewed', actor, query, context);
+  return result;
 }
 
 export interface LoginAttemptView {
@@ -301,10 +280,17 @@ export interface LoginAttemptQuery {
   identifier?: string | undefined;
   success?: boolean | undefined;
   cursor?: string | undefined;
-  limit: number;
+  limit?: number | undefined;
 }
 
-export async function listLoginAttempts(services: Services, query: LoginAttemptQuery): Promise<Page<LoginAttemptView>> {
+/** `GET /admin/login-attempts`, audited as `admin_login_attempts_viewed`. */
+export async function listLoginAttempts(
+  services: Services,
+  query: LoginAttemptQuery,
+  actor: AdminActor,
+  context: RequestContext,
+): Promise<Page<LoginAttemptView>> {
+  const limit = query.limit ?? DEFAULT_PAGE_SIZE;
   const after = decodeCursor(query.cursor);
   let q = services.db
     .selectFrom('login_attempts as l')
@@ -325,11 +311,13 @@ export async function listLoginAttempts(services: Services, query: LoginAttemptQ
   if (after !== undefined) q = q.where('l.id', '<', after);
   const rows = await q
     .orderBy('l.id', 'desc')
-    .limit(query.limit + 1)
+    .limit(limit + 1)
     .execute();
-  const { rows: kept, next_cursor } = page(rows, query.limit);
-  return {
+  const { rows: kept, next_cursor } = pageOf(rows, limit);
+  const result = {
     items: kept.map((r) => ({ ...r, attempted_at: r.attempted_at.toISOString() })),
     next_cursor,
   };
+  await recordAdminView(services, 'admin_login_attempts_viewed', actor, query, context);
+  return result;
 }

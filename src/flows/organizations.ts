@@ -2,13 +2,12 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { checkOrganizationName, checkStorable, slugify } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
-import { isUuid } from '../domain/identifiers.ts';
+import { DEFAULT_PAGE_SIZE, decodeCursor, type Page, pageOf } from '../domain/paging.ts';
 import type { RequestContext } from '../domain/request-context.ts';
-import { checkRole, DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
-import { recordAudit } from '../infra/audit.ts';
+import { DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
+import { type AuditLogView, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { type AuditLogView, decodeCursor, encodeCursor, type Page } from './admin.ts';
-import { countAdmins, lockAndAuthorize, type OrganizationAccess, requirePermission } from './org-access.ts';
+import { lockAndAuthorize, type OrganizationAccess } from './org-access.ts';
 
 export interface OrganizationSummary {
   id: number;
@@ -25,16 +24,6 @@ export interface OrganizationView {
   role: RoleName;
   created_at: string;
   updated_at: string;
-}
-
-export interface MemberView {
-  user_uuid: string;
-  username: string;
-  email: string;
-  first_name: string | null;
-  last_name: string | null;
-  role: RoleName;
-  joined_at: string;
 }
 
 const invalid = (errors: FieldError[]) =>
@@ -107,13 +96,6 @@ function validName(raw: unknown): string {
   const unstorable = checkStorable(raw, 'name');
   if (unstorable) throw invalid([unstorable]);
   const check = checkOrganizationName(raw, 'name');
-  if (!check.ok) throw invalid([check.error]);
-  return check.value;
-}
-
-/** A role name from a request body, or 422 naming the field. */
-function validRole(raw: unknown): RoleName {
-  const check = checkRole(raw);
   if (!check.ok) throw invalid([check.error]);
   return check.value;
 }
@@ -281,141 +263,11 @@ export async function deleteOrganization(
   });
 }
 
-function memberQuery(db: Kysely<Database>, organizationId: number) {
-  return db
-    .selectFrom('memberships')
-    .innerJoin('users', 'users.id', 'memberships.user_id')
-    .innerJoin('roles', 'roles.id', 'memberships.role_id')
-    .select([
-      'memberships.id',
-      'users.id as user_id',
-      'users.uuid',
-      'users.username',
-      'users.email',
-      'users.first_name',
-      'users.last_name',
-      'roles.name as role',
-      'memberships.created_at',
-    ])
-    .where('memberships.organization_id', '=', organizationId);
-}
-
-type MemberRow = Awaited<ReturnType<ReturnType<typeof memberQuery>['executeTakeFirstOrThrow']>>;
-
-function memberView(row: MemberRow, role = row.role): MemberView {
-  return {
-    user_uuid: row.uuid,
-    username: row.username,
-    email: row.email,
-    first_name: row.first_name,
-    last_name: row.last_name,
-    role: role as RoleName,
-    joined_at: row.created_at.toISOString(),
-  };
-}
-
-export async function listMembers(services: Services, access: OrganizationAccess): Promise<MemberView[]> {
-  const rows = await memberQuery(services.db, access.organizationId)
-    .orderBy('memberships.created_at')
-    .orderBy('memberships.id')
-    .execute();
-  return rows.map((row) => memberView(row));
-}
-
-async function findMember(trx: Kysely<Database>, organizationId: number, userUuid: string): Promise<MemberRow> {
-  const member = isUuid(userUuid)
-    ? await memberQuery(trx, organizationId).where('users.uuid', '=', userUuid.toLowerCase()).executeTakeFirst()
-    : undefined;
-  if (!member) throw new AppError('NOT_FOUND', { detail: 'Member not found' });
-  return member;
-}
-
-/** `PATCH /organizations/{uuid}/members/{user_uuid}`: the last admin cannot be demoted. */
-export async function changeMemberRole(
-  services: Services,
-  access: OrganizationAccess,
-  userUuid: string,
-  input: { role?: unknown },
-  context: RequestContext,
-): Promise<MemberView> {
-  const role = validRole(input.role);
-  return services.db.transaction().execute(async (trx) => {
-    await lockAndAuthorize(trx, access, 'members:manage');
-    const member = await findMember(trx, access.organizationId, userUuid);
-    if (member.role === role) return memberView(member);
-    if (member.role === 'admin' && (await countAdmins(trx, access.organizationId, member.user_id)) === 0) {
-      throw new AppError('CONFLICT', {
-        detail: 'The last admin of an organization cannot be demoted; make another member an admin first',
-      });
-    }
-    const target = await trx
-      .selectFrom('roles')
-      .select('id')
-      .where('organization_id', '=', access.organizationId)
-      .where('name', '=', role)
-      .executeTakeFirst();
-    if (!target) throw new AppError('CONFLICT', { detail: `This organization has no ${role} role` });
-    await trx
-      .updateTable('memberships')
-      .set({ role_id: target.id, updated_at: services.clock.now() })
-      .where('id', '=', member.id)
-      .execute();
-    await recordAudit(
-      trx,
-      {
-        action: 'member_role_changed',
-        userId: access.userId,
-        organizationId: access.organizationId,
-        details: { member_uuid: member.uuid, from: member.role, to: role },
-      },
-      context,
-    );
-    return memberView(member, role);
-  });
-}
-
-/**
- * `DELETE /organizations/{uuid}/members/{user_uuid}`: an admin removes a
- * member, or any member removes themselves (leaves). The last admin can do
- * neither to themselves; the organization is deleted instead.
- */
-export async function removeMember(
-  services: Services,
-  access: OrganizationAccess,
-  userUuid: string,
-  context: RequestContext,
-): Promise<void> {
-  await services.db.transaction().execute(async (trx) => {
-    const actor = await lockAndAuthorize(trx, access, 'organization:read');
-    const member = await findMember(trx, access.organizationId, userUuid);
-    const leaving = member.user_id === actor.userId;
-    if (!leaving) requirePermission(actor, 'members:manage');
-    if (member.role === 'admin' && (await countAdmins(trx, access.organizationId, member.user_id)) === 0) {
-      throw new AppError('CONFLICT', {
-        detail: leaving
-          ? 'You are the last admin of this organization and cannot leave it; make another member an admin first, or delete the organization'
-          : 'The last admin of an organization cannot be removed; make another member an admin first',
-      });
-    }
-    await trx.deleteFrom('memberships').where('id', '=', member.id).execute();
-    await recordAudit(
-      trx,
-      {
-        action: 'member_removed',
-        userId: access.userId,
-        organizationId: access.organizationId,
-        details: { member_uuid: member.uuid, role: member.role, left: leaving },
-      },
-      context,
-    );
-  });
-}
-
 export interface OrganizationAuditQuery {
   action?: string | undefined;
   since?: string | undefined;
   cursor?: string | undefined;
-  limit: number;
+  limit?: number | undefined;
 }
 
 /** `GET /organizations/{uuid}/audit-logs`: the organization's trail, newest first, one keyset page. */
@@ -433,18 +285,18 @@ export async function listOrganizationAuditLogs(
   if (query.action) q = q.where('a.action', '=', query.action);
   if (query.since) q = q.where('a.created_at', '>=', new Date(query.since));
   if (before !== undefined) q = q.where('a.id', '<', before);
+  const limit = query.limit ?? DEFAULT_PAGE_SIZE;
   const rows = await q
     .orderBy('a.id', 'desc')
-    .limit(query.limit + 1)
+    .limit(limit + 1)
     .execute();
-  const kept = rows.slice(0, query.limit);
-  const last = kept[kept.length - 1];
+  const { rows: kept, next_cursor } = pageOf(rows, limit);
   return {
     items: kept.map((r) => ({
       ...r,
       organization_uuid: access.organizationUuid,
       created_at: r.created_at.toISOString(),
     })),
-    next_cursor: rows.length > query.limit && last ? encodeCursor(last.id) : null,
+    next_cursor,
   };
 }

@@ -19,7 +19,7 @@ const AccountUpdate = Type.Object(
   { additionalProperties: true, description: 'Only these fields; any other field is refused with 422' },
 );
 
-export const meRoutes: FastifyPluginAsyncTypebox = async (app) => {
+export const accountRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const services = app.gatehouse;
   const security: Record<string, string[]>[] = [{ bearer: [] }, { oauth2: [] }];
 

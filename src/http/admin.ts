@@ -2,14 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { AppError } from '../domain/errors.ts';
-import {
-  type AdminActor,
-  listAuditLogs,
-  listLoginAttempts,
-  listUsers,
-  recordAdminView,
-  updateUserByUuid,
-} from '../flows/admin.ts';
+import { type AdminActor, listAuditLogs, listLoginAttempts, listUsers, updateUserByUuid } from '../flows/admin.ts';
 import { requireSuperuser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 
@@ -105,10 +98,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const query = { ...request.query, limit: request.query.limit ?? 50 };
-      const result = await listUsers(app.gatehouse, query);
-      await recordAdminView(app.gatehouse, 'admin_users_viewed', actor(request), request.query, request.caller);
-      return result;
+      return listUsers(app.gatehouse, request.query, actor(request), request.caller);
     },
   );
 
@@ -156,9 +146,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const result = await listAuditLogs(app.gatehouse, { ...request.query, limit: request.query.limit ?? 50 });
-      await recordAdminView(app.gatehouse, 'admin_audit_logs_viewed', actor(request), request.query, request.caller);
-      return result;
+      return listAuditLogs(app.gatehouse, request.query, actor(request), request.caller);
     },
   );
 
@@ -179,15 +167,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const result = await listLoginAttempts(app.gatehouse, { ...request.query, limit: request.query.limit ?? 50 });
-      await recordAdminView(
-        app.gatehouse,
-        'admin_login_attempts_viewed',
-        actor(request),
-        request.query,
-        request.caller,
-      );
-      return result;
+      return listLoginAttempts(app.gatehouse, request.query, actor(request), request.caller);
     },
   );
 };

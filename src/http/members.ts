@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { changeMemberRole, listMembers, removeMember } from '../flows/organizations.ts';
+import { changeMemberRole, listMembers, removeMember } from '../flows/members.ts';
 import { requireOrgPermission } from './org-guard.ts';
 import { security } from './organizations.ts';
 import { problems, RoleSchema } from './schemas.ts';

@@ -51,3 +51,9 @@ export const UserBodyProperties = {
 
 /** Form bodies are strings; JSON clients may send null for optional fields. */
 export const OptionalText = Type.Optional(Type.Union([Type.String(), Type.Null()]));
+
+/** The new password and its confirmation, as reset and change take them. */
+export const NewPassword = {
+  new_password: Type.String({ description: 'Must satisfy the password policy; checked against breach data' }),
+  confirm_password: Type.String({ description: 'Must equal new_password' }),
+};

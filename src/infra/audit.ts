@@ -77,3 +77,15 @@ export function auditSelection(entry: AuditEntry, context: RequestContext, userI
 export async function recordAudit(db: Kysely<Database>, entry: AuditEntry, context: RequestContext): Promise<void> {
   await db.insertInto('audit_logs').values(auditRow(entry, context)).execute();
 }
+
+/** An audit row as the administration and organization APIs list it. */
+export interface AuditLogView {
+  id: number;
+  action: string;
+  user_uuid: string | null;
+  organization_uuid: string | null;
+  ip_address: string | null;
+  user_agent: string | null;
+  details: Record<string, unknown>;
+  created_at: string;
+}

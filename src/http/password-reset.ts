@@ -1,14 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { changePassword } from '../flows/password-change.ts';
 import { requestPasswordReset, resetPassword } from '../flows/password-reset.ts';
-import { requireUser } from './auth-guard.ts';
-import { problems } from './schemas.ts';
-
-const NewPassword = {
-  new_password: Type.String({ description: 'Must satisfy the password policy; checked against breach data' }),
-  confirm_password: Type.String({ description: 'Must equal new_password' }),
-};
+import { NewPassword, problems } from './schemas.ts';
 
 const ForgotBody = Type.Object(
   { email: Type.String({ maxLength: 1024, description: 'The address of the account' }) },
@@ -23,12 +16,8 @@ const ResetBody = Type.Object(
   { additionalProperties: true },
 );
 
-const ChangeBody = Type.Object(
-  { current_password: Type.String({ description: 'The password in use now' }), ...NewPassword },
-  { additionalProperties: true },
-);
-
-export const passwordRoutes: FastifyPluginAsyncTypebox = async (app) => {
+/** `/forgot-password` mails a link; `/reset-password` spends it. */
+export const passwordResetRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/forgot-password',
     {
@@ -62,28 +51,6 @@ export const passwordRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       await resetPassword(app.gatehouse, request.body, request.caller);
-      return reply.code(204).send(null);
-    },
-  );
-
-  app.post(
-    '/change-password',
-    {
-      // Before the body is parsed: without a valid token the answer is 401, whatever the body holds.
-      onRequest: requireUser,
-      schema: {
-        tags: ['password'],
-        summary: 'Change the password',
-        description:
-          'Checks the current password (a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout), refuses the last 5 passwords, revokes every other session and mails a notice.',
-        security: [{ bearer: [] }, { oauth2: [] }],
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
-        body: ChangeBody,
-        response: { 204: Type.Null(), ...problems(400, 401, 403, 409, 413, 415, 422, 423, 429) },
-      },
-    },
-    async (request, reply) => {
-      await changePassword(app.gatehouse, request.auth, request.body, request.caller);
       return reply.code(204).send(null);
     },
   );

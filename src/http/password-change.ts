@@ -1,0 +1,34 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { changePassword } from '../flows/password-change.ts';
+import { requireUser } from './auth-guard.ts';
+import { NewPassword, problems } from './schemas.ts';
+
+const ChangeBody = Type.Object(
+  { current_password: Type.String({ description: 'The password in use now' }), ...NewPassword },
+  { additionalProperties: true },
+);
+
+export const passwordChangeRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post(
+    '/change-password',
+    {
+      // Before the body is parsed: without a valid token the answer is 401, whatever the body holds.
+      onRequest: requireUser,
+      schema: {
+        tags: ['password'],
+        summary: 'Change the password',
+        description:
+          'Checks the current password (a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout), refuses the last 5 passwords, revokes every other session and mails a notice.',
+        security: [{ bearer: [] }, { oauth2: [] }],
+        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        body: ChangeBody,
+        response: { 204: Type.Null(), ...problems(400, 401, 403, 409, 413, 415, 422, 423, 429) },
+      },
+    },
+    async (request, reply) => {
+      await changePassword(app.gatehouse, request.auth, request.body, request.caller);
+      return reply.code(204).send(null);
+    },
+  );
+};
