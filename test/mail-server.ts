@@ -1,9 +1,10 @@
+import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { simpleParser } from 'mailparser';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { BuildAppOptions } from '../src/app.ts';
-import { startApp, uniqueName } from './helpers.ts';
+import { json, newUser, startApp, uniqueName } from './helpers.ts';
 
 export interface ReceivedMail {
   /** RCPT TO addresses, lower-cased. */
@@ -203,5 +204,38 @@ export async function startAppWithMail(
       await app.close();
       await smtp.stop();
     },
+  };
+}
+
+/**
+ * Registers over HTTP, waits for the verification mail and, unless `verify`
+ * is false, verifies the address through the mailed link, as a user would.
+ */
+export async function registerByMail(
+  app: FastifyInstance,
+  smtp: TestMailServer,
+  overrides: Record<string, unknown> = {},
+  { verify = true }: { verify?: boolean } = {},
+) {
+  const user = newUser(overrides);
+  const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: user });
+  assert.equal(res.statusCode, 201, res.body);
+  const [mail] = await smtp.waitFor(String(user.email));
+  if (verify) {
+    const link = mail?.links.find((l) => l.includes('/verify-email?token='));
+    assert.ok(link, `no verification link in ${mail?.links.join(', ')}`);
+    const verified = await app.inject({
+      method: 'POST',
+      url: '/api/v1/verify-email',
+      payload: { token: tokenFrom(link) },
+    });
+    assert.equal(verified.statusCode, 200, verified.body);
+  }
+  return {
+    ...user,
+    id: Number(json(res).id),
+    email: String(user.email),
+    username: String(user.username),
+    password: String(user.password),
   };
 }

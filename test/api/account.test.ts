@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { json, uniqueName } from '../helpers.ts';
+import { assertProblem } from '../support/problem.ts';
 import {
-  assertProblem,
   type Body,
   bearer,
   createAccount,

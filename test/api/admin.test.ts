@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createSuperuser } from '../../src/flows/admin.ts';
 import { json, newUser, startApp, uniqueName } from '../helpers.ts';
+import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
 interface Page {
@@ -55,19 +56,6 @@ describe('administration API', () => {
       headers: { authorization: `Bearer ${token}` },
       payload: payload as Body,
     });
-
-  function assertProblem(
-    res: { statusCode: number; headers: Record<string, unknown>; body: string },
-    status: number,
-    code: string,
-  ) {
-    assert.equal(res.statusCode, status, res.body);
-    assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-    const body = json(res);
-    assert.equal(body.code, code);
-    assert.equal(body.type, `/problems/${code.toLowerCase().replaceAll('_', '-')}`);
-    return body;
-  }
 
   describe('access', () => {
     const routes = [

@@ -95,27 +95,3 @@ export function bearer(token: string): Record<string, string> {
 export function refreshRequest(app: FastifyInstance, refreshToken: string): Promise<LightMyRequestResponse> {
   return app.inject({ method: 'POST', url: '/api/v1/refresh', payload: { refresh_token: refreshToken } });
 }
-
-export function assertProblem(res: LightMyRequestResponse, status: number, code: string): Body {
-  assert.equal(res.statusCode, status, res.body);
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-  const body = json(res);
-  assert.equal(body.code, code, res.body);
-  assert.equal(body.status, status);
-  assert.equal(body.type, `/problems/${code.toLowerCase().replaceAll('_', '-')}`);
-  return body;
-}
-
-/** A clock the test moves by hand. */
-export class TestClock {
-  #now: number;
-  constructor(start = Date.now()) {
-    this.#now = start;
-  }
-  now(): Date {
-    return new Date(this.#now);
-  }
-  advance(seconds: number): void {
-    this.#now += seconds * 1000;
-  }
-}

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { captchaToken } from '../../src/infra/captcha.ts';
 import { type SiteverifyServer, startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
-import { json, logCapture, newUser, startApp } from '../helpers.ts';
+import { logCapture, newUser, startApp } from '../helpers.ts';
+import { assertProblem } from '../support/problem.ts';
 
 const SECRET = 'test-secret-0x0000000000000000000000000000000AA';
 const FIELDS = {
@@ -11,14 +12,6 @@ const FIELDS = {
   recaptcha: 'g-recaptcha-response',
   turnstile: 'cf-turnstile-response',
 } as const;
-
-function assertProblem(res: LightMyRequestResponse, status: number, code: string): Record<string, unknown> {
-  assert.equal(res.statusCode, status, res.body);
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-  const body = json(res);
-  assert.equal(body.code, code);
-  return body;
-}
 
 for (const provider of ['hcaptcha', 'recaptcha', 'turnstile'] as const) {
   describe(`registration with CAPTCHA_PROVIDER=${provider}`, () => {

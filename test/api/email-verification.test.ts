@@ -4,30 +4,13 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { json, newUser } from '../helpers.ts';
 import { type ReceivedMail, startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
+import { testClock } from '../support/clock.ts';
+import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
 
 /** A clock the test can move forward, to cross token lifetimes without waiting. */
-const clock = {
-  offsetMs: 0,
-  now(): Date {
-    return new Date(Date.now() + this.offsetMs);
-  },
-};
-
-function assertProblem(
-  res: { statusCode: number; headers: Record<string, unknown>; body: string },
-  status: number,
-  code: string,
-): Body {
-  assert.equal(res.statusCode, status, res.body);
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-  const body = json(res);
-  assert.equal(body.code, code);
-  assert.equal(body.status, status);
-  assert.equal(body.type, `/problems/${code.toLowerCase().replaceAll('_', '-')}`);
-  return body;
-}
+const clock = testClock();
 
 describe('email verification', () => {
   let app: FastifyInstance;
@@ -130,13 +113,14 @@ describe('email verification', () => {
   test('a token expires after 24 hours', async () => {
     const fresh = await registered();
     const stale = await registered();
+    const issued = clock.now();
     try {
-      clock.offsetMs = 24 * 3600_000 - 60_000;
+      clock.set(new Date(issued.getTime() + 24 * 3600_000 - 60_000));
       assert.equal((await post('/api/v1/verify-email', { token: fresh.token })).statusCode, 200);
-      clock.offsetMs = 24 * 3600_000 + 1_000;
+      clock.set(new Date(issued.getTime() + 24 * 3600_000 + 1_000));
       assertProblem(await post('/api/v1/verify-email', { token: stale.token }), 422, 'TOKEN_INVALID_OR_EXPIRED');
     } finally {
-      clock.offsetMs = 0;
+      clock.set(issued);
     }
     assert.equal((await userRow(stale.user.email)).email_verified_at, null);
   });

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import type { Clock } from '../../src/infra/clock.ts';
 import { json, logCapture, startApp, uniqueName } from '../helpers.ts';
+import { testClock } from '../support/clock.ts';
+import { assertProblem } from '../support/problem.ts';
 import {
   addMember,
-  assertProblem,
   auditRows,
   type Body,
   call,
@@ -18,21 +18,10 @@ import {
 
 const DAY_MS = 24 * 3600 * 1000;
 
-/** A clock the test moves forward; time never goes back. */
-function movableClock(): Clock & { advance(ms: number): void } {
-  let offset = 0;
-  return {
-    now: () => new Date(Date.now() + offset),
-    advance: (ms) => {
-      offset += ms;
-    },
-  };
-}
-
 describe('invitations', () => {
   let app: FastifyInstance;
   let admin: SignedIn;
-  const clock = movableClock();
+  const clock = testClock();
   const logs = logCapture();
 
   before(async () => {

@@ -7,7 +7,9 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
 import { type SiteverifyServer, startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
 import { json, startApp, strongPassword, uniqueName } from '../helpers.ts';
-import { assertProblem, createAccount, loginRequest, type TestAccount, TestClock } from './auth-helpers.ts';
+import { testClock } from '../support/clock.ts';
+import { assertProblem } from '../support/problem.ts';
+import { createAccount, loginRequest, type TestAccount } from './auth-helpers.ts';
 
 function assertLocked(res: LightMyRequestResponse, maxSeconds = 15 * 60): number {
   const body = assertProblem(res, 423, 'ACCOUNT_LOCKED');
@@ -24,7 +26,7 @@ describe('account lockout through POST /api/v1/login', () => {
   let app: FastifyInstance;
   let other: FastifyInstance;
   let account: TestAccount;
-  const clock = new TestClock();
+  const clock = testClock();
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-lockout-api-'));
@@ -117,9 +119,9 @@ describe('account lockout through POST /api/v1/login', () => {
       return assertLocked(await loginRequest(app, user.username, user.password), 60 * 60);
     };
     assert.equal(await lockNow(), 15 * 60);
-    clock.advance(15 * 60);
+    clock.advance(15 * 60_000);
     assert.equal(await lockNow(), 30 * 60);
-    clock.advance(30 * 60);
+    clock.advance(30 * 60_000);
     assert.equal((await loginRequest(app, user.username, user.password)).statusCode, 200);
     assert.equal(await lockNow(), 15 * 60, 'a success forgot the earlier locks');
 

@@ -5,16 +5,8 @@ import * as argon2 from '@node-rs/argon2';
 import * as bcrypt from '@node-rs/bcrypt';
 import type { FastifyInstance } from 'fastify';
 import { json, uniqueName } from '../helpers.ts';
-import {
-  assertProblem,
-  type Body,
-  bearer,
-  createAccount,
-  login,
-  loginRequest,
-  startAuthApp,
-  type Tokens,
-} from './auth-helpers.ts';
+import { assertProblem } from '../support/problem.ts';
+import { type Body, bearer, createAccount, login, loginRequest, startAuthApp, type Tokens } from './auth-helpers.ts';
 
 describe('POST /api/v1/login', () => {
   let app: FastifyInstance;

@@ -60,17 +60,6 @@ export function call(
   });
 }
 
-export function assertProblem(res: LightMyRequestResponse, status: number, code: string): Body {
-  assert.equal(res.statusCode, status, res.body);
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-  const body = json(res);
-  assert.equal(body.code, code);
-  assert.equal(body.status, status);
-  assert.equal(body.type, `/problems/${code.toLowerCase().replaceAll('_', '-')}`);
-  assert.equal(typeof body.detail, 'string');
-  return body;
-}
-
 /** Fixture shortcut: put a user in an organization with a role, without the invitation flow. */
 export async function addMember(app: FastifyInstance, organizationUuid: string, userId: number, role: string) {
   const db = app.gatehouse.db;

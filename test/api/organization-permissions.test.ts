@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { json, startApp, uniqueName } from '../helpers.ts';
-import { addMember, assertProblem, type Body, call, createOrganization, type SignedIn, signUp } from './org-helpers.ts';
+import { assertProblem } from '../support/problem.ts';
+import { addMember, type Body, call, createOrganization, type SignedIn, signUp } from './org-helpers.ts';
 
 type Actor = 'admin' | 'user' | 'viewer' | 'non-member' | 'anonymous';
 const ACTORS: readonly Actor[] = ['admin', 'user', 'viewer', 'non-member', 'anonymous'];

@@ -5,16 +5,8 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { DEFAULT_ROLE_PERMISSIONS } from '../../src/domain/roles.ts';
 import { json, startApp, uniqueName } from '../helpers.ts';
-import {
-  addMember,
-  assertProblem,
-  auditRows,
-  type Body,
-  call,
-  createOrganization,
-  type SignedIn,
-  signUp,
-} from './org-helpers.ts';
+import { assertProblem } from '../support/problem.ts';
+import { addMember, auditRows, type Body, call, createOrganization, type SignedIn, signUp } from './org-helpers.ts';
 
 describe('organizations', () => {
   let app: FastifyInstance;

@@ -1,23 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { json, newUser, strongPassword } from '../helpers.ts';
-import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
+import { json, strongPassword } from '../helpers.ts';
+import { registerByMail, startAppWithMail, type TestMailServer } from '../mail-server.ts';
+import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
-
-function assertProblem(
-  res: { statusCode: number; headers: Record<string, unknown>; body: string },
-  status: number,
-  code: string,
-): Body {
-  assert.equal(res.statusCode, status, res.body);
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-  const body = json(res);
-  assert.equal(body.code, code);
-  assert.equal(body.status, status);
-  return body;
-}
 
 describe('POST /api/v1/change-password', () => {
   let app: FastifyInstance;
@@ -46,19 +34,8 @@ describe('POST /api/v1/change-password', () => {
 
   /** Registers, verifies through the mailed link, and logs in. */
   async function signedIn(overrides: Body = {}) {
-    const user = newUser(overrides);
-    const res = await post('/api/v1/register', user);
-    assert.equal(res.statusCode, 201, res.body);
-    const [mail] = await smtp.waitFor(String(user.email));
-    assert.equal((await post('/api/v1/verify-email', { token: tokenFrom(mail?.links[0] as string) })).statusCode, 200);
-    const session = await login(String(user.username), String(user.password));
-    return {
-      id: Number(json(res).id),
-      email: String(user.email),
-      username: String(user.username),
-      password: String(user.password),
-      session,
-    };
+    const { id, email, username, password } = await registerByMail(app, smtp, overrides);
+    return { id, email, username, password, session: await login(username, password) };
   }
 
   const change = (access: string, current: string, next: string, confirm = next) =>

@@ -1,30 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { json, newUser, strongPassword } from '../helpers.ts';
-import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
+import { json, strongPassword } from '../helpers.ts';
+import { registerByMail, startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
+import { testClock } from '../support/clock.ts';
+import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
 
-const clock = {
-  offsetMs: 0,
-  now(): Date {
-    return new Date(Date.now() + this.offsetMs);
-  },
-};
-
-function assertProblem(
-  res: { statusCode: number; headers: Record<string, unknown>; body: string },
-  status: number,
-  code: string,
-): Body {
-  assert.equal(res.statusCode, status, res.body);
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-  const body = json(res);
-  assert.equal(body.code, code);
-  assert.equal(body.status, status);
-  return body;
-}
+const clock = testClock();
 
 describe('forgot and reset password', () => {
   let app: FastifyInstance;
@@ -47,18 +31,7 @@ describe('forgot and reset password', () => {
 
   const login = (username: string, password: string) => post('/api/v1/login/json', { username, password });
 
-  async function account(overrides: Body = {}, verify = true) {
-    const user = newUser(overrides);
-    const res = await post('/api/v1/register', user);
-    assert.equal(res.statusCode, 201, res.body);
-    const [mail] = await smtp.waitFor(String(user.email));
-    if (verify) {
-      const verified = await post('/api/v1/verify-email', { token: tokenFrom(mail?.links[0] as string) });
-      assert.equal(verified.statusCode, 200, verified.body);
-    }
-    const id = Number(json(res).id);
-    return { ...user, id, email: String(user.email), username: String(user.username), password: String(user.password) };
-  }
+  const account = (overrides: Body = {}, verify = true) => registerByMail(app, smtp, overrides, { verify });
 
   /** Asks for a reset and returns the token from the mail that arrives. */
   async function resetToken(email: string, headers: Record<string, string> = {}): Promise<string> {
@@ -205,13 +178,14 @@ describe('forgot and reset password', () => {
     const stale = await resetToken(user.email);
     const other = await account();
     const fresh = await resetToken(other.email);
+    const issued = clock.now();
     try {
-      clock.offsetMs = 3600_000 - 60_000;
+      clock.set(new Date(issued.getTime() + 3600_000 - 60_000));
       assert.equal((await reset(fresh, strongPassword())).statusCode, 204);
-      clock.offsetMs = 3600_000 + 1_000;
+      clock.set(new Date(issued.getTime() + 3600_000 + 1_000));
       assertProblem(await reset(stale, strongPassword()), 422, 'TOKEN_INVALID_OR_EXPIRED');
     } finally {
-      clock.offsetMs = 0;
+      clock.set(issued);
     }
     assert.equal((await login(user.username, user.password)).statusCode, 200);
   });

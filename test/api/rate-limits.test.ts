@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { Redis } from 'ioredis';
-import { json, newUser, requireService, startApp, uniqueName } from '../helpers.ts';
+import { newUser, requireService, startApp, uniqueName } from '../helpers.ts';
+import { assertProblem } from '../support/problem.ts';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -24,12 +25,7 @@ function register(app: FastifyInstance, remoteAddress = '198.51.100.10'): Promis
 }
 
 function assertRateLimited(res: LightMyRequestResponse, limit: number, windowSeconds: number): void {
-  assert.equal(res.statusCode, 429, res.body);
-  assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-  const body = json(res);
-  assert.equal(body.code, 'RATE_LIMIT_EXCEEDED');
-  assert.equal(body.type, '/problems/rate-limit-exceeded');
-  assert.equal(body.status, 429);
+  const body = assertProblem(res, 429, 'RATE_LIMIT_EXCEEDED');
   assert.equal(body.detail, 'Rate limit exceeded. Please try again later.');
   const retryAfter = Number(res.headers['retry-after']);
   assert.ok(retryAfter >= 1 && retryAfter <= windowSeconds, `Retry-After ${retryAfter}`);

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { json, logCapture, newUser, startApp, strongPassword, uniqueName } from '../helpers.ts';
+import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
 
@@ -22,22 +23,6 @@ describe('POST /api/v1/register', () => {
       headers: { 'content-type': 'application/json', ...headers },
       payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
     });
-
-  function assertProblem(
-    res: { statusCode: number; headers: Record<string, unknown>; body: string },
-    status: number,
-    code: string,
-  ): Body {
-    assert.equal(res.statusCode, status, res.body);
-    assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
-    const body = json(res);
-    assert.equal(body.code, code);
-    assert.equal(body.status, status);
-    assert.equal(body.type, `/problems/${code.toLowerCase().replaceAll('_', '-')}`);
-    assert.equal(typeof body.title, 'string');
-    assert.equal(typeof body.detail, 'string');
-    return body;
-  }
 
   test('a valid registration with an organization answers 201 with the documented body', async () => {
     const user = newUser({

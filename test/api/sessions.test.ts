@@ -6,8 +6,9 @@ import type { DatabaseHandle } from '../../src/db/index.ts';
 import { revokeUserSessions } from '../../src/infra/sessions.ts';
 import { sha256Hex } from '../../src/infra/sha256.ts';
 import { json } from '../helpers.ts';
+import { testClock } from '../support/clock.ts';
+import { assertProblem } from '../support/problem.ts';
 import {
-  assertProblem,
   type Body,
   bearer,
   createAccount,
@@ -15,7 +16,6 @@ import {
   refreshRequest,
   startAuthApp,
   type TestAccount,
-  TestClock,
   type Tokens,
   testDatabase,
 } from './auth-helpers.ts';
@@ -31,7 +31,7 @@ const sid = (token: string) => String(decodeJwt(token).sid);
 describe('POST /api/v1/refresh', () => {
   let app: FastifyInstance;
   let account: TestAccount;
-  const clock = new TestClock();
+  const clock = testClock();
 
   before(async () => {
     app = await startAuthApp({}, { clock, database });
@@ -45,7 +45,7 @@ describe('POST /api/v1/refresh', () => {
 
   test('rotates: a new pair, the old refresh token spent, the session row advanced, an audit row', async () => {
     const first = await login(app, account);
-    clock.advance(60);
+    clock.advance(60_000);
     const res = await refreshRequest(app, first.refresh_token);
     assert.equal(res.statusCode, 200, res.body);
     assert.equal(res.headers['cache-control'], 'no-store');
@@ -76,7 +76,7 @@ describe('POST /api/v1/refresh', () => {
   test('a spent token inside the reuse interval gets the current successor, not a fork', async () => {
     const first = await login(app, account);
     const winner = json<Tokens>(await refreshRequest(app, first.refresh_token));
-    clock.advance(9);
+    clock.advance(9_000);
     const late = await refreshRequest(app, first.refresh_token);
     assert.equal(late.statusCode, 200, late.body);
     const again = json<Tokens>(late);
@@ -93,7 +93,7 @@ describe('POST /api/v1/refresh', () => {
   test('a spent token after the reuse interval revokes the whole session: 401 REFRESH_TOKEN_REUSED and an audit row', async () => {
     const first = await login(app, account);
     const second = json<Tokens>(await refreshRequest(app, first.refresh_token));
-    clock.advance(11);
+    clock.advance(11_000);
     const reused = await refreshRequest(app, first.refresh_token);
     const body = assertProblem(reused, 401, 'REFRESH_TOKEN_REUSED');
     assert.equal(body.error, 'invalid_grant');
@@ -167,7 +167,7 @@ describe('POST /api/v1/refresh', () => {
 
   test('an expired refresh token answers 401 TOKEN_EXPIRED', async () => {
     const first = await login(app, account);
-    clock.advance(7 * 86_400 + 10);
+    clock.advance((7 * 86_400 + 10) * 1000);
     const res = await refreshRequest(app, first.refresh_token);
     const body = assertProblem(res, 401, 'TOKEN_EXPIRED');
     assert.equal(body.error, 'invalid_grant');
@@ -252,6 +252,13 @@ describe('the refresh cookie (REFRESH_TOKEN_COOKIE=true)', () => {
         url: '/api/v1/login',
         payload: { username: account.username, password: account.password },
       });
+      assert.equal(res.statusCode, 200, res.body);
+      const tokens = json<Tokens>(res);
+      assert.equal(typeof tokens.access_token, 'string');
+      assert.ok(tokens.access_token.length > 0);
+      assert.equal(typeof tokens.refresh_token, 'string');
+      assert.ok(tokens.refresh_token.length > 0);
+      assert.equal(tokens.token_type, 'bearer');
       assert.equal(res.headers['set-cookie'], undefined);
     } finally {
       await app.close();
@@ -261,7 +268,7 @@ describe('the refresh cookie (REFRESH_TOKEN_COOKIE=true)', () => {
 
 describe('logout and sessions', () => {
   let app: FastifyInstance;
-  const clock = new TestClock();
+  const clock = testClock();
 
   before(async () => {
     app = await startAuthApp({}, { clock, database });
@@ -340,9 +347,9 @@ describe('logout and sessions', () => {
   test('GET /sessions lists live sessions, newest first, with the current one marked', async () => {
     const account = await createAccount(app);
     const phone = await login(app, account, { 'user-agent': 'Phone/1.0' });
-    clock.advance(5);
+    clock.advance(5_000);
     const laptop = await login(app, account, { 'user-agent': 'Laptop/2.0' });
-    clock.advance(5);
+    clock.advance(5_000);
     const gone = await login(app, account, { 'user-agent': 'Gone/3.0' });
     await app.inject({ method: 'POST', url: '/api/v1/logout', headers: bearer(gone.access_token) });
 
@@ -372,7 +379,7 @@ describe('logout and sessions', () => {
       assert.match(String(s.created_at), /Z$/);
     }
     // A refresh shows as use.
-    clock.advance(30);
+    clock.advance(30_000);
     await refreshRequest(app, phone.refresh_token);
     const after = json<Body[]>(await sessions(laptop.access_token));
     const phoneRow = after.find((s) => s.id === sid(phone.access_token));

@@ -24,8 +24,9 @@ import { buildApp } from '../../src/app.ts';
 import type { DatabaseHandle } from '../../src/db/index.ts';
 import { rotateSigningKey } from '../../src/infra/tokens.ts';
 import { json, testConfig, uniqueName } from '../helpers.ts';
+import { testClock } from '../support/clock.ts';
+import { assertProblem } from '../support/problem.ts';
 import {
-  assertProblem,
   type Body,
   bearer,
   createAccount,
@@ -33,7 +34,6 @@ import {
   refreshRequest,
   startAuthApp,
   type TestAccount,
-  TestClock,
   testDatabase,
 } from './auth-helpers.ts';
 
@@ -66,7 +66,7 @@ function keysDir(): string {
 describe('access and refresh tokens (HS256 default)', () => {
   let app: FastifyInstance;
   let account: TestAccount;
-  const clock = new TestClock();
+  const clock = testClock();
 
   before(async () => {
     app = await startAuthApp({}, { clock, database });
@@ -157,12 +157,12 @@ describe('access and refresh tokens (HS256 default)', () => {
   test('an expired access token answers 401 TOKEN_EXPIRED', async () => {
     const tokens = await login(app, account);
     assert.equal((await me(app, tokens.access_token)).statusCode, 200);
-    clock.advance(30 * 60 + 10);
+    clock.advance((30 * 60 + 10) * 1000);
     try {
       const body = assertRefused(await me(app, tokens.access_token), 'TOKEN_EXPIRED');
       assert.equal(body.detail, 'Token has expired');
     } finally {
-      clock.advance(-(30 * 60 + 10));
+      clock.advance(-(30 * 60 + 10) * 1000);
     }
   });
 
@@ -193,7 +193,7 @@ describe('hostile tokens against an EdDSA deployment whose key the test holds', 
   let publicJwk: JWK;
   let kid: string;
   let sid: string;
-  const clock = new TestClock();
+  const clock = testClock();
 
   before(async () => {
     const pair = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
@@ -367,7 +367,7 @@ describe('generated key rings and rotation', () => {
 
   test('a rotated-out key keeps verifying until its tokens expire; other instances pick up the new key', async () => {
     const dir = keysDir();
-    const clock = new TestClock();
+    const clock = testClock();
     const env = { ALGORITHM: 'EdDSA', JWT_KEYS_DIR: dir };
     const app = await startAuthApp(env, { clock, database });
     try {
@@ -377,7 +377,7 @@ describe('generated key rings and rotation', () => {
 
       const rotation = await rotateSigningKey(testConfig(env), clock.now());
       assert.deepEqual(rotation.retired, [oldKid]);
-      clock.advance(11); // past the reload throttle
+      clock.advance(11_000); // past the reload throttle
 
       // A token signed with the new key (here: by a second instance that started after the rotation)…
       const shared = { ...env, REDIS_KEY_PREFIX: app.gatehouse.config.redisKeyPrefix };
@@ -407,10 +407,10 @@ describe('generated key rings and rotation', () => {
       assert.deepEqual(jwks.keys.map((k) => k.kid).sort(), [oldKid, rotation.kid].sort());
 
       // The old key's access tokens expire on their own schedule…
-      clock.advance(30 * 60);
+      clock.advance(30 * 60_000);
       assertRefused(await me(app, old.access_token), 'TOKEN_EXPIRED');
       // …and once every token it signed has expired, the key is gone.
-      clock.advance(7 * 86_400);
+      clock.advance(7 * 86_400_000);
       await app.gatehouse.tokens.reload();
       const later = json<{ keys: JWK[] }>(await app.inject({ url: '/.well-known/jwks.json' }));
       assert.deepEqual(

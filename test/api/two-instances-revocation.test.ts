@@ -8,8 +8,9 @@ import pg from 'pg';
 import { buildApp } from '../../src/app.ts';
 import { requireUser } from '../../src/plugin.ts';
 import { reachable, requireService, testConfig, uniqueName } from '../helpers.ts';
+import { assertProblem } from '../support/problem.ts';
 import { redisUnavailable, ThrowawayRedis } from '../support/redis.ts';
-import { assertProblem, bearer, createAccount, login, type TestAccount } from './auth-helpers.ts';
+import { bearer, createAccount, login, type TestAccount } from './auth-helpers.ts';
 
 const LOCAL_POSTGRES = 'postgres://postgres@127.0.0.1:5432';
 const LOCAL_REDIS = { host: '127.0.0.1', port: 6379 };

@@ -5,9 +5,10 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { buildScanApp } from '../../examples/scan-app/app.ts';
 import gatehouse, { AppError, requireOrgRole } from '../../src/plugin.ts';
-import { addMember, assertProblem, type Body, call, type SignedIn, type SignedUp, signUp } from '../api/org-helpers.ts';
+import { addMember, type Body, call, type SignedIn, type SignedUp, signUp } from '../api/org-helpers.ts';
 import { json, newUser, testConfig, uniqueName } from '../helpers.ts';
 import { TestMailServer, tokenFrom } from '../mail-server.ts';
+import { assertProblem } from '../support/problem.ts';
 
 describe('example host application: scan-app', () => {
   let smtp: TestMailServer;

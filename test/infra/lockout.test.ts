@@ -6,20 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
 import { AppError } from '../../src/domain/errors.ts';
-import type { Clock } from '../../src/infra/clock.ts';
 import { lockoutIdentifier } from '../../src/infra/lockout.ts';
 import { startApp, uniqueName } from '../helpers.ts';
-
-/** A clock the test moves, so that lock expiry is tested without waiting. */
-function movableClock(): Clock & { advance(ms: number): void } {
-  let now = Date.now();
-  return {
-    now: () => new Date(now),
-    advance: (ms) => {
-      now += ms;
-    },
-  };
-}
+import { testClock } from '../support/clock.ts';
 
 const MINUTE = 60_000;
 
@@ -28,7 +17,7 @@ describe('lockout service', () => {
   let database: DatabaseHandle;
   let app: FastifyInstance;
   let other: FastifyInstance;
-  const clock = movableClock();
+  const clock = testClock();
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-lockout-'));
