@@ -8,7 +8,7 @@ import type { PasswordHasherName, PasswordPolicyPreset } from './domain/password
 
 export type Environment = 'development' | 'test' | 'production';
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
-export type BreachCheckMode = 'offline' | 'api' | 'off';
+type BreachCheckMode = 'offline' | 'api' | 'off';
 export type CaptchaProvider = 'hcaptcha' | 'recaptcha' | 'turnstile';
 
 export interface RateLimit {

@@ -24,7 +24,7 @@ export const EXIT_FAILURE = 1;
 /** The command line itself is wrong. */
 export const EXIT_USAGE = 2;
 /** EX_CONFIG from sysexits.h, as the server uses. */
-export const EXIT_CONFIG = 78;
+const EXIT_CONFIG = 78;
 
 /** An expected failure: printed as one line, no stack. */
 export class CliError extends Error {

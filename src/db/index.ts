@@ -13,7 +13,6 @@ import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import type { Database } from './schema.ts';
 
-export type { Database } from './schema.ts';
 export type Db = Kysely<Database>;
 
 export interface DatabaseHandle {

@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+import type { ColumnType, Generated, Selectable } from 'kysely';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
@@ -22,7 +22,7 @@ export interface UsersTable {
   last_login_at: NullableTimestamp;
 }
 
-export interface OrganizationsTable {
+interface OrganizationsTable {
   id: Generated<number>;
   uuid: Generated<string>;
   name: string;
@@ -31,7 +31,7 @@ export interface OrganizationsTable {
   updated_at: Generated<Date>;
 }
 
-export interface RolesTable {
+interface RolesTable {
   id: Generated<number>;
   organization_id: number;
   name: string;
@@ -39,7 +39,7 @@ export interface RolesTable {
   created_at: Generated<Date>;
 }
 
-export interface MembershipsTable {
+interface MembershipsTable {
   id: Generated<number>;
   user_id: number;
   organization_id: number;
@@ -48,7 +48,7 @@ export interface MembershipsTable {
   updated_at: Generated<Date>;
 }
 
-export interface InvitationsTable {
+interface InvitationsTable {
   id: Generated<number>;
   uuid: Generated<string>;
   organization_id: number;
@@ -82,7 +82,7 @@ export interface SessionsTable {
 
 export type OneTimeTokenPurpose = 'verify_email' | 'reset_password' | 'invitation';
 
-export interface OneTimeTokensTable {
+interface OneTimeTokensTable {
   id: Generated<number>;
   purpose: OneTimeTokenPurpose;
   token_hash: string;
@@ -94,7 +94,7 @@ export interface OneTimeTokensTable {
   used_at: NullableTimestamp;
 }
 
-export interface LoginAttemptsTable {
+interface LoginAttemptsTable {
   id: Generated<number>;
   identifier: string;
   user_id: number | null;
@@ -121,7 +121,7 @@ export interface AuditLogsTable {
 }
 
 /** The single head row of the audit hash chain (id = 1). */
-export interface AuditChainTable {
+interface AuditChainTable {
   id: number;
   last_seq: number;
   last_hash: string;
@@ -143,7 +143,7 @@ export interface EmailOutboxTable {
   sent_at: NullableTimestamp;
 }
 
-export interface PasswordHistoryTable {
+interface PasswordHistoryTable {
   id: Generated<number>;
   user_id: number;
   password_hash: string;
@@ -175,6 +175,3 @@ export interface Database {
 }
 
 export type User = Selectable<UsersTable>;
-export type NewUser = Insertable<UsersTable>;
-export type Organization = Selectable<OrganizationsTable>;
-export type Session = Selectable<SessionsTable>;

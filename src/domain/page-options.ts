@@ -5,7 +5,7 @@
  */
 
 /** The CSS custom properties the default stylesheet reads, without their `--gh-` prefix. */
-export const STYLE_VARIABLES = [
+const STYLE_VARIABLES = [
   'color-primary',
   'color-primary-hover',
   'color-primary-contrast',
@@ -23,16 +23,16 @@ export const STYLE_VARIABLES = [
   'radius',
   'max-width',
 ] as const;
-export type StyleVariable = (typeof STYLE_VARIABLES)[number];
+type StyleVariable = (typeof STYLE_VARIABLES)[number];
 export type PageStyles = Partial<Record<StyleVariable, string>>;
 
 /** Registration fields a deployment may fill in for new users. */
 export const USER_DEFAULT_FIELDS = ['first_name', 'last_name', 'language_code', 'organization_name'] as const;
-export type UserDefaultField = (typeof USER_DEFAULT_FIELDS)[number];
+type UserDefaultField = (typeof USER_DEFAULT_FIELDS)[number];
 export type PageUserDefaults = Partial<Record<UserDefaultField, string>>;
 
 /** Where each flow sends the browser on success (a path or an absolute URL). */
-export interface PageRedirects {
+interface PageRedirects {
   /** After registration. Default `<mount>/login`. */
   register?: string | undefined;
   /** After logging in. Default `<mount>/account`. */

@@ -11,7 +11,7 @@ export interface Page<T> {
 }
 
 /** Opaque keyset cursor: the last id of the page, newest first. */
-export function encodeCursor(id: number): string {
+function encodeCursor(id: number): string {
   return Buffer.from(`id:${id}`).toString('base64url');
 }
 

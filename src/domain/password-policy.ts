@@ -1,10 +1,10 @@
 import { characterLength } from './text.ts';
 
-export const SPECIAL_CHARACTERS = '!@#$%^&*()_+-=[]{}|;:,.<>?';
+const SPECIAL_CHARACTERS = '!@#$%^&*()_+-=[]{}|;:,.<>?';
 const COMMON_PATTERNS = ['password', '123456', 'qwerty', 'admin', 'letmein'];
 /** bcrypt reads only the first 72 bytes; longer passwords are refused, never truncated. */
 export const BCRYPT_MAX_BYTES = 72;
-export const MAX_PASSWORD_LENGTH = 128;
+const MAX_PASSWORD_LENGTH = 128;
 
 export type PasswordHasherName = 'argon2id' | 'bcrypt';
 export type PasswordPolicyPreset = 'strict' | 'nist';

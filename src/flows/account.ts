@@ -106,7 +106,7 @@ export async function getAccountOfLiveSession(services: Services, sessionUuid: s
   return toView(row);
 }
 
-export interface AccountUpdate {
+interface AccountUpdate {
   first_name?: string | null;
   last_name?: string | null;
   language_code?: string;

@@ -25,7 +25,7 @@ export interface AdminUserView extends UserBody {
   last_login_at: string | null;
 }
 
-export function adminUserView(user: User): AdminUserView {
+function adminUserView(user: User): AdminUserView {
   return {
     ...userBody(user),
     is_superuser: user.is_superuser,

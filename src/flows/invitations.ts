@@ -19,7 +19,7 @@ import { findMembership, lockAndAuthorize, lockOrganization, type OrganizationAc
 import { getOrganization, type OrganizationView } from './organizations.ts';
 
 /** Where the mailed link points: `PUBLIC_URL/accept-invitation?token=…`. */
-export const INVITATION_LINK_PATH = 'accept-invitation';
+const INVITATION_LINK_PATH = 'accept-invitation';
 
 export interface InvitationView {
   uuid: string;

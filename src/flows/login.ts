@@ -20,7 +20,7 @@ export interface LoginInput {
 }
 
 /** Why an attempt failed, as stored in `login_attempts.failure_reason` and the audit row. */
-export type LoginFailureReason =
+type LoginFailureReason =
   | 'unknown_user'
   | 'invalid_password'
   | 'account_disabled'

@@ -11,7 +11,7 @@ import { type AuthContext, revokeUserSessions } from '../infra/sessions.ts';
 import { assertAcceptablePassword } from './register.ts';
 
 /** The current password and the ones before it, this many in all, cannot be chosen again. */
-export const PASSWORD_HISTORY_DEPTH = 5;
+const PASSWORD_HISTORY_DEPTH = 5;
 
 export interface ChangePasswordInput {
   current_password: string;

@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type FieldError, PROBLEMS, type ProblemCode, problemType } from '../domain/errors.ts';
 
-export interface ProblemBody {
+interface ProblemBody {
   type: string;
   title: string;
   status: number;
@@ -104,7 +104,7 @@ function capitalise(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
-export function problemBody(error: AppError): ProblemBody {
+function problemBody(error: AppError): ProblemBody {
   const o = error.options;
   const body: ProblemBody = {
     type: problemType(error.code),

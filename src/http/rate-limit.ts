@@ -15,7 +15,7 @@ declare module 'fastify' {
  * parsed, sets the RateLimit-* headers (IETF draft) on every answer, and
  * refuses past the limit with 429 RATE_LIMIT_EXCEEDED and Retry-After.
  */
-export function rateLimited(name: RateLimitName): onRequestHookHandler {
+function rateLimited(name: RateLimitName): onRequestHookHandler {
   return async function rateLimitHook(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const decision = await request.server.gatehouse.rateLimits.consume(name, rateLimitKey(request.caller.ip));
     const headers = {

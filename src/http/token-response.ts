@@ -7,7 +7,7 @@ import type { IssuedSession } from '../infra/sessions.ts';
 import { sendProblem, toAppError } from './problem.ts';
 
 /** Name of the optional httpOnly refresh cookie (REFRESH_TOKEN_COOKIE=true). */
-export const REFRESH_COOKIE = 'gatehouse_refresh_token';
+const REFRESH_COOKIE = 'gatehouse_refresh_token';
 
 export const TokenResponse = Type.Object({
   access_token: Type.String(),

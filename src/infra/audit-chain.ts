@@ -14,7 +14,7 @@ import type { Database } from '../db/schema.ts';
 export const GENESIS_HASH = '0'.repeat(64);
 const CANONICAL_VERSION = 1;
 /** A row sealed after one created more than this much later was written after the fact. */
-export const BACKDATE_TOLERANCE_MS = 5 * 60_000;
+const BACKDATE_TOLERANCE_MS = 5 * 60_000;
 
 export interface ChainRow {
   id: number;
@@ -211,9 +211,9 @@ export class AuditSealer {
   }
 }
 
-export type ChainProblemKind = 'altered' | 'inserted' | 'deleted';
+type ChainProblemKind = 'altered' | 'inserted' | 'deleted';
 
-export interface ChainProblem {
+interface ChainProblem {
   kind: ChainProblemKind;
   /** The row at fault, or (for `deleted`) the first row after the gap; null when the gap is at the end. */
   id: number | null;

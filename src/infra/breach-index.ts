@@ -45,7 +45,7 @@ const readAsync = promisify(read);
 
 export type CorpusFormat = 'sha1' | 'plain';
 
-export interface BuildProgress {
+interface BuildProgress {
   phase: 'reading' | 'writing';
   done: number;
   total: number;

@@ -4,7 +4,7 @@ import { AppError } from '../domain/errors.ts';
 import type { AbuseMetrics } from './abuse-metrics.ts';
 
 /** Where each provider's widget puts its token in a form; `captcha_token` is the JSON-friendly name. */
-export const CAPTCHA_TOKEN_FIELDS = [
+const CAPTCHA_TOKEN_FIELDS = [
   'h-captcha-response',
   'g-recaptcha-response',
   'cf-turnstile-response',
@@ -32,7 +32,7 @@ export interface CaptchaVerifier {
   verify(token: string | undefined, remoteIp: string | null): Promise<void>;
 }
 
-export interface SiteverifyOptions {
+interface SiteverifyOptions {
   provider: CaptchaProvider;
   secretKey: string;
   siteKey?: string | undefined;
@@ -65,7 +65,7 @@ const CONFIGURATION_ERRORS = new Set([
  * gives 503 SERVICE_UNAVAILABLE with Retry-After rather than CAPTCHA_FAILED:
  * the visitor did nothing wrong, and solving again would not help.
  */
-export class SiteverifyCaptcha implements CaptchaVerifier {
+class SiteverifyCaptcha implements CaptchaVerifier {
   readonly provider: CaptchaProvider;
   readonly siteKey: string | undefined;
   readonly #options: SiteverifyOptions;

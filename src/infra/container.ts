@@ -206,7 +206,7 @@ function openBreachIndex(config: Config): BreachIndex | undefined {
  * revocations) instead of waiting seconds for a reconnect.
  */
 /** Longest a request waits for one Redis command before falling back. */
-export const REDIS_COMMAND_TIMEOUT_MS = 500;
+const REDIS_COMMAND_TIMEOUT_MS = 500;
 
 async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogger): Promise<Redis> {
   const redis = new Redis(url, {

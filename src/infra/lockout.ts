@@ -11,7 +11,6 @@ import { type RequestContext, SYSTEM_CONTEXT } from '../domain/request-context.t
 import type { AbuseMetrics } from './abuse-metrics.ts';
 import { recordAudit } from './audit.ts';
 import type { Clock } from './clock.ts';
-import type { Services } from './container.ts';
 import { FallbackReporter } from './rate-limits.ts';
 import { sha256Hex } from './sha256.ts';
 
@@ -287,7 +286,7 @@ export interface Unlocker {
  * of them was locked. True when something was locked.
  */
 export async function unlockAccount(
-  services: Pick<Services, 'lockout' | 'db'>,
+  services: { lockout: Lockout; db: Db },
   user: { id: number; username: string; email: string },
   unlocker: Unlocker,
   context: RequestContext,

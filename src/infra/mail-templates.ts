@@ -12,7 +12,6 @@ export interface MailDataByTemplate {
 }
 
 export type MailTemplate = keyof MailDataByTemplate;
-export type MailData<T extends MailTemplate = MailTemplate> = MailDataByTemplate[T];
 
 export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'verify_email',

@@ -23,7 +23,7 @@ export const invalidToken = () =>
     detail: 'This link is invalid, has already been used or has expired. Request a new one.',
   });
 
-export interface LinkRecipient {
+interface LinkRecipient {
   id: number;
   email: string;
   username: string;

@@ -90,7 +90,7 @@ export class SmtpTransport implements MailTransport {
  * the link, so that the quick start can be followed by hand. That is the one
  * place a token reaches a log line.
  */
-export class DevelopmentMailSink implements MailTransport {
+class DevelopmentMailSink implements MailTransport {
   readonly kind = 'sink';
   readonly #composer = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: 'unix' });
   readonly #options: MailTransportOptions;

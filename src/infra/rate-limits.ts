@@ -6,7 +6,7 @@ import type { Config, RateLimit } from '../config.ts';
 import type { AbuseMetrics } from './abuse-metrics.ts';
 
 /** The routes that carry a per-client-IP limit, each tuned by its own variable. */
-export const RATE_LIMIT_NAMES = [
+const RATE_LIMIT_NAMES = [
   'register',
   'login',
   'refresh',

@@ -11,7 +11,7 @@ import { type FormErrors, NO_ERRORS } from './forms.ts';
 import { type CaptchaWidget, captchaWidget, contentSecurityPolicy, PageViews } from './views.ts';
 
 /** One-shot messages carried across a redirect by a short-lived cookie that holds only their key. */
-export const NOTICES = {
+const NOTICES = {
   registered: 'Your account was created. We sent you an email: follow its link to verify your address, then log in.',
   registered_verified: 'Your account was created. You can log in now.',
   registration_received: ACCEPTED_REGISTRATION_MESSAGE,
