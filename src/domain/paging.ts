@@ -27,8 +27,9 @@ export function decodeCursor(cursor: string | undefined): number | undefined {
   return Number(m[1]);
 }
 
-export function pageOf<T extends { id: number }>(rows: T[], limit: number): { rows: T[]; next_cursor: string | null } {
+/** One keyset page from a query that read `limit + 1` rows: the extra row says whether a next page exists. */
+export function pageOf<T extends { id: number }, V>(rows: T[], limit: number, view: (row: T) => V): Page<V> {
   const more = rows.length > limit;
   const kept = more ? rows.slice(0, limit) : rows;
-  return { rows: kept, next_cursor: more ? encodeCursor(kept[kept.length - 1]!.id) : null };
+  return { items: kept.map(view), next_cursor: more ? encodeCursor(kept[kept.length - 1]!.id) : null };
 }

@@ -160,15 +160,20 @@ export async function updateUserByUuid(
   return updateUserAsAdmin(services, target, changes, actor, context);
 }
 
-/** Reads by superusers are audited too: who looked at whose data, and with which filters. */
-async function recordAdminView(
+/** Reads by superusers are audited too: who looked at whose data, and with which filters (after a successful read). */
+async function readAsAdmin<T>(
   services: Services,
   action: Extract<AuditAction, 'admin_users_viewed' | 'admin_audit_logs_viewed' | 'admin_login_attempts_viewed'>,
-  actor: AdminActor,
-  filters: object,
-  context: RequestContext,
-): Promise<void> {
-  await recordAudit(services.db, { action, userId: actor.userId, details: { filters } }, context);
+  viewer: { actor: AdminActor; context: RequestContext; filters: object },
+  read: () => Promise<T>,
+): Promise<T> {
+  const result = await read();
+  await recordAudit(
+    services.db,
+    { action, userId: viewer.actor.userId, details: { filters: viewer.filters } },
+    viewer.context,
+  );
+  return result;
 }
 
 /** `%`, `_` and `\` are literal in a search term. */
@@ -190,30 +195,29 @@ export async function listUsers(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<Page<AdminUserView>> {
-  const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-  const after = decodeCursor(query.cursor);
-  let q = services.db.selectFrom('users').selectAll();
-  const term = query.search?.trim();
-  if (term) {
-    const pattern = likePattern(term.toLowerCase());
-    q = q.where((eb) =>
-      eb.or([
-        eb('email', 'like', pattern),
-        eb('username', 'like', pattern),
-        eb(sql`lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))`, 'like', pattern),
-      ]),
-    );
-  }
-  if (query.is_active !== undefined) q = q.where('is_active', '=', query.is_active);
-  if (after !== undefined) q = q.where('id', '<', after);
-  const rows = await q
-    .orderBy('id', 'desc')
-    .limit(limit + 1)
-    .execute();
-  const { rows: kept, next_cursor } = pageOf(rows, limit);
-  const result = { items: kept.map(adminUserView), next_cursor };
-  await recordAdminView(services, 'admin_users_viewed', actor, query, context);
-  return result;
+  return readAsAdmin(services, 'admin_users_viewed', { actor, context, filters: query }, async () => {
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    const after = decodeCursor(query.cursor);
+    let q = services.db.selectFrom('users').selectAll();
+    const term = query.search?.trim();
+    if (term) {
+      const pattern = likePattern(term.toLowerCase());
+      q = q.where((eb) =>
+        eb.or([
+          eb('email', 'like', pattern),
+          eb('username', 'like', pattern),
+          eb(sql`lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))`, 'like', pattern),
+        ]),
+      );
+    }
+    if (query.is_active !== undefined) q = q.where('is_active', '=', query.is_active);
+    if (after !== undefined) q = q.where('id', '<', after);
+    const rows = await q
+      .orderBy('id', 'desc')
+      .limit(limit + 1)
+      .execute();
+    return pageOf(rows, limit, adminUserView);
+  });
 }
 
 export interface AuditLogQuery {
@@ -231,37 +235,33 @@ export async function listAuditLogs(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<Page<AuditLogView>> {
-  const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-  const after = decodeCursor(query.cursor);
-  let q = services.db
-    .selectFrom('audit_logs as a')
-    .leftJoin('users as u', 'u.id', 'a.user_id')
-    .leftJoin('organizations as o', 'o.id', 'a.organization_id')
-    .select([
-      'a.id',
-      'a.action',
-      'u.uuid as user_uuid',
-      'o.uuid as organization_uuid',
-      'a.ip_address',
-      'a.user_agent',
-      'a.details',
-      'a.created_at',
-    ]);
-  if (query.action) q = q.where('a.action', '=', query.action);
-  if (query.since) q = q.where('a.created_at', '>=', new Date(query.since));
-  if (query.user) q = q.where('u.uuid', '=', query.user);
-  if (after !== undefined) q = q.where('a.id', '<', after);
-  const rows = await q
-    .orderBy('a.id', 'desc')
-    .limit(limit + 1)
-    .execute();
-  const { rows: kept, next_cursor } = pageOf(rows, limit);
-  const result = {
-    items: kept.map((r) => ({ ...r, created_at: r.created_at.toISOString() })),
-    next_cursor,
-  };
-  await recordAdminView(services, 'admin_audit_logs_viewed', actor, query, context);
-  return result;
+  return readAsAdmin(services, 'admin_audit_logs_viewed', { actor, context, filters: query }, async () => {
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    const after = decodeCursor(query.cursor);
+    let q = services.db
+      .selectFrom('audit_logs as a')
+      .leftJoin('users as u', 'u.id', 'a.user_id')
+      .leftJoin('organizations as o', 'o.id', 'a.organization_id')
+      .select([
+        'a.id',
+        'a.action',
+        'u.uuid as user_uuid',
+        'o.uuid as organization_uuid',
+        'a.ip_address',
+        'a.user_agent',
+        'a.details',
+        'a.created_at',
+      ]);
+    if (query.action) q = q.where('a.action', '=', query.action);
+    if (query.since) q = q.where('a.created_at', '>=', new Date(query.since));
+    if (query.user) q = q.where('u.uuid', '=', query.user);
+    if (after !== undefined) q = q.where('a.id', '<', after);
+    const rows = await q
+      .orderBy('a.id', 'desc')
+      .limit(limit + 1)
+      .execute();
+    return pageOf(rows, limit, (r) => ({ ...r, created_at: r.created_at.toISOString() }));
+  });
 }
 
 export interface LoginAttemptView {
@@ -290,34 +290,30 @@ export async function listLoginAttempts(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<Page<LoginAttemptView>> {
-  const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-  const after = decodeCursor(query.cursor);
-  let q = services.db
-    .selectFrom('login_attempts as l')
-    .leftJoin('users as u', 'u.id', 'l.user_id')
-    .select([
-      'l.id',
-      'l.identifier',
-      'u.uuid as user_uuid',
-      'l.ip_address',
-      'l.user_agent',
-      'l.success',
-      'l.failure_reason',
-      'l.attempted_at',
-    ]);
-  if (query.since) q = q.where('l.attempted_at', '>=', new Date(query.since));
-  if (query.identifier) q = q.where('l.identifier', '=', normalizeIdentifier(query.identifier));
-  if (query.success !== undefined) q = q.where('l.success', '=', query.success);
-  if (after !== undefined) q = q.where('l.id', '<', after);
-  const rows = await q
-    .orderBy('l.id', 'desc')
-    .limit(limit + 1)
-    .execute();
-  const { rows: kept, next_cursor } = pageOf(rows, limit);
-  const result = {
-    items: kept.map((r) => ({ ...r, attempted_at: r.attempted_at.toISOString() })),
-    next_cursor,
-  };
-  await recordAdminView(services, 'admin_login_attempts_viewed', actor, query, context);
-  return result;
+  return readAsAdmin(services, 'admin_login_attempts_viewed', { actor, context, filters: query }, async () => {
+    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+    const after = decodeCursor(query.cursor);
+    let q = services.db
+      .selectFrom('login_attempts as l')
+      .leftJoin('users as u', 'u.id', 'l.user_id')
+      .select([
+        'l.id',
+        'l.identifier',
+        'u.uuid as user_uuid',
+        'l.ip_address',
+        'l.user_agent',
+        'l.success',
+        'l.failure_reason',
+        'l.attempted_at',
+      ]);
+    if (query.since) q = q.where('l.attempted_at', '>=', new Date(query.since));
+    if (query.identifier) q = q.where('l.identifier', '=', normalizeIdentifier(query.identifier));
+    if (query.success !== undefined) q = q.where('l.success', '=', query.success);
+    if (after !== undefined) q = q.where('l.id', '<', after);
+    const rows = await q
+      .orderBy('l.id', 'desc')
+      .limit(limit + 1)
+      .execute();
+    return pageOf(rows, limit, (r) => ({ ...r, attempted_at: r.attempted_at.toISOString() }));
+  });
 }

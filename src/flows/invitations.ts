@@ -15,7 +15,14 @@ import {
   spendOneTimeToken,
 } from '../infra/one-time-tokens.ts';
 import type { AuthContext } from '../infra/sessions.ts';
-import { findMembership, lockAndAuthorize, lockOrganization, type OrganizationAccess } from './org-access.ts';
+import {
+  findMembership,
+  isMember,
+  lockAndAuthorize,
+  lockOrganization,
+  type OrganizationAccess,
+  roleId,
+} from './org-access.ts';
 import { getOrganization, type OrganizationView } from './organizations.ts';
 
 /** Where the mailed link points: `PUBLIC_URL/accept-invitation?token=…`. */
@@ -144,29 +151,17 @@ export async function createInvitation(
       .select(['id', 'language_code'])
       .where('email', '=', email)
       .executeTakeFirst();
-    if (invitee) {
-      const member = await trx
-        .selectFrom('memberships')
-        .select('id')
-        .where('organization_id', '=', access.organizationId)
-        .where('user_id', '=', invitee.id)
-        .executeTakeFirst();
-      if (member) throw new AppError('CONFLICT', { detail: 'This person is already a member of the organization' });
+    if (invitee && (await isMember(trx, access.organizationId, invitee.id))) {
+      throw new AppError('CONFLICT', { detail: 'This person is already a member of the organization' });
     }
-    const roleRow = await trx
-      .selectFrom('roles')
-      .select('id')
-      .where('organization_id', '=', access.organizationId)
-      .where('name', '=', role)
-      .executeTakeFirst();
-    if (!roleRow) throw new AppError('CONFLICT', { detail: `This organization has no ${role} role` });
+    const invitedRoleId = await roleId(trx, access.organizationId, role);
     const replaced = await revokePending(trx, access.organizationId, { email }, now);
     const inserted = await trx
       .insertInto('invitations')
       .values({
         organization_id: access.organizationId,
         email,
-        role_id: roleRow.id,
+        role_id: invitedRoleId,
         invited_by: access.userId,
         created_at: now,
         expires_at: new Date(now.getTime() + ONE_TIME_TOKEN_TTL_SECONDS.invitation * 1000),
@@ -321,13 +316,8 @@ export async function acceptInvitation(
     if (user.email_verified_at === null) {
       throw new AppError('EMAIL_NOT_VERIFIED', { detail: 'Verify your email address before accepting an invitation' });
     }
-    const existing = await trx
-      .selectFrom('memberships')
-      .select('id')
-      .where('organization_id', '=', invitation.organization_id)
-      .where('user_id', '=', user.id)
-      .executeTakeFirst();
-    if (existing) throw new AppError('CONFLICT', { detail: 'You are already a member of this organization' });
+    if (await isMember(trx, invitation.organization_id, user.id))
+      throw new AppError('CONFLICT', { detail: 'You are already a member of this organization' });
 
     // The spend is the single-use guarantee: of two concurrent accepts exactly one gets the token.
     if (!(await spendOneTimeToken(trx, 'invitation', token, now))) throw invalidInvitation();

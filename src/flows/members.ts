@@ -6,7 +6,7 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { checkRole, type RoleName } from '../domain/roles.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { countAdmins, lockAndAuthorize, type OrganizationAccess, requirePermission } from './org-access.ts';
+import { countAdmins, lockAndAuthorize, type OrganizationAccess, requirePermission, roleId } from './org-access.ts';
 
 export interface MemberView {
   user_uuid: string;
@@ -94,16 +94,10 @@ export async function changeMemberRole(
         detail: 'The last admin of an organization cannot be demoted; make another member an admin first',
       });
     }
-    const target = await trx
-      .selectFrom('roles')
-      .select('id')
-      .where('organization_id', '=', access.organizationId)
-      .where('name', '=', role)
-      .executeTakeFirst();
-    if (!target) throw new AppError('CONFLICT', { detail: `This organization has no ${role} role` });
+    const targetRoleId = await roleId(trx, access.organizationId, role);
     await trx
       .updateTable('memberships')
-      .set({ role_id: target.id, updated_at: services.clock.now() })
+      .set({ role_id: targetRoleId, updated_at: services.clock.now() })
       .where('id', '=', member.id)
       .execute();
     await recordAudit(

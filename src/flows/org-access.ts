@@ -127,3 +127,26 @@ export async function countAdmins(
   const row = await query.executeTakeFirstOrThrow();
   return Number(row.admins);
 }
+
+/** Is the user a member of the organization (any role)? */
+export async function isMember(db: Kysely<Database>, organizationId: number, userId: number): Promise<boolean> {
+  const row = await db
+    .selectFrom('memberships')
+    .select('id')
+    .where('organization_id', '=', organizationId)
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** The id of the organization's role row of that name; CONFLICT when the organization lacks it. */
+export async function roleId(db: Kysely<Database>, organizationId: number, role: RoleName): Promise<number> {
+  const row = await db
+    .selectFrom('roles')
+    .select('id')
+    .where('organization_id', '=', organizationId)
+    .where('name', '=', role)
+    .executeTakeFirst();
+  if (!row) throw new AppError('CONFLICT', { detail: `This organization has no ${role} role` });
+  return row.id;
+}

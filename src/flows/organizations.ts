@@ -290,13 +290,9 @@ export async function listOrganizationAuditLogs(
     .orderBy('a.id', 'desc')
     .limit(limit + 1)
     .execute();
-  const { rows: kept, next_cursor } = pageOf(rows, limit);
-  return {
-    items: kept.map((r) => ({
-      ...r,
-      organization_uuid: access.organizationUuid,
-      created_at: r.created_at.toISOString(),
-    })),
-    next_cursor,
-  };
+  return pageOf(rows, limit, (r) => ({
+    ...r,
+    organization_uuid: access.organizationUuid,
+    created_at: r.created_at.toISOString(),
+  }));
 }

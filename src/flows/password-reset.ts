@@ -38,22 +38,16 @@ export async function requestPasswordReset(
   const email = requireEmail(rawEmail);
   const now = services.clock.now();
   const queued = await services.db.transaction().execute(async (trx) => {
-    const user = await trx
-      .selectFrom('users')
-      .select(['id', 'email', 'username', 'first_name', 'language_code', 'is_active'])
-      .where('email', '=', email)
-      .executeTakeFirst();
-    const recipient = user?.is_active ? user : undefined;
-    const mailed = await queueLinkMail(services, trx, {
+    const { mailed, account } = await queueLinkMail(services, trx, {
       purpose: 'reset_password',
       path: 'reset-password',
       email,
-      recipient,
+      eligible: (user) => user.is_active,
       now,
     });
     await recordAudit(
       trx,
-      { action: 'password_reset_request', userId: user?.id ?? null, details: { email, mailed } },
+      { action: 'password_reset_request', userId: account?.id ?? null, details: { email, mailed } },
       context,
     );
     return mailed;

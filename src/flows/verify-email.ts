@@ -50,19 +50,14 @@ export async function resendVerification(
   const email = requireEmail(rawEmail);
   const now = services.clock.now();
   const queued = await services.db.transaction().execute(async (trx) => {
-    const user = await trx
-      .selectFrom('users')
-      .select(['id', 'email', 'username', 'first_name', 'language_code', 'email_verified_at', 'is_active'])
-      .where('email', '=', email)
-      .executeTakeFirst();
-    const awaiting = user && user.email_verified_at === null && user.is_active ? user : undefined;
-    return queueLinkMail(services, trx, {
+    const { mailed } = await queueLinkMail(services, trx, {
       purpose: 'verify_email',
       path: 'verify-email',
       email,
-      recipient: awaiting,
+      eligible: (user) => user.is_active && user.email_verified_at === null,
       now,
     });
+    return mailed;
   });
   if (queued) services.outbox.kick();
   return { message: RESEND_VERIFICATION_MESSAGE };

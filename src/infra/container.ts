@@ -200,14 +200,14 @@ function openBreachIndex(config: Config): BreachIndex | undefined {
   }
 }
 
+/** Longest a request waits for one Redis command before falling back. */
+const REDIS_COMMAND_TIMEOUT_MS = 500;
+
 /**
  * No offline queue: while Redis is unreachable a command fails at once and the
  * caller falls back (memory for limits, PostgreSQL for lockouts and
  * revocations) instead of waiting seconds for a reconnect.
  */
-/** Longest a request waits for one Redis command before falling back. */
-const REDIS_COMMAND_TIMEOUT_MS = 500;
-
 async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogger): Promise<Redis> {
   const redis = new Redis(url, {
     keyPrefix,

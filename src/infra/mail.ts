@@ -9,12 +9,6 @@ export interface QueuedMail<T extends MailTemplate = MailTemplate> {
   data: MailDataByTemplate[T];
 }
 
-/**
- * Puts a rendered mail in the outbox inside the caller's transaction: the mail
- * exists exactly when the event that caused it does. The outbox sender
- * delivers it later; call `services.outbox.kick()` after the commit so that
- * it goes out at once instead of at the next poll.
- */
 /** The email_outbox row of a mail, for statements that insert it themselves (e.g. in a CTE). */
 export function outboxRow<T extends MailTemplate>(mail: QueuedMail<T>): Insertable<EmailOutboxTable> {
   const rendered = renderMail(mail.template, mail.languageCode, mail.data);
@@ -27,6 +21,12 @@ export function outboxRow<T extends MailTemplate>(mail: QueuedMail<T>): Insertab
   };
 }
 
+/**
+ * Puts a rendered mail in the outbox inside the caller's transaction: the mail
+ * exists exactly when the event that caused it does. The outbox sender
+ * delivers it later; call `services.outbox.kick()` after the commit so that
+ * it goes out at once instead of at the next poll.
+ */
 export async function queueMail<T extends MailTemplate>(db: Kysely<Database>, mail: QueuedMail<T>): Promise<number> {
   const row = await db.insertInto('email_outbox').values(outboxRow(mail)).returning('id').executeTakeFirstOrThrow();
   return row.id;

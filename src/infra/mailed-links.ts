@@ -23,34 +23,48 @@ export const invalidToken = () =>
     detail: 'This link is invalid, has already been used or has expired. Request a new one.',
   });
 
-interface LinkRecipient {
+/** The account an address belongs to, as a mailed link needs it. */
+export interface LinkAccount {
   id: number;
   email: string;
   username: string;
   first_name: string | null;
   language_code: string;
+  is_active: boolean;
+  email_verified_at: Date | null;
 }
 
 export interface LinkMail {
   purpose: 'verify_email' | 'reset_password';
   /** The page the link opens, under PUBLIC_URL. */
   path: string;
-  /** The address as asked for. */
+  /** The address as asked for (already checked by `requireEmail`). */
   email: string;
-  /** The account that may be mailed; undefined when none may (unknown, disabled, already verified). */
-  recipient: LinkRecipient | undefined;
+  /** May the account behind the address be mailed (active, not yet verified…)? */
+  eligible: (account: LinkAccount) => boolean;
   now: Date;
 }
 
 /**
- * Issues a link (voiding the recipient's older ones) and queues its mail, in
- * the caller's transaction. When nobody may be mailed, or the hourly limit is
- * reached, the same statements run inside a savepoint that is rolled back:
- * an address with an account and one without take the same time to answer.
- * Returns whether a mail was queued.
+ * Looks up the account of the address, issues a link (voiding its older
+ * ones) and queues its mail, in the caller's transaction. When nobody may be
+ * mailed (no account, not eligible), or the hourly limit is reached, the same
+ * statements run inside a savepoint that is rolled back: an address with an
+ * account and one without take the same time to answer. Returns whether a
+ * mail was queued, and the account found (for the caller's audit row).
  */
-export async function queueLinkMail(services: Services, trx: Kysely<Database>, link: LinkMail): Promise<boolean> {
-  const { purpose, recipient, now } = link;
+export async function queueLinkMail(
+  services: Services,
+  trx: Kysely<Database>,
+  link: LinkMail,
+): Promise<{ mailed: boolean; account: LinkAccount | undefined }> {
+  const { purpose, now } = link;
+  const account = await trx
+    .selectFrom('users')
+    .select(['id', 'email', 'username', 'first_name', 'language_code', 'is_active', 'email_verified_at'])
+    .where('email', '=', link.email)
+    .executeTakeFirst();
+  const recipient = account && link.eligible(account) ? account : undefined;
   const since = new Date(now.getTime() - 3600_000);
   const recent = await countRecentTokens(trx, purpose, recipient?.id ?? 0, since);
   const send = recipient !== undefined && recent < MAILS_PER_HOUR;
@@ -70,5 +84,5 @@ export async function queueLinkMail(services: Services, trx: Kysely<Database>, l
     },
   });
   if (!send) await sql`rollback to savepoint decoy_link`.execute(trx);
-  return send;
+  return { mailed: send, account };
 }

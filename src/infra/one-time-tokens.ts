@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import type { ExpressionBuilder, Kysely } from 'kysely';
 import type { Database, OneTimeTokenPurpose } from '../db/schema.ts';
 import { isLinkTokenShaped } from '../domain/identifiers.ts';
 import { sha256Hex } from './sha256.ts';
@@ -58,6 +58,17 @@ function toLiveToken(row: {
   return { id: row.id, userId: row.user_id, invitationId: row.invitation_id, email: row.email };
 }
 
+/** The token is this one, of this purpose, unused and unexpired. */
+function isLive(purpose: OneTimeTokenPurpose, token: string, now: Date) {
+  return (eb: ExpressionBuilder<Database, 'one_time_tokens'>) =>
+    eb.and([
+      eb('token_hash', '=', sha256Hex(token)),
+      eb('purpose', '=', purpose),
+      eb('used_at', 'is', null),
+      eb('expires_at', '>', now),
+    ]);
+}
+
 /** A token that is known, unused and unexpired, without spending it (to check a form before the real work). */
 export async function findLiveToken(
   db: Kysely<Database>,
@@ -68,10 +79,7 @@ export async function findLiveToken(
   const row = await db
     .selectFrom('one_time_tokens')
     .select(liveTokenColumns)
-    .where('token_hash', '=', sha256Hex(token))
-    .where('purpose', '=', purpose)
-    .where('used_at', 'is', null)
-    .where('expires_at', '>', now)
+    .where(isLive(purpose, token, now))
     .executeTakeFirst();
   return row && toLiveToken(row);
 }
@@ -89,10 +97,7 @@ export async function spendOneTimeToken(
   const row = await db
     .updateTable('one_time_tokens')
     .set({ used_at: now })
-    .where('token_hash', '=', sha256Hex(token))
-    .where('purpose', '=', purpose)
-    .where('used_at', 'is', null)
-    .where('expires_at', '>', now)
+    .where(isLive(purpose, token, now))
     .returning(liveTokenColumns)
     .executeTakeFirst();
   return row && toLiveToken(row);
