@@ -24,11 +24,13 @@ export function normalizePassword(password: string): string {
   return password.normalize('NFC');
 }
 
+const MIN_PASSWORD_LENGTH: Record<PasswordPolicyPreset, number> = { strict: 12, nist: 15 };
+
 /** Every rule the password breaks, in a stable order; empty when it is acceptable. */
 export function passwordPolicyIssues(password: string, context: PasswordContext, policy: PasswordPolicy): string[] {
   const issues: string[] = [];
   const length = characterLength(password);
-  const min = policy.preset === 'nist' ? 15 : 12;
+  const min = MIN_PASSWORD_LENGTH[policy.preset];
   if (length < min) issues.push(`Password must be at least ${min} characters long`);
   if (length > MAX_PASSWORD_LENGTH) issues.push(`Password must be at most ${MAX_PASSWORD_LENGTH} characters long`);
   if (policy.hasher === 'bcrypt' && Buffer.byteLength(password) > BCRYPT_MAX_BYTES) {
@@ -53,4 +55,16 @@ export function passwordPolicyIssues(password: string, context: PasswordContext,
     issues.push('Password must not contain your email address');
   }
   return issues;
+}
+
+/** Every rule of `passwordPolicyIssues` in one sentence, for the hint beside a new-password field. */
+export function passwordPolicyHint(policy: PasswordPolicy): string {
+  const bytes = policy.hasher === 'bcrypt' ? ` and ${BCRYPT_MAX_BYTES} bytes` : '';
+  const length = `At least ${MIN_PASSWORD_LENGTH[policy.preset]} characters (at most ${MAX_PASSWORD_LENGTH}${bytes})`;
+  const classes =
+    policy.preset === 'strict'
+      ? `, with an uppercase and a lowercase letter, a digit and a special character (one of ${SPECIAL_CHARACTERS})`
+      : '';
+  const patterns = COMMON_PATTERNS.map((p) => `"${p}"`).join(', ');
+  return `${length}${classes}. No common patterns (${patterns}), and not your username or email address.`;
 }

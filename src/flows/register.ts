@@ -33,6 +33,16 @@ export interface RegistrationInput {
   language_code?: string | undefined;
 }
 
+export interface RegistrationOptions {
+  /**
+   * Report every problem of the input in one VALIDATION_ERROR whose `errors`
+   * name the fields (mismatch on `confirm_password`, password rules and
+   * breach on `password`), as the registration page shows them. Without it,
+   * the API's documented answers: one problem kind at a time.
+   */
+  allProblemsAtOnce?: boolean;
+}
+
 export interface UserOrganization {
   uuid: string;
   name: string;
@@ -97,16 +107,92 @@ export async function assertAcceptablePassword(
   password: string,
   context: { username?: string; email?: string },
 ): Promise<void> {
+  const problem = await passwordProblem(services, password, context);
+  if (problem) throw problem;
+}
+
+/** PASSWORD_POLICY with every failing rule, else PASSWORD_BREACHED, else nothing. */
+async function passwordProblem(
+  services: Services,
+  password: string,
+  context: { username?: string; email?: string },
+): Promise<AppError | undefined> {
   const issues = passwordPolicyIssues(password, context, {
     preset: services.config.passwordPolicy,
     hasher: services.config.passwordHasher,
   });
-  if (issues.length > 0) throw new AppError('PASSWORD_POLICY', { issues });
+  if (issues.length > 0) return new AppError('PASSWORD_POLICY', { issues });
   if (await services.breach.isBreached(password)) {
-    throw new AppError('PASSWORD_BREACHED', {
+    return new AppError('PASSWORD_BREACHED', {
       recommendation: 'Please choose a different password that has not been compromised',
     });
   }
+  return undefined;
+}
+
+function passwordsDiffer(input: RegistrationInput): boolean {
+  return (
+    input.confirm_password !== undefined &&
+    normalizePassword(input.confirm_password) !== normalizePassword(input.password)
+  );
+}
+
+/**
+ * The API's documented answers, one problem kind at a time: VALIDATION_ERROR
+ * (fields), then PASSWORD_MISMATCH, then PASSWORD_POLICY (with `issues`),
+ * then PASSWORD_BREACHED.
+ */
+async function validateInTurn(services: Services, input: RegistrationInput): Promise<ValidRegistration> {
+  const valid = validateRegistration(input);
+  if (passwordsDiffer(input)) throw new AppError('PASSWORD_MISMATCH');
+  await assertAcceptablePassword(services, valid.password, { username: valid.username, email: valid.email });
+  return valid;
+}
+
+/**
+ * Every problem of a registration in one VALIDATION_ERROR, for a form that
+ * shows them all after one submission (each one costs a registration of the
+ * rate limit): the field rules, the confirmation (`confirm_password`), every
+ * failing password rule and the breach check (`password`).
+ */
+async function validateAllAtOnce(services: Services, input: RegistrationInput): Promise<ValidRegistration> {
+  let valid: ValidRegistration | undefined;
+  const errors: FieldError[] = [];
+  try {
+    valid = validateRegistration(input);
+  } catch (error) {
+    if (!(error instanceof AppError) || error.code !== 'VALIDATION_ERROR') throw error;
+    errors.push(...(error.options.errors ?? []));
+  }
+  if (!errors.some((e) => e.field === 'password')) {
+    const problem = await passwordProblem(services, normalizePassword(input.password), {
+      username: valid?.username ?? input.username.trim(),
+      email: valid?.email ?? input.email.trim(),
+    });
+    if (problem?.options.issues) {
+      for (const issue of problem.options.issues) {
+        errors.push({ field: 'password', message: issue, code: 'password_policy' });
+      }
+    } else if (problem) {
+      errors.push(fieldError('password', problem));
+    }
+  }
+  // After the password's own problems, as confirm_password follows password in a form.
+  if (passwordsDiffer(input)) errors.push(fieldError('confirm_password', new AppError('PASSWORD_MISMATCH')));
+  if (errors.length > 0 || !valid) {
+    throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+  }
+  return valid;
+}
+
+/** A whole-request problem as the error of one field: its detail and recommendation, its code in lower case. */
+function fieldError(field: string, problem: AppError): FieldError {
+  const { recommendation } = problem.options;
+  return {
+    field,
+    message: recommendation ? `${problem.detail}. ${recommendation}` : problem.detail,
+    code: problem.code.toLowerCase(),
+  };
 }
 
 const TAKEN_BY_CONSTRAINT: Record<string, 'EMAIL_TAKEN' | 'USERNAME_TAKEN'> = {
@@ -130,12 +216,11 @@ export async function registerAccount(
   services: Services,
   input: RegistrationInput,
   context: RequestContext,
+  options: RegistrationOptions = {},
 ): Promise<RegisteredAccount> {
-  const valid = validateRegistration(input);
-  if (input.confirm_password !== undefined && normalizePassword(input.confirm_password) !== valid.password) {
-    throw new AppError('PASSWORD_MISMATCH');
-  }
-  await assertAcceptablePassword(services, valid.password, { username: valid.username, email: valid.email });
+  const valid = options.allProblemsAtOnce
+    ? await validateAllAtOnce(services, input)
+    : await validateInTurn(services, input);
   // No look-up first: the unique constraints answer a taken email or username,
   // races included, and a free one (nearly every request) saves a round trip.
   // A taken one costs the same hash as a free one, so the two take alike long.
@@ -281,11 +366,12 @@ export async function register(
   services: Services,
   input: RegistrationInput,
   context: RequestContext,
+  options: RegistrationOptions = {},
 ): Promise<RegistrationOutcome> {
   if (services.config.registrationEnumerationSafe) {
-    return { accepted: await registerAccountWithoutDisclosure(services, input, context) };
+    return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
   }
-  return { created: await registerAccount(services, input, context) };
+  return { created: await registerAccount(services, input, context, options) };
 }
 
 /** The one answer to every accepted registration while REGISTRATION_ENUMERATION_SAFE is on. */
@@ -302,9 +388,10 @@ async function registerAccountWithoutDisclosure(
   services: Services,
   input: RegistrationInput,
   context: RequestContext,
+  options: RegistrationOptions,
 ): Promise<{ message: string }> {
   try {
-    await registerAccount(services, input, context);
+    await registerAccount(services, input, context, options);
   } catch (error) {
     if (!(error instanceof AppError) || error.code !== 'EMAIL_TAKEN') throw error;
     await notifyRegistrationAttempt(services, validateRegistration(input));

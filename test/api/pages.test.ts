@@ -331,6 +331,92 @@ describe('HTML pages', () => {
       assert.match(input(policy.body, 'password'), /aria-describedby="password-hint password-error"/);
     });
 
+    test('one submission reports every problem at once: fields, the confirmation and each password rule', async () => {
+      const res = await new Browser(app).submit('/register', {
+        email: 'ada@',
+        username: 'ab',
+        password: 'password',
+        confirm_password: 'passw0rd',
+        first_name: 'Ada',
+      });
+      assertHtml(res, 422);
+      assert.match(element(res.body, 'email-error'), /Email must be a valid email address/);
+      assert.match(element(res.body, 'username-error'), /Username must be between 3 and 50 characters/);
+      assert.match(element(res.body, 'confirm_password-error'), /Passwords do not match/);
+      const rules = [...element(res.body, 'password-error').matchAll(/<li>.*?<\/span> (.+)<\/li>/g)].map((m) => m[1]);
+      assert.deepEqual(rules, [
+        'Password must be at least 12 characters long',
+        'Password must contain at least one uppercase letter',
+        'Password must contain at least one digit',
+        'Password must contain at least one special character',
+        'Password must not contain common patterns',
+      ]);
+      for (const name of ['email', 'username', 'password', 'confirm_password']) {
+        assert.match(input(res.body, name), /aria-invalid="true"/, name);
+      }
+      const summary = [...element(res.body, 'error-summary').matchAll(/<a href="#(\w+)">/g)].map((m) => m[1]);
+      assert.deepEqual(summary, ['email', 'username', 'password', 'confirm_password'], 'in the order of the form');
+    });
+
+    test('a breached password is reported together with the field errors', async () => {
+      const res = await new Browser(app).submit('/register', {
+        email: 'not-an-email',
+        username: uniqueName(),
+        // In the common-password corpus, and meets every rule of the strict policy.
+        password: 'S0nyer1c$$0n',
+        confirm_password: 'S0nyer1c$$0n',
+      });
+      assertHtml(res, 422);
+      assert.match(element(res.body, 'email-error'), /valid email address/);
+      assert.match(element(res.body, 'password-error'), /appeared in a data breach.*different password/);
+    });
+
+    test('with RATE_LIMIT_REGISTER=2/1h, one refused form and its corrected resubmission fit the budget', async () => {
+      const limited = await startApp({ RATE_LIMIT_REGISTER: '2/1h', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
+      try {
+        const browser = new Browser(limited);
+        const user = newUser();
+        const refused = await browser.submit('/register', {
+          email: 'ada@',
+          username: 'ab',
+          password: 'password',
+          confirm_password: 'passw0rd',
+        });
+        assertHtml(refused, 422);
+        for (const id of ['email-error', 'username-error', 'password-error', 'confirm_password-error']) {
+          element(refused.body, id);
+        }
+        const created = await browser.submit('/register', { ...user, confirm_password: user.password });
+        assert.equal(created.statusCode, 303, created.body);
+        const third = await browser.submit('/register', { ...newUser() });
+        assertHtml(third, 429);
+      } finally {
+        await limited.close();
+      }
+    });
+
+    test('the password hint names every rule in force, common patterns included', async () => {
+      const hint = element((await app.inject({ url: '/register' })).body, 'password-hint');
+      for (const phrase of [
+        'At least 12 characters (at most 128)',
+        'an uppercase and a lowercase letter',
+        'a digit',
+        'a special character (one of !@#$%^&amp;*()_+-=[]{}|;:,.&lt;&gt;?)',
+        'No common patterns (&quot;password&quot;, &quot;123456&quot;',
+        'not your username or email address',
+      ]) {
+        assert.ok(hint.includes(phrase), `"${phrase}" in "${hint}"`);
+      }
+      const nist = await startApp({ PASSWORD_POLICY: 'nist', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
+      try {
+        const nistHint = element((await nist.inject({ url: '/register' })).body, 'password-hint');
+        assert.match(nistHint, /^At least 15 characters \(at most 128\)\. No common patterns/);
+        assert.doesNotMatch(nistHint, /uppercase|digit|special/);
+      } finally {
+        await nist.close();
+      }
+    });
+
     test('a mismatched confirmation is reported beside confirm_password', async () => {
       const user = newUser();
       const res = await new Browser(app).submit('/register', {

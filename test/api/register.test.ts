@@ -243,6 +243,42 @@ describe('POST /api/v1/register', () => {
     }
   });
 
+  test('the API keeps its documented answers, one problem kind at a time (the page reports them at once)', async () => {
+    const form = (fields: Record<string, string>) =>
+      app.inject({
+        method: 'POST',
+        url: '/api/v1/register',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        payload: new URLSearchParams(fields).toString(),
+      });
+    const everything = { email: 'ada@', username: 'ab', password: 'password', confirm_password: 'passw0rd' };
+    const fields = assertProblem(await form(everything), 422, 'VALIDATION_ERROR');
+    assert.deepEqual((fields.errors as Body[]).map((e) => e.field).sort(), ['email', 'username']);
+    assert.equal(fields.issues, undefined);
+
+    const user = newUser();
+    const mismatch = assertProblem(
+      await form({ ...everything, email: user.email, username: user.username }),
+      422,
+      'PASSWORD_MISMATCH',
+    );
+    assert.equal(mismatch.errors, undefined);
+
+    const policy = assertProblem(
+      await form({ email: user.email, username: user.username, password: 'password', confirm_password: 'password' }),
+      422,
+      'PASSWORD_POLICY',
+    );
+    assert.equal(policy.errors, undefined);
+    assert.deepEqual(policy.issues, [
+      'Password must be at least 12 characters long',
+      'Password must contain at least one uppercase letter',
+      'Password must contain at least one digit',
+      'Password must contain at least one special character',
+      'Password must not contain common patterns',
+    ]);
+  });
+
   for (const email of [
     'plain',
     'a@b',

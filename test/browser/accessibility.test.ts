@@ -10,7 +10,9 @@ import {
   launchChromium,
   mailedLink,
   newContext,
+  Started,
   seriousViolations,
+  skipWithoutChromium,
   startLiveGatehouse,
 } from './support.ts';
 
@@ -25,18 +27,18 @@ const WIDTHS = [
  * serious or critical violation) and photographed at 375 and 1280 px wide
  * into docs/screenshots/. Also: the whole way through with the keyboard only.
  */
-describe('pages are accessible and responsive', () => {
+describe('pages are accessible and responsive', { skip: skipWithoutChromium() }, () => {
+  const started = new Started();
   let gatehouse: LiveGatehouse;
   let browser: Browser;
 
+  // One after the other: when the launch fails, the Gatehouse already listening is closed by after().
   before(async () => {
-    [gatehouse, browser] = await Promise.all([startLiveGatehouse(), launchChromium()]);
+    gatehouse = await started.start(startLiveGatehouse, (gatehouse) => gatehouse.close());
+    browser = await started.start(launchChromium, (browser) => browser.close());
     mkdirSync(SCREENSHOTS, { recursive: true });
   });
-  after(async () => {
-    await browser?.close();
-    await gatehouse?.close();
-  });
+  after(() => started.closeAll());
 
   const url = (path: string) => `${gatehouse.origin}${path}`;
 

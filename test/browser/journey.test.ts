@@ -8,6 +8,8 @@ import {
   launchChromium,
   mailedLink,
   newContext,
+  Started,
+  skipWithoutChromium,
   startLiveGatehouse,
 } from './support.ts';
 
@@ -15,17 +17,17 @@ import {
  * A person with only a browser: real Chromium against Gatehouse listening on
  * a loopback port, mail received over SMTP, no JavaScript on the pages.
  */
-describe('pages in Chromium', () => {
+describe('pages in Chromium', { skip: skipWithoutChromium() }, () => {
+  const started = new Started();
   let gatehouse: LiveGatehouse;
   let browser: Browser;
 
+  // One after the other: when the launch fails, the Gatehouse already listening is closed by after().
   before(async () => {
-    [gatehouse, browser] = await Promise.all([startLiveGatehouse(), launchChromium()]);
+    gatehouse = await started.start(startLiveGatehouse, (gatehouse) => gatehouse.close());
+    browser = await started.start(launchChromium, (browser) => browser.close());
   });
-  after(async () => {
-    await browser?.close();
-    await gatehouse?.close();
-  });
+  after(() => started.closeAll());
 
   const url = (path: string) => `${gatehouse.origin}${path}`;
 
@@ -170,6 +172,69 @@ describe('pages in Chromium', () => {
     assert.equal(live.length, 0, 'every session of the journey is revoked');
     assert.deepEqual(violations, []);
     await Promise.all([context.close(), phone.close(), thief.close()]);
+  });
+
+  test('a registration form with several problems shows every one of them after one submission', async () => {
+    const context = await newContext(browser);
+    const page = await context.newPage();
+    const violations = cspViolations(page);
+    await page.goto(url('/register'));
+    const hint = await page.locator('#password-hint').innerText();
+    for (const rule of [
+      'At least 12 characters',
+      'uppercase',
+      'lowercase',
+      'digit',
+      'special character',
+      'No common patterns',
+    ]) {
+      assert.ok(hint.includes(rule), `the hint names "${rule}": ${hint}`);
+    }
+
+    await page.getByLabel('First name').fill('Ada');
+    await page.getByLabel('Email address').fill('ada@');
+    await page.getByLabel('Username').fill('ab');
+    await page.getByLabel('Password', { exact: true }).fill('password');
+    await page.getByLabel('Confirm password').fill('passw0rd');
+    assert.equal(await submit(page, 'Create account'), 422);
+
+    assert.match(await page.locator('#email-error').innerText(), /Email must be a valid email address/);
+    assert.match(await page.locator('#username-error').innerText(), /Username must be between 3 and 50 characters/);
+    assert.match(await page.locator('#confirm_password-error').innerText(), /Passwords do not match/);
+    const rules = await page.locator('#password-error li').allInnerTexts();
+    assert.deepEqual(
+      rules.map((rule) => rule.replace(/^Error:\s*/, '')),
+      [
+        'Password must be at least 12 characters long',
+        'Password must contain at least one uppercase letter',
+        'Password must contain at least one digit',
+        'Password must contain at least one special character',
+        'Password must not contain common patterns',
+      ],
+    );
+    for (const label of ['Email address', 'Username', 'Confirm password']) {
+      assert.equal(await page.getByLabel(label).getAttribute('aria-invalid'), 'true', label);
+    }
+    assert.equal(await page.getByLabel('Password', { exact: true }).getAttribute('aria-invalid'), 'true');
+    const summary = page.getByRole('alert').getByRole('link');
+    assert.deepEqual(await summary.evaluateAll((links) => links.map((a) => a.getAttribute('href'))), [
+      '#email',
+      '#username',
+      '#password',
+      '#confirm_password',
+    ]);
+    assert.equal(await page.getByLabel('First name').inputValue(), 'Ada', 'what was right is kept');
+
+    // Everything corrected, one more submission creates the account.
+    const user = newUser();
+    await page.getByLabel('Email address').fill(user.email);
+    await page.getByLabel('Username').fill(user.username);
+    await page.getByLabel('Password', { exact: true }).fill(user.password);
+    await page.getByLabel('Confirm password').fill(user.password);
+    assert.equal(await submit(page, 'Create account'), 303);
+    await page.getByText('Your account was created').waitFor();
+    assert.deepEqual(violations, []);
+    await context.close();
   });
 
   test('forgot password: the mailed link resets it and the new password works', async () => {

@@ -1,4 +1,17 @@
+import {
+  accessSync,
+  closeSync,
+  constants,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AxeResults } from 'axe-core';
 import type { FastifyInstance } from 'fastify';
@@ -9,9 +22,95 @@ import { TestMailServer } from '../mail-server.ts';
 /** Debian's Chromium (`apt-get install chromium`); `.ci/run` installs it when test/browser exists. */
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
-export function launchChromium(): Promise<Browser> {
+const ENABLE_BROWSER_TESTS = 'apt-get install chromium (or set CHROMIUM_PATH to a Chromium binary)';
+
+/** Whether CHROMIUM is an executable file: what the browser tests need to run at all. */
+function chromiumInstalled(): boolean {
+  try {
+    accessSync(CHROMIUM, constants.X_OK);
+    return statSync(CHROMIUM).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Why the browser tests cannot run: in CI a failure, elsewhere what launchChromium throws if called anyway. */
+function noChromium(): Error {
+  const where = process.env.CI === 'true' ? ' in CI (CI=true)' : '';
+  return new Error(`Chromium is required${where}, but there is none at ${CHROMIUM}: ${ENABLE_BROWSER_TESTS}`);
+}
+
+/**
+ * The `skip` option of a describe() whose tests need Chromium: false when
+ * CHROMIUM is installed; otherwise the reason to skip, after printing once
+ * per test run which browser tests are skipped and how to enable them. In CI
+ * (CI=true) a missing Chromium is no reason to skip: it throws, failing the
+ * file before anything is started.
+ */
+export function skipWithoutChromium(): string | false {
+  if (chromiumInstalled()) return false;
+  if (process.env.CI === 'true') throw noChromium();
+  if (firstInThisRun('no-chromium')) {
+    process.stdout.write(
+      `Browser tests skipped, no Chromium at ${CHROMIUM}: ${browserTestFiles().join(', ')}.\n` +
+        `To run them: ${ENABLE_BROWSER_TESTS}.\n`,
+    );
+  }
+  return `needs Chromium, none at ${CHROMIUM}`;
+}
+
+/** The test files of this directory that need Chromium (those that skip without it). */
+function browserTestFiles(): string[] {
+  const dir = dirname(fileURLToPath(import.meta.url));
+  return readdirSync(dir)
+    .filter((name) => name.endsWith('.test.ts'))
+    .filter((name) => readFileSync(join(dir, name), 'utf8').includes('{ skip: skipWithoutChromium() }'))
+    .map((name) => `test/browser/${name}`)
+    .sort();
+}
+
+/**
+ * True for the first test file of this `node --test` run to ask about
+ * `topic`. Each file is a process of its own whose parent is the runner, so
+ * the first one to create a marker named after the runner wins; a file run by
+ * itself (not under a runner) is always first.
+ */
+function firstInThisRun(topic: string): boolean {
+  if (!process.env.NODE_TEST_CONTEXT) return true;
+  const dir = join(tmpdir(), 'gatehouse-test-notices');
+  mkdirSync(dir, { recursive: true });
+  for (const name of readdirSync(dir)) {
+    // Markers of earlier runs: a day old is long finished.
+    const path = join(dir, name);
+    const modified = statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? Date.now();
+    if (Date.now() - modified > 86_400_000) rmSync(path, { force: true });
+  }
+  try {
+    closeSync(openSync(join(dir, `${topic}-${process.ppid}-${startTime(process.ppid)}`), 'wx'));
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw error;
+  }
+}
+
+/** When a process started (Linux: field 22 of /proc/<pid>/stat), so that a reused pid names another run. */
+function startTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/** Chromium at CHROMIUM; a missing one is a clear failure (suites skip before this where that is allowed). */
+export async function launchChromium(): Promise<Browser> {
+  if (!chromiumInstalled()) throw noChromium();
   return chromium.launch({
     executablePath: CHROMIUM,
+    // A binary that starts but never answers fails the suite instead of holding it.
+    timeout: 30_000,
     args: [
       '--no-sandbox',
       '--disable-background-networking',
@@ -22,6 +121,35 @@ export function launchChromium(): Promise<Browser> {
       '--disable-sync',
     ],
   });
+}
+
+/**
+ * What a suite started (servers, browsers), each with the way to close it.
+ * Start them one after the other through `start`, and call `closeAll` in
+ * after(): whatever failed before, everything that did start is closed, the
+ * last started first, so that no test process is held open.
+ */
+export class Started {
+  readonly #closers: (() => Promise<void>)[] = [];
+
+  async start<T>(start: () => Promise<T>, close: (started: T) => Promise<void>): Promise<T> {
+    const started = await start();
+    this.#closers.push(() => close(started));
+    return started;
+  }
+
+  async closeAll(): Promise<void> {
+    const errors: unknown[] = [];
+    for (const close of this.#closers.splice(0).reverse()) {
+      try {
+        await close();
+      } catch (error) {
+        errors.push(error);
+      }
+    }
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, 'several things failed to close');
+  }
 }
 
 async function freePort(): Promise<number> {
@@ -46,29 +174,37 @@ export interface LiveGatehouse {
 
 /** Gatehouse listening on a real loopback port, its mail going over SMTP to a test server. */
 export async function startLiveGatehouse(env: Record<string, string> = {}): Promise<LiveGatehouse> {
-  const smtp = await TestMailServer.start();
-  const port = await freePort();
-  const origin = `http://127.0.0.1:${port}`;
-  const app = await startApp({
-    PUBLIC_URL: origin,
-    SMTP_URL: smtp.url,
-    OUTBOX_POLL_MS: '50',
-    OUTBOX_RETRY_BASE_MS: '50',
-    REDIS_KEY_PREFIX: `t:${uniqueName()}:`,
-    RATE_LIMIT_FORGOT_PASSWORD: '100000/1h',
-    RATE_LIMIT_RESEND_VERIFICATION: '100000/1h',
-    ...env,
-  });
-  await app.listen({ host: '127.0.0.1', port });
-  return {
-    app,
-    smtp,
-    origin,
-    close: async () => {
-      await app.close();
-      await smtp.stop();
-    },
-  };
+  const started = new Started();
+  try {
+    const smtp = await started.start(
+      () => TestMailServer.start(),
+      (smtp) => smtp.stop(),
+    );
+    const port = await freePort();
+    const origin = `http://127.0.0.1:${port}`;
+    const app = await started.start(
+      () =>
+        startApp({
+          PUBLIC_URL: origin,
+          SMTP_URL: smtp.url,
+          OUTBOX_POLL_MS: '50',
+          OUTBOX_RETRY_BASE_MS: '50',
+          REDIS_KEY_PREFIX: `t:${uniqueName()}:`,
+          RATE_LIMIT_FORGOT_PASSWORD: '100000/1h',
+          RATE_LIMIT_RESEND_VERIFICATION: '100000/1h',
+          ...env,
+        }),
+      (app) => app.close(),
+    );
+    await app.listen({ host: '127.0.0.1', port });
+    return { app, smtp, origin, close: () => started.closeAll() };
+  } catch (error) {
+    // What did start is closed before the failure is passed on; a failure to close is reported with it.
+    await started.closeAll().catch((closeError: unknown) => {
+      throw new AggregateError([error, closeError], 'starting Gatehouse failed, and so did closing what had started');
+    });
+    throw error;
+  }
 }
 
 export async function newContext(browser: Browser, options: BrowserContextOptions = {}): Promise<BrowserContext> {

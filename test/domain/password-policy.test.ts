@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type PasswordPolicy, passwordPolicyIssues } from '../../src/domain/password-policy.ts';
+import { type PasswordPolicy, passwordPolicyHint, passwordPolicyIssues } from '../../src/domain/password-policy.ts';
 
 const strict: PasswordPolicy = { preset: 'strict', hasher: 'argon2id' };
 const nist: PasswordPolicy = { preset: 'nist', hasher: 'argon2id' };
@@ -73,4 +73,43 @@ test('bcrypt: passwords over 72 bytes are refused, never truncated', () => {
   const long = `Aa1!${'é'.repeat(40)}`; // 84 bytes, 44 characters
   assert.deepEqual(passwordPolicyIssues(long, {}, policy), ['Password must be at most 72 bytes long']);
   assert.deepEqual(passwordPolicyIssues(long, {}, strict), []);
+});
+
+/** A phrase of the hint for each rule `passwordPolicyIssues` can report. */
+const HINT_FOR_ISSUE: [RegExp, (issue: string) => RegExp][] = [
+  [/at least (\d+) characters/, (issue) => new RegExp(`^At least ${/\d+/.exec(issue)?.[0]} characters `)],
+  [/at most 128 characters/, () => /\(at most 128[ )]/],
+  [/at most 72 bytes/, () => /at most 128 and 72 bytes\)/],
+  [/uppercase letter/, () => /an uppercase/],
+  [/lowercase letter/, () => /a lowercase letter/],
+  [/one digit/, () => /a digit/],
+  [/special character/, () => /a special character \(one of !@#\$%\^&\*\(\)_\+-=\[\]\{\}\|;:,\.<>\?\)/],
+  [/common patterns/, () => /No common patterns \("password", "123456", "qwerty", "admin", "letmein"\)/],
+  [/your username/, () => /not your username/],
+  [/your email address/, () => /username or email address/],
+];
+
+test('the hint names every rule the policy can report, and no rule it does not have', () => {
+  const context = { username: 'johndoe', email: 'jsmith@example.com' };
+  // Between them these break every rule of the policy they are checked against.
+  const breakers = ['', 'password johndoe jsmith', `Aa1!${'x'.repeat(125)}`, `Aa1!${'é'.repeat(40)}`];
+  for (const policy of [
+    strict,
+    nist,
+    { preset: 'strict', hasher: 'bcrypt' },
+    { preset: 'nist', hasher: 'bcrypt' },
+  ] as const) {
+    const hint = passwordPolicyHint(policy);
+    const issues = new Set(breakers.flatMap((p) => passwordPolicyIssues(p, context, policy)));
+    for (const issue of issues) {
+      const entry = HINT_FOR_ISSUE.find(([pattern]) => pattern.test(issue));
+      assert.ok(entry, `no hint phrase is known for "${issue}"`);
+      assert.match(hint, entry[1](issue), `${policy.preset}/${policy.hasher}: "${issue}" is not in "${hint}"`);
+    }
+    for (const [pattern, phrase] of HINT_FOR_ISSUE) {
+      if (![...issues].some((issue) => pattern.test(issue))) {
+        assert.doesNotMatch(hint, phrase(''), `${policy.preset}/${policy.hasher} has no rule ${pattern}`);
+      }
+    }
+  }
 });

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { USER_DEFAULT_FIELDS } from '../../domain/page-options.ts';
+import { passwordPolicyHint } from '../../domain/password-policy.ts';
 import { type RegistrationInput, type RegistrationOutcome, register } from '../../flows/register.ts';
 import { requireCaptcha } from '../../infra/captcha.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect, sent } from './forms.ts';
@@ -21,11 +22,17 @@ const FIELDS = Object.keys(LABELS);
 export function registerPages(app: FastifyInstance, pages: Pages): void {
   const { services, settings } = pages;
   const title = 'Create your account';
+  // Every rule in force, so that a password can be chosen right the first time.
+  const passwordRules = passwordPolicyHint({
+    preset: services.config.passwordPolicy,
+    hasher: services.config.passwordHasher,
+  });
 
   app.get<{ Querystring: { redirect_to?: string } }>('/register', { schema: { hide: true } }, async (request, reply) =>
     pages.render(request, reply, 'register', {
       title,
       labels: LABELS,
+      passwordRules,
       captcha: true,
       values: { ...settings.userDefaults },
       redirectTo: safeRedirect(request.query.redirect_to),
@@ -53,12 +60,14 @@ export function registerPages(app: FastifyInstance, pages: Pages): void {
     let outcome: RegistrationOutcome;
     try {
       await requireCaptcha(services.captcha, body, request.caller.ip);
-      outcome = await register(services, input, request.caller);
+      // Every problem of the form in one answer: each submission spends one of RATE_LIMIT_REGISTER.
+      outcome = await register(services, input, request.caller, { allProblemsAtOnce: true });
     } catch (error) {
       const { password: _p, confirm_password: _c, csrf_token: _t, ...kept } = body;
       return pages.render(request, reply, 'register', {
         title,
         labels: LABELS,
+        passwordRules,
         captcha: true,
         values: Object.fromEntries(Object.entries(kept).filter((e): e is [string, string] => typeof e[1] === 'string')),
         redirectTo,
