@@ -5,13 +5,15 @@
  *   POST /api/v1/organizations/{uuid}/scan   role `user` (or admin) → 202
  *   GET  /api/v1/organizations/{uuid}/scans  role `viewer` or above → 200
  *
- * Run it with `node examples/scan-app/server.ts`.
+ * Run it with `node examples/scan-app/server.ts`. It imports Gatehouse from this
+ * repository's sources; an installed application imports the same names from
+ * 'gatehouse-auth'.
  */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import gatehouse, { type Config, requireOrgRole, sendProblem } from 'gatehouse';
 import type { Generated } from 'kysely';
 import { type Migration, Migrator } from 'kysely/migration';
 import { type Static, Type } from 'typebox';
+import gatehouse, { type Config, requireOrgRole, sendProblem } from '../../src/plugin.ts';
 import * as scanRequests from './migrations/0001_scan_requests.ts';
 
 interface ScanRequestsTable {

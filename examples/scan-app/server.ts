@@ -1,4 +1,4 @@
-import { loadConfig } from 'gatehouse';
+import { loadConfig } from '../../src/plugin.ts';
 import { buildScanApp } from './app.ts';
 
 const config = loadConfig();
