@@ -10,6 +10,7 @@ import { cleanupCommand } from './cli/cleanup.ts';
 import { createSuperuserCommand } from './cli/create-superuser.ts';
 import { keysGenerateCommand, keysRotateCommand } from './cli/keys.ts';
 import { migrateCommand } from './cli/migrate.ts';
+import { psqlCommand } from './cli/psql.ts';
 import { CliError, type Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './cli/shared.ts';
 import { usersDisableCommand, usersEnableCommand, usersUnlockCommand } from './cli/users.ts';
 
@@ -24,6 +25,7 @@ const COMMANDS: readonly Command[] = [
   breachImportCommand,
   keysGenerateCommand,
   keysRotateCommand,
+  psqlCommand,
 ];
 
 const isHelp = (arg: string | undefined) => arg === '--help' || arg === '-h';

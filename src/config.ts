@@ -116,20 +116,34 @@ const DEFAULT_CAPTCHA_VERIFY_URLS: Record<CaptchaProvider, string> = {
   turnstile: 'https://challenges.cloudflare.com/turnstile/v0/siteverify',
 };
 
+/** `http://<host>:<port>` as a browser on this machine reaches it: a wildcard address means localhost. */
+export function listenUrl(host: string, port: number): string {
+  if (host === '' || host === '0.0.0.0' || host === '::') return `http://localhost:${port}`;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** Environment → one validated Config. Throws ConfigError naming the first bad variable. */
 export function loadConfig(env: Env = readEnvironment()): Config {
   const read = new Reader(env);
   const environment = read.oneOf('ENVIRONMENT', ['development', 'test', 'production'], 'development');
   const dataDir = read.string('DATA_DIR', './data');
-  const publicUrl = read.url('PUBLIC_URL', 'http://localhost:8000').replace(/\/+$/, '');
+  const port = read.integer('PORT', 8000, 0, 65535);
+  const host = read.string('HOST', '0.0.0.0');
+  if (environment === 'production' && !env.PUBLIC_URL) {
+    throw new ConfigError(
+      'PUBLIC_URL',
+      'is required when ENVIRONMENT=production: the address people reach Gatehouse at (e.g. https://auth.example.com), used in mailed links and as the token issuer',
+    );
+  }
+  const publicUrl = read.url('PUBLIC_URL', listenUrl(host, port)).replace(/\/+$/, '');
   const captchaProvider = read.optionalOneOf('CAPTCHA_PROVIDER', ['hcaptcha', 'recaptcha', 'turnstile']);
   const smtpUrl = read.optional('SMTP_URL');
   if (smtpUrl && !/^smtps?:\/\//.test(smtpUrl))
     throw new ConfigError('SMTP_URL', 'must start with smtp:// or smtps://');
 
   const config: Config = {
-    port: read.integer('PORT', 8000, 0, 65535),
-    host: read.string('HOST', '0.0.0.0'),
+    port,
+    host,
     publicUrl,
     environment,
     dataDir,

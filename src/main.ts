@@ -1,5 +1,6 @@
+import { createServer } from 'node:net';
 import { buildApp } from './app.ts';
-import { ConfigError, loadConfig } from './config.ts';
+import { ConfigError, listenUrl, loadConfig, readEnvironment } from './config.ts';
 
 /** Below Docker's and Kubernetes' usual grace periods once raised to 30 s (see compose.yaml). */
 const SHUTDOWN_TIMEOUT_MS = 25_000;
@@ -7,7 +8,10 @@ const SHUTDOWN_TIMEOUT_MS = 25_000;
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
   try {
-    config = loadConfig();
+    const env = readEnvironment();
+    // PORT=0 picks a free port; PUBLIC_URL, mail links and the token issuer then name that port, not 0.
+    if (env.PORT === '0' && !env.PUBLIC_URL) env.PORT = String(await freePort(env.HOST ?? '0.0.0.0'));
+    config = loadConfig(env);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`gatehouse: invalid configuration: ${error.message}\n`);
@@ -48,10 +52,24 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
   await app.listen({ port: config.port, host: config.host });
+  const address = app.server.address();
+  const listening =
+    address && typeof address === 'object' ? listenUrl(address.address, address.port) : config.publicUrl;
   app.log.info(
-    { database: app.gatehouse.database.kind, redis: config.redisUrl ? 'configured' : 'in-process' },
-    `Gatehouse ready at ${config.publicUrl} (docs at ${config.publicUrl}/docs)`,
+    { database: app.gatehouse.database.kind, redis: config.redisUrl ? 'configured' : 'in-process', listening },
+    `Gatehouse ready at ${config.publicUrl} (listening on ${listening}; docs at ${config.publicUrl}/docs)`,
   );
+}
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, host, () => {
+      const address = probe.address();
+      probe.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
 }
 
 main().catch((error: unknown) => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,15 +85,83 @@ test('CAPTCHA_PROVIDER without CAPTCHA_SECRET_KEY is refused', () => {
 });
 
 test('ENVIRONMENT=production refuses a missing or short SECRET_KEY', () => {
-  const base = { DATA_DIR: dataDir(), ENVIRONMENT: 'production', SMTP_URL: 'smtp://mail.example.com' };
+  const base = {
+    DATA_DIR: dataDir(),
+    ENVIRONMENT: 'production',
+    SMTP_URL: 'smtp://mail.example.com',
+    PUBLIC_URL: 'https://auth.example.com',
+  };
   assert.throws(() => loadConfig(base), /SECRET_KEY/);
   assert.throws(() => loadConfig({ ...base, SECRET_KEY: 'x'.repeat(31) }), /SECRET_KEY/);
   assert.equal(loadConfig({ ...base, SECRET_KEY: 'x'.repeat(32) }).environment, 'production');
 });
 
+test('PUBLIC_URL defaults to the address listened on; production requires it', () => {
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), PORT: '18921' }).publicUrl, 'http://localhost:18921');
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), PORT: '18921' }).jwtIssuer, 'http://localhost:18921');
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), HOST: '127.0.0.2', PORT: '9' }).publicUrl, 'http://127.0.0.2:9');
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), HOST: '::1', PORT: '9' }).publicUrl, 'http://[::1]:9');
+  const production = {
+    DATA_DIR: dataDir(),
+    ENVIRONMENT: 'production',
+    SECRET_KEY: 'x'.repeat(32),
+    SMTP_URL: 'smtp://mail.example.com',
+  };
+  assert.throws(
+    () => loadConfig(production),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.variable, 'PUBLIC_URL');
+      return true;
+    },
+  );
+  assert.equal(
+    loadConfig({ ...production, PUBLIC_URL: 'https://auth.example.com/' }).publicUrl,
+    'https://auth.example.com',
+  );
+});
+
+test('the ready line names the address really listened on, and PORT=0 becomes a real port everywhere', async () => {
+  const child = spawn(process.execPath, ['src/main.ts'], {
+    env: { PATH: process.env.PATH, DATA_DIR: dataDir(), PORT: '0', HOST: '127.0.0.1', DATABASE_URL: 'memory://' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    let out = '';
+    const line = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ready line: ${out}`)), 60_000);
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        const ready = out.split('\n').find((l) => l.includes('Gatehouse ready at'));
+        if (ready) {
+          clearTimeout(timer);
+          resolve(ready);
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+    });
+    const match = /Gatehouse ready at http:\/\/127\.0\.0\.1:(\d+) \(listening on http:\/\/127\.0\.0\.1:(\d+);/.exec(
+      line,
+    );
+    assert.ok(match, line);
+    assert.equal(match[1], match[2]);
+    assert.notEqual(match[1], '0');
+    const health = await fetch(`http://127.0.0.1:${match[1]}/healthz`);
+    assert.equal(health.status, 200);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
+
 test('ENVIRONMENT=production refuses the development mail sink', () => {
   assert.throws(
-    () => loadConfig({ DATA_DIR: dataDir(), ENVIRONMENT: 'production', SECRET_KEY: 'x'.repeat(32) }),
+    () =>
+      loadConfig({
+        DATA_DIR: dataDir(),
+        ENVIRONMENT: 'production',
+        SECRET_KEY: 'x'.repeat(32),
+        PUBLIC_URL: 'https://auth.example.com',
+      }),
     /SMTP_URL/,
   );
 });
@@ -145,6 +213,7 @@ test('the server refuses to start in production without SECRET_KEY', () => {
     DATA_DIR: dataDir(),
     ENVIRONMENT: 'production',
     SMTP_URL: 'smtp://127.0.0.1:2525',
+    PUBLIC_URL: 'https://auth.example.com',
   };
   delete env.SECRET_KEY;
   const r = spawnSync(process.execPath, ['src/main.ts'], { env, encoding: 'utf8', timeout: 20_000 });

@@ -63,7 +63,10 @@ export function readConfig(): Config {
 
 async function openConfiguredDatabase(config: Config): Promise<DatabaseHandle> {
   try {
-    const database = await openDatabase(config.databaseUrl, config.dataDir, { poolSize: config.databasePoolSize });
+    const database = await openDatabase(config.databaseUrl, config.dataDir, {
+      poolSize: config.databasePoolSize,
+      role: 'client',
+    });
     if (!(await database.ping())) {
       await database.close();
       throw new Error('it does not answer');

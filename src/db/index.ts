@@ -4,6 +4,16 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration';
 import pg from 'pg';
 import { DEFAULT_POOL_SIZE } from '../config.ts';
+import {
+  claimDirectory,
+  EMBEDDED_SOCKET_PORT,
+  EmbeddedInUseError,
+  type EmbeddedOwner,
+  FifoLock,
+  readOwner,
+  runDirectory,
+  serveEmbedded,
+} from './embedded.ts';
 import * as initial from './migrations/0001_initial.ts';
 import * as auditChain from './migrations/0002_audit_chain.ts';
 import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
@@ -26,6 +36,16 @@ export interface DatabaseHandle {
 const INT8 = 20;
 const NUMERIC = 1700;
 
+export interface OpenOptions {
+  poolSize?: number;
+  /**
+   * For an embedded directory: `server` (the default) owns it and serves it to
+   * other processes over a Unix socket; `client` (the CLI) goes through the
+   * owner's socket when one runs, and owns the directory itself otherwise.
+   */
+  role?: 'server' | 'client';
+}
+
 /**
  * `postgres://…` → a pg pool; `memory://` → an in-memory PGlite;
  * anything else (or nothing) → PGlite persisted in that directory.
@@ -33,38 +53,127 @@ const NUMERIC = 1700;
 export async function openDatabase(
   url: string | undefined,
   dataDir: string,
-  options: { poolSize?: number } = {},
+  options: OpenOptions = {},
 ): Promise<DatabaseHandle> {
   if (url && /^postgres(ql)?:\/\//.test(url)) {
-    const pool = new pg.Pool({
-      Client: PreparingClient,
-      connectionString: url,
-      max: options.poolSize ?? DEFAULT_POOL_SIZE,
-      connectionTimeoutMillis: 5_000,
-      // int8 ids and counts as numbers on both drivers.
-      types: {
-        getTypeParser: (oid: number, format?: 'text' | 'binary') =>
-          oid === INT8 ? Number : (pg.types.getTypeParser(oid, format) as (v: string) => unknown),
-      } as pg.CustomTypesConfig,
-    });
-    // A dropped idle connection must not crash the process.
-    pool.on('error', () => {});
-    // Nor one dropped while checked out (a restart mid-transaction): its next query fails, the pool discards it.
-    pool.on('connect', (client) => client.on('error', () => {}));
-    const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    return { db, kind: 'postgres', ping: () => ping(db), close: () => db.destroy() };
+    return openPool({ connectionString: url }, options.poolSize ?? DEFAULT_POOL_SIZE, PreparingClient);
   }
-  let dir: string | undefined;
-  if (url === 'memory://') dir = undefined;
-  else if (url?.startsWith('pglite://')) dir = url.slice('pglite://'.length);
-  else if (url) dir = url;
-  else dir = `${dataDir}/pglite`;
-  if (dir) mkdirSync(dir, { recursive: true });
+  if (url === 'memory://') return openPGlite(undefined);
+  const dir = embeddedDirectory(url, dataDir);
+  if (options.role === 'client') {
+    const owner = await servingOwner(dir);
+    // One connection: the owner's backend is one session, whose named statements all clients would share.
+    if (owner)
+      return openPool(
+        { host: owner.socketDir, port: EMBEDDED_SOCKET_PORT, user: 'postgres', database: 'postgres' },
+        1,
+        pg.Client,
+      );
+  }
+  const claim = claimDirectory(dir);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const handle = await openPGlite(dir);
+    if (options.role === 'client') return { ...handle, close: () => handle.close().finally(claim.release) };
+    const server = await serveEmbedded(handle.pglite, handle.lock, dir);
+    claim.publish(server.socketDir);
+    return {
+      ...handle,
+      close: async () => {
+        await server.close().finally(() => handle.close().finally(claim.release));
+      },
+    };
+  } catch (error) {
+    claim.release();
+    throw error;
+  }
+}
+
+/** Where a PostgreSQL client (psql, pg) reaches the database in use, for as long as it stays open. */
+export interface SqlEndpoint {
+  /** Connection arguments for `psql`. */
+  psqlArgs: string[];
+  client: pg.ClientConfig;
+  close(): Promise<void>;
+}
+
+/**
+ * The database in use as a PostgreSQL server: DATABASE_URL itself, or the
+ * embedded directory's socket — its running owner's, or one this process
+ * serves (owning the directory) until `close()`.
+ */
+export async function openSqlEndpoint(url: string | undefined, dataDir: string): Promise<SqlEndpoint> {
+  if (url && /^postgres(ql)?:\/\//.test(url)) {
+    return { psqlArgs: [url], client: { connectionString: url }, close: async () => {} };
+  }
+  if (url === 'memory://')
+    throw new Error('DATABASE_URL=memory:// lives inside one process: there is nothing to connect to');
+  const dir = embeddedDirectory(url, dataDir);
+  const owner = await servingOwner(dir);
+  const handle = owner ? undefined : await openDatabase(url, dataDir, { role: 'server' });
+  const socketDir = owner?.socketDir ?? runDirectory(dir);
+  const client = { host: socketDir, port: EMBEDDED_SOCKET_PORT, user: 'postgres', database: 'postgres' };
+  return {
+    psqlArgs: ['-h', socketDir, '-p', String(EMBEDDED_SOCKET_PORT), '-U', 'postgres', '-d', 'postgres'],
+    client,
+    close: async () => handle?.close(),
+  };
+}
+
+function embeddedDirectory(url: string | undefined, dataDir: string): string {
+  if (url?.startsWith('pglite://')) return url.slice('pglite://'.length);
+  return url || `${dataDir}/pglite`;
+}
+
+/** The owner of an embedded directory, once it serves its socket (a starting owner gets a few seconds). */
+async function servingOwner(dir: string): Promise<(EmbeddedOwner & { socketDir: string }) | undefined> {
+  for (let waited = 0; waited < 10_000; waited += 100) {
+    const owner = readOwner(dir);
+    if (!owner) return undefined;
+    if (owner.socketDir) return { ...owner, socketDir: owner.socketDir };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const owner = readOwner(dir);
+  if (owner) throw new EmbeddedInUseError(dir, owner);
+  return undefined;
+}
+
+function openPool(
+  connection: pg.PoolConfig,
+  max: number,
+  Client: typeof pg.Client | typeof PreparingClient,
+): DatabaseHandle & { pglite?: undefined } {
+  const pool = new pg.Pool({
+    ...connection,
+    Client,
+    max,
+    connectionTimeoutMillis: 5_000,
+    // int8 ids and counts as numbers on both drivers.
+    types: {
+      getTypeParser: (oid: number, format?: 'text' | 'binary') =>
+        oid === INT8 ? Number : (pg.types.getTypeParser(oid, format) as (v: string) => unknown),
+    } as pg.CustomTypesConfig,
+  });
+  // A dropped idle connection must not crash the process.
+  pool.on('error', () => {});
+  // Nor one dropped while checked out (a restart mid-transaction): its next query fails, the pool discards it.
+  pool.on('connect', (client) => client.on('error', () => {}));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return { db, kind: 'postgres', ping: () => ping(db), close: () => db.destroy() };
+}
+
+async function openPGlite(dir: string | undefined): Promise<DatabaseHandle & { pglite: PGlite; lock: FifoLock }> {
   const pglite = await PGlite.create(dir, {
     parsers: { [INT8]: (v: string) => Number(v), [NUMERIC]: (v: string) => Number(v) },
   });
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
-  return { db, kind: 'pglite', ping: () => ping(db), close: () => db.destroy() };
+  const lock = new FifoLock();
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite, lock) });
+  const close = async () => {
+    await db.destroy();
+    // Kysely closes its driver only if it ever ran a query; an instance served to others alone is closed here.
+    if (!pglite.closed) await pglite.close();
+  };
+  return { db, kind: 'pglite', pglite, lock, ping: () => ping(db), close };
 }
 
 async function ping(db: Db): Promise<boolean> {

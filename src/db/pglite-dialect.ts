@@ -14,6 +14,7 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from 'kysely';
+import type { FifoLock } from './embedded.ts';
 
 /**
  * A Kysely dialect over PGlite's single connection. PGlite serialises single
@@ -23,9 +24,12 @@ import {
  */
 export class PGliteDialect implements Dialect {
   readonly #pglite: PGlite;
+  readonly #lock: FifoLock;
 
-  constructor(pglite: PGlite) {
+  /** `lock` is shared with whatever else uses the instance (the socket server of embedded.ts). */
+  constructor(pglite: PGlite, lock: FifoLock) {
     this.#pglite = pglite;
+    this.#lock = lock;
   }
 
   createAdapter(): DialectAdapter {
@@ -33,7 +37,7 @@ export class PGliteDialect implements Dialect {
   }
 
   createDriver(): Driver {
-    return new PGliteDriver(this.#pglite);
+    return new PGliteDriver(this.#pglite, this.#lock);
   }
 
   createIntrospector(db: Kysely<unknown>): DatabaseIntrospector {
@@ -47,24 +51,19 @@ export class PGliteDialect implements Dialect {
 
 class PGliteDriver implements Driver {
   readonly #connection: PGliteConnection;
-  #tail: Promise<void> = Promise.resolve();
+  readonly #lock: FifoLock;
   #release: (() => void) | undefined;
 
-  constructor(pglite: PGlite) {
+  constructor(pglite: PGlite, lock: FifoLock) {
     this.#connection = new PGliteConnection(pglite);
+    this.#lock = lock;
   }
 
   async init(): Promise<void> {}
 
-  /** FIFO lock: each caller waits for the previous holder to release. */
+  /** Held from acquire to release: each caller waits for the previous holder. */
   async acquireConnection(): Promise<DatabaseConnection> {
-    const previous = this.#tail;
-    let release!: () => void;
-    this.#tail = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    await previous;
-    this.#release = release;
+    this.#release = await this.#lock.acquire();
     return this.#connection;
   }
 

@@ -44,6 +44,11 @@ export class GatehouseProcess {
     return server;
   }
 
+  /** Its DATA_DIR: the embedded database (unless DATABASE_URL was given), keys and mail. */
+  get dataDir(): string {
+    return this.#dataDir;
+  }
+
   get stderr(): string {
     return this.#stderr.join('');
   }
@@ -54,6 +59,15 @@ export class GatehouseProcess {
     const exited = once(this.#child, 'exit');
     this.#child.kill('SIGKILL');
     await exited;
+  }
+
+  /** SIGTERM, as an operator stops it: waits for the graceful shutdown to finish. */
+  async stop(): Promise<number | null> {
+    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return this.#child.exitCode;
+    const exited = once(this.#child, 'exit');
+    this.#child.kill('SIGTERM');
+    const [code] = (await exited) as [number | null];
+    return code;
   }
 
   async destroy(): Promise<void> {
