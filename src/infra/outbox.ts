@@ -86,7 +86,7 @@ export class SmtpTransport implements MailTransport {
 
 /**
  * Without SMTP_URL (never in production): each mail is written to
- * `DATA_DIR/mail/<id>.eml` and logged; in `development` the log line carries
+ * `DATA_DIR/mail/<id>.eml` (and its text to `<id>.txt`) and logged; in `development` the log line carries
  * the link, so that the quick start can be followed by hand. That is the one
  * place a token reaches a log line.
  */
@@ -103,9 +103,13 @@ class DevelopmentMailSink implements MailTransport {
     const { mailFrom, publicUrl, log, dataDir, environment } = this.#options;
     const info = await this.#composer.sendMail(message(mail, mailFrom, publicUrl));
     const directory = join(dataDir, 'mail');
-    await mkdir(directory, { recursive: true });
+    // Live links inside: readable by the owner only, whatever the umask.
+    await mkdir(directory, { recursive: true, mode: 0o700 });
     const file = join(directory, `${mail.id}.eml`);
-    await writeFile(file, info.message as Buffer);
+    await writeFile(file, info.message as Buffer, { mode: 0o600 });
+    // The same mail as plain text, so that a link can be found with grep (the .eml is quoted-printable).
+    const text = `To: ${mail.to}\nSubject: ${mail.subject}\n\n${mail.text}\n`;
+    await writeFile(join(directory, `${mail.id}.txt`), text, { mode: 0o600 });
     const link = environment === 'development' ? firstLink(mail.text, publicUrl) : undefined;
     log.info(
       { mail: { id: mail.id, to: mail.to, subject: mail.subject, ...(link !== undefined && { link }) }, file },

@@ -239,13 +239,14 @@ function variableMentions(doc: Markdown): Mention[] {
       }
     }
   }
-  // `NAME=value` in shell examples, unless the example itself uses it as a shell variable ($TOKEN).
+  // `NAME=value` in shell examples, unless an example of the same document uses it as a shell variable ($TOKEN).
+  const shellText = doc.fences.map((fence) => fence.body).join('\n');
   for (const fence of doc.fences) {
     if (!['', 'sh', 'bash', 'shell', 'console', 'env', 'dotenv'].includes(fence.lang)) continue;
     fence.body.split('\n').forEach((line, k) => {
       for (const m of line.matchAll(ASSIGNMENT)) {
         const name = m[1]!;
-        if (new RegExp(`\\$\\{?${name}\\b`).test(fence.body)) continue;
+        if (new RegExp(`\\$\\{?${name}\\b`).test(shellText)) continue;
         mentions.push({ where: at(fence.line + k), name, wildcard: false });
       }
     });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -388,6 +388,13 @@ describe('outbox lifecycle', () => {
       assert.match(String(parsed.html), /<p>Hello Grace,<\/p>/);
       const link = /http:\/\/gatehouse\.test\/verify-email\?token=[\w-]+/.exec(parsed.text ?? '')?.[0];
       assert.ok(link);
+      // The same mail as text beside it, so that `grep` finds the link; both readable by the owner only.
+      const text = await readFile(join(dataDir, 'mail', `${row?.id}.txt`), 'utf8');
+      assert.match(text, new RegExp(`^To: ${String(user.email).replace('.', '\\.')}\nSubject: Verify your email address\n`));
+      assert.ok(text.includes(link));
+      assert.equal((await stat(join(dataDir, 'mail', `${row?.id}.txt`))).mode & 0o777, 0o600);
+      assert.equal((await stat(join(dataDir, 'mail', `${row?.id}.eml`))).mode & 0o777, 0o600);
+      assert.equal((await stat(join(dataDir, 'mail'))).mode & 0o777, 0o700);
       const line = logs.lines.find((l) => l.includes('development mail sink'));
       assert.ok(line, 'expected the sink log line');
       const logged = JSON.parse(line);
