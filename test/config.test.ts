@@ -129,7 +129,7 @@ test('the ready line names the address really listened on, and PORT=0 becomes a 
   try {
     let out = '';
     const line = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ready line: ${out}`)), 60_000);
+      const timer = setTimeout(() => reject(new Error(`no ready line: ${out}`)), 90_000);
       child.stdout.on('data', (chunk: Buffer) => {
         out += chunk.toString();
         const ready = out.split('\n').find((l) => l.includes('Gatehouse ready at'));

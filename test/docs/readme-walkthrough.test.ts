@@ -43,10 +43,14 @@ describe('the README walkthrough', () => {
     server.stderr?.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
     });
-    await waitUntil(`gatehouse on ${base}`, async () => {
-      if (server.exitCode !== null) throw new Error(`gatehouse exited: ${stderr}`);
-      return (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) })).ok;
-    });
+    await waitUntil(
+      `gatehouse on ${base}`,
+      async () => {
+        if (server.exitCode !== null) throw new Error(`gatehouse exited: ${stderr}`);
+        return (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) })).ok;
+      },
+      90_000,
+    );
   });
   after(async () => {
     if (server && server.exitCode === null) {

@@ -390,7 +390,10 @@ describe('outbox lifecycle', () => {
       assert.ok(link);
       // The same mail as text beside it, so that `grep` finds the link; both readable by the owner only.
       const text = await readFile(join(dataDir, 'mail', `${row?.id}.txt`), 'utf8');
-      assert.match(text, new RegExp(`^To: ${String(user.email).replace('.', '\\.')}\nSubject: Verify your email address\n`));
+      assert.match(
+        text,
+        new RegExp(`^To: ${String(user.email).replace('.', '\\.')}\nSubject: Verify your email address\n`),
+      );
       assert.ok(text.includes(link));
       assert.equal((await stat(join(dataDir, 'mail', `${row?.id}.txt`))).mode & 0o777, 0o600);
       assert.equal((await stat(join(dataDir, 'mail', `${row?.id}.eml`))).mode & 0o777, 0o600);

@@ -33,11 +33,16 @@ export class GatehouseProcess {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const server = new GatehouseProcess(child, `http://127.0.0.1:${port}`, dataDir);
-    await waitUntil(`gatehouse on port ${port}`, async () => {
-      if (child.exitCode !== null) throw new Error(`gatehouse exited with ${child.exitCode}: ${server.stderr}`);
-      const response = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(1_000) });
-      return response.ok;
-    }).catch((error: Error) => {
+    await waitUntil(
+      `gatehouse on port ${port}`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`gatehouse exited with ${child.exitCode}: ${server.stderr}`);
+        const response = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(1_000) });
+        return response.ok;
+        // The embedded database's first start (initdb and migrations) takes long on a busy machine.
+      },
+      90_000,
+    ).catch((error: Error) => {
       child.kill('SIGKILL');
       throw new Error(`${error.message}\n${server.stderr}`);
     });
