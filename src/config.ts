@@ -10,6 +10,7 @@ export type Environment = 'development' | 'test' | 'production';
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
 type BreachCheckMode = 'offline' | 'api' | 'off';
 export type CaptchaProvider = 'hcaptcha' | 'recaptcha' | 'turnstile';
+type LogFormat = 'json' | 'pretty';
 
 export interface RateLimit {
   points: number;
@@ -86,6 +87,8 @@ export interface Config {
   trustProxy: boolean | string[];
   corsOrigins: string[];
   logLevel: string;
+  /** `json`: one JSON object per line; `pretty`: one readable line per event. Default `pretty` in development only. */
+  logFormat: LogFormat;
   /** The HTML pages (PAGES_*). */
   pages: PagesConfig;
 }
@@ -201,6 +204,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     trustProxy: read.trustProxy('TRUST_PROXY'),
     corsOrigins: read.list('CORS_ORIGINS'),
     logLevel: read.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+    logFormat: read.oneOf('LOG_FORMAT', ['json', 'pretty'], environment === 'development' ? 'pretty' : 'json'),
     pages: {
       enabled: read.boolean('PAGES', true),
       redirectTo: {

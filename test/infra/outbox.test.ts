@@ -371,7 +371,8 @@ describe('outbox lifecycle', () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'gatehouse-mail-'));
     const logs = logCapture();
     const app = await startApp(
-      { ENVIRONMENT: 'development', DATA_DIR: dataDir, REDIS_KEY_PREFIX: `t:${uniqueName()}:` },
+      // JSON lines, to read the sink's fields back (development logs pretty by default).
+      { ENVIRONMENT: 'development', LOG_FORMAT: 'json', DATA_DIR: dataDir, REDIS_KEY_PREFIX: `t:${uniqueName()}:` },
       { logger: { level: 'info', stream: logs.stream } },
     );
     try {
