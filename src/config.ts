@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
+import { checkEmail } from './domain/account-rules.ts';
 import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './domain/page-options.ts';
 import type { PasswordHasherName, PasswordPolicyPreset } from './domain/password-policy.ts';
 
@@ -55,6 +56,8 @@ export interface Config {
   breachCorpusPath: string | undefined;
   smtpUrl: string | undefined;
   mailFrom: string;
+  /** The address an invitation mail tells its recipient to forward it to when it is abuse. */
+  abuseContact: string;
   requireEmailVerification: boolean;
   registrationEnumerationSafe: boolean;
   /** Mail outbox: poll interval, first retry delay (doubling), attempts before a mail is marked failed. */
@@ -72,6 +75,10 @@ export interface Config {
   rateLimitForgotPassword: RateLimit;
   rateLimitResendVerification: RateLimit;
   rateLimitInvitations: RateLimit;
+  /** Invitations one address receives per window, from all organizations together (counted in PostgreSQL). */
+  invitationLimitPerAddress: RateLimit;
+  /** Invitations one organization sends per window (counted in PostgreSQL). */
+  invitationLimitPerOrganization: RateLimit;
   lockoutThreshold: number;
   lockoutMinutes: number;
   /** Cap of the doubling lock duration. */
@@ -141,6 +148,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
   const publicUrl = read.url('PUBLIC_URL', listenUrl(host, port)).replace(/\/+$/, '');
   const captchaProvider = read.optionalOneOf('CAPTCHA_PROVIDER', ['hcaptcha', 'recaptcha', 'turnstile']);
   const smtpUrl = read.optional('SMTP_URL');
+  const mailFrom = read.string('MAIL_FROM', 'Gatehouse <no-reply@localhost>');
   if (smtpUrl && !/^smtps?:\/\//.test(smtpUrl))
     throw new ConfigError('SMTP_URL', 'must start with smtp:// or smtps://');
 
@@ -174,7 +182,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     hibpApiUrl: read.url('HIBP_API_URL', 'https://api.pwnedpasswords.com').replace(/\/+$/, ''),
     breachCorpusPath: read.optional('BREACH_CORPUS_PATH'),
     smtpUrl,
-    mailFrom: read.string('MAIL_FROM', 'Gatehouse <no-reply@localhost>'),
+    mailFrom,
+    abuseContact: read.parsed('ABUSE_CONTACT', parseAbuseContact) ?? mailAddress(mailFrom),
     requireEmailVerification: read.boolean('REQUIRE_EMAIL_VERIFICATION', true),
     registrationEnumerationSafe: read.boolean('REGISTRATION_ENUMERATION_SAFE', false),
     outboxPollMs: read.integer('OUTBOX_POLL_MS', 5_000, 10, 3_600_000),
@@ -189,6 +198,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     rateLimitForgotPassword: read.rateLimit('RATE_LIMIT_FORGOT_PASSWORD', '5/1h'),
     rateLimitResendVerification: read.rateLimit('RATE_LIMIT_RESEND_VERIFICATION', '5/1h'),
     rateLimitInvitations: read.rateLimit('RATE_LIMIT_INVITATIONS', '50/1h'),
+    invitationLimitPerAddress: read.rateLimit('INVITATION_LIMIT_PER_ADDRESS', '3/24h'),
+    invitationLimitPerOrganization: read.rateLimit('INVITATION_LIMIT_PER_ORGANIZATION', '50/24h'),
     lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),
     lockoutMinutes: read.integer('LOCKOUT_MINUTES', 15, 1, 7 * 24 * 60),
     lockoutMaxMinutes: read.integer('LOCKOUT_MAX_MINUTES', 24 * 60, 1, 365 * 24 * 60),
@@ -238,6 +249,18 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     throw new ConfigError('SECRET_KEY', 'must be at least 32 bytes');
   }
   return config;
+}
+
+/** The address of a From header: `Name <a@example.com>` → `a@example.com`. */
+function mailAddress(from: string): string {
+  return /<([^<>]+)>\s*$/.exec(from)?.[1]?.trim() ?? from.trim();
+}
+
+/** ABUSE_CONTACT: one e-mail address, as mail shows it. */
+function parseAbuseContact(raw: string): string {
+  const check = checkEmail(raw);
+  if (!check.ok) throw new Error(`must be an e-mail address such as abuse@example.com, got "${raw}"`);
+  return check.value;
 }
 
 /** Outside production a missing SECRET_KEY is generated once and kept in the data directory. */

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely';
+import type { RateLimit } from '../config.ts';
 import type { Database } from '../db/schema.ts';
 import { checkEmail } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
@@ -7,7 +8,7 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { checkRole, isRoleName, type RoleName } from '../domain/roles.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { publicLink, queueMail } from '../infra/mail.ts';
+import { outboxRow, publicLink } from '../infra/mail.ts';
 import {
   findLiveToken,
   issueOneTimeToken,
@@ -131,9 +132,85 @@ async function revokePending(
 }
 
 /**
+ * The caps that keep invitations from being a mail cannon, besides the
+ * per-IP RATE_LIMIT_INVITATIONS: one address receives at most
+ * INVITATION_LIMIT_PER_ADDRESS invitations per window from all organizations
+ * together, and one organization sends at most INVITATION_LIMIT_PER_ORGANIZATION.
+ * Both are counted in PostgreSQL from the invitations themselves (every one,
+ * replaced, revoked or accepted, sent a mail), so they hold across instances
+ * and restarts; past either, 429 RATE_LIMIT_EXCEEDED with Retry-After, the
+ * seconds until the oldest counted invitation leaves the window.
+ *
+ * Runs in the invitation's transaction, under the organization's row lock
+ * (which serialises the organization's count) and an advisory lock on the
+ * address (which serialises the address's count across organizations).
+ */
+async function assertUnderInvitationCaps(
+  services: Services,
+  trx: Kysely<Database>,
+  organizationId: number,
+  email: string,
+  now: Date,
+): Promise<void> {
+  const { invitationLimitPerAddress: perAddress, invitationLimitPerOrganization: perOrganization } = services.config;
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`gatehouse:invitation:${email}`}, 0))`.execute(trx);
+  const windowStart = (cap: RateLimit) => new Date(now.getTime() - cap.durationSeconds * 1000);
+  // The points-th most recent invitation in the window: while there is one, the window is full.
+  const toAddress = await trx
+    .selectFrom('invitations')
+    .select('created_at')
+    .where('email', '=', email)
+    .where('created_at', '>', windowStart(perAddress))
+    .orderBy('created_at', 'desc')
+    .limit(1)
+    .offset(perAddress.points - 1)
+    .executeTakeFirst();
+  // An organization's deletion takes its invitations with it, but not their mails: counted too,
+  // so that deleting and recreating an organization does not reset an address's count.
+  const mailedToAddress = await trx
+    .selectFrom('email_outbox')
+    .select('created_at')
+    .where('to_address', '=', email)
+    .where('template', '=', 'invitation')
+    .where('created_at', '>', windowStart(perAddress))
+    .orderBy('created_at', 'desc')
+    .limit(1)
+    .offset(perAddress.points - 1)
+    .executeTakeFirst();
+  refuseWhenFull(services, 'invitations_per_address', perAddress, now, [toAddress, mailedToAddress]);
+  const byOrganization = await trx
+    .selectFrom('invitations')
+    .select('created_at')
+    .where('organization_id', '=', organizationId)
+    .where('created_at', '>', windowStart(perOrganization))
+    .orderBy('created_at', 'desc')
+    .limit(1)
+    .offset(perOrganization.points - 1)
+    .executeTakeFirst();
+  refuseWhenFull(services, 'invitations_per_organization', perOrganization, now, [byOrganization]);
+}
+
+/** 429 when any count found its window full, with the seconds until every one of them has room again. */
+function refuseWhenFull(
+  services: Services,
+  limiter: string,
+  cap: RateLimit,
+  now: Date,
+  fullAt: ({ created_at: Date } | undefined)[],
+): void {
+  const latest = Math.max(...fullAt.map((row) => row?.created_at.getTime() ?? Number.NEGATIVE_INFINITY));
+  if (latest === Number.NEGATIVE_INFINITY) return;
+  const retryAfter = Math.max(1, Math.ceil((latest + cap.durationSeconds * 1000 - now.getTime()) / 1000));
+  services.metrics.rateLimited.inc({ limiter });
+  services.log.info({ limiter, retry_after: retryAfter }, 'invitation refused: cap reached');
+  throw new AppError('RATE_LIMIT_EXCEEDED', { retryAfter });
+}
+
+/**
  * `POST /organizations/{uuid}/invitations`: mails a single-use link valid
  * 7 days. Inviting an address again replaces its pending invitation (the
- * old link stops working); inviting a member is a CONFLICT.
+ * old link stops working); inviting a member is a CONFLICT; past the
+ * per-address or per-organization cap, RATE_LIMIT_EXCEEDED.
  */
 export async function createInvitation(
   services: Services,
@@ -154,6 +231,7 @@ export async function createInvitation(
     if (invitee && (await isMember(trx, access.organizationId, invitee.id))) {
       throw new AppError('CONFLICT', { detail: 'This person is already a member of the organization' });
     }
+    await assertUnderInvitationCaps(services, trx, access.organizationId, email, now);
     const invitedRoleId = await roleId(trx, access.organizationId, role);
     const replaced = await revokePending(trx, access.organizationId, { email }, now);
     const inserted = await trx
@@ -171,20 +249,27 @@ export async function createInvitation(
     const token = await issueOneTimeToken(trx, { purpose: 'invitation', invitationId: inserted.id, email, now });
     const inviter = await trx
       .selectFrom('users')
-      .select(['username', 'first_name', 'language_code'])
+      .select(['email', 'username', 'first_name', 'last_name', 'language_code'])
       .where('id', '=', access.userId)
       .executeTakeFirstOrThrow();
-    await queueMail(trx, {
+    const mail = outboxRow({
       to: email,
       template: 'invitation',
       languageCode: invitee?.language_code ?? inviter.language_code,
       data: {
         organizationName: access.name,
-        inviterName: inviter.first_name ?? inviter.username,
+        inviterName: [inviter.first_name, inviter.last_name].filter(Boolean).join(' ') || inviter.username,
+        inviterEmail: inviter.email,
         role,
         link: publicLink(services.config.publicUrl, INVITATION_LINK_PATH, { token }),
+        abuseContact: services.config.abuseContact,
       },
     });
+    // Stamped with the service clock, which the per-address count reads.
+    await trx
+      .insertInto('email_outbox')
+      .values({ ...mail, created_at: now })
+      .execute();
     const row = await invitationQuery(trx).where('invitations.id', '=', inserted.id).executeTakeFirstOrThrow();
     await recordAudit(
       trx,

@@ -17,7 +17,7 @@ import type { RoleName } from '../domain/roles.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { outboxRow, publicLink, queueMail } from '../infra/mail.ts';
+import { outboxRow, publicLink, type QueuedMail } from '../infra/mail.ts';
 import { MAILS_PER_HOUR } from '../infra/mailed-links.ts';
 import { newOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS } from '../infra/one-time-tokens.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
@@ -360,7 +360,8 @@ export type RegistrationOutcome = { created: RegisteredAccount } | { accepted: {
 /**
  * Registration as the deployment is configured, for the API and the page
  * alike: with REGISTRATION_ENUMERATION_SAFE every accepted request gets the
- * same neutral answer, otherwise the new account.
+ * same neutral answer, otherwise the new account (or 409 EMAIL_TAKEN /
+ * USERNAME_TAKEN).
  */
 export async function register(
   services: Services,
@@ -379,10 +380,13 @@ export const ACCEPTED_REGISTRATION_MESSAGE =
   'Registration received. Please check your email to continue; the message explains the next step.';
 
 /**
- * REGISTRATION_ENUMERATION_SAFE: a taken email answers exactly like a free
- * one (202, the same body, the same password hashing cost) and its owner is
- * mailed instead. A taken username still answers 409 USERNAME_TAKEN, also
- * when the email is taken too, so that a 409 says nothing about the email.
+ * REGISTRATION_ENUMERATION_SAFE: every registration that passes validation
+ * answers alike (202, the same body, the same password hashing cost), whether
+ * its email, its username, both or neither are taken, so that no sequence of
+ * registrations tells a taken address from a free one. What would have been
+ * a conflict is told by mail instead: to the owner of a taken address, "someone
+ * tried to register with your address"; to a free address whose username is
+ * taken, "choose another username". Nothing is created for either.
  */
 async function registerAccountWithoutDisclosure(
   services: Services,
@@ -393,46 +397,75 @@ async function registerAccountWithoutDisclosure(
   try {
     await registerAccount(services, input, context, options);
   } catch (error) {
-    if (!(error instanceof AppError) || error.code !== 'EMAIL_TAKEN') throw error;
-    await notifyRegistrationAttempt(services, validateRegistration(input));
+    if (!(error instanceof AppError) || (error.code !== 'EMAIL_TAKEN' && error.code !== 'USERNAME_TAKEN')) throw error;
+    // registerAccount hashed the password before the insert failed, as for a new account.
+    await notifyConflict(services, validateRegistration(input), error.code);
   }
   return { message: ACCEPTED_REGISTRATION_MESSAGE };
 }
 
-async function notifyRegistrationAttempt(services: Services, valid: ValidRegistration): Promise<void> {
-  const usernameTaken = await services.db
-    .selectFrom('users')
-    .select('id')
-    .where('username', '=', valid.username)
-    .executeTakeFirst();
-  if (usernameTaken) throw new AppError('USERNAME_TAKEN');
-  // registerAccount hashed the password before the insert failed, as for a new account.
-  const since = new Date(services.clock.now().getTime() - 3600_000);
+/**
+ * Mails what a refused registration would have answered: the owner of the
+ * address when it has an account, otherwise the address given when only its
+ * username was taken. At most MAILS_PER_HOUR of each kind to one address an
+ * hour; past that, nothing (the answer is the same 202 anyway).
+ */
+async function notifyConflict(
+  services: Services,
+  valid: ValidRegistration,
+  conflict: 'EMAIL_TAKEN' | 'USERNAME_TAKEN',
+): Promise<void> {
+  const { publicUrl } = services.config;
+  const now = services.clock.now();
+  const since = new Date(now.getTime() - 3600_000);
   const queued = await services.db.transaction().execute(async (trx) => {
     const owner = await trx
       .selectFrom('users')
       .select(['email', 'username', 'first_name', 'language_code'])
       .where('email', '=', valid.email)
       .executeTakeFirst();
-    if (!owner) return false;
+    let mail: QueuedMail<'registration_attempt'> | QueuedMail<'registration_username_taken'>;
+    if (owner) {
+      mail = {
+        to: owner.email,
+        template: 'registration_attempt',
+        languageCode: owner.language_code,
+        data: {
+          name: owner.first_name ?? owner.username,
+          loginLink: publicLink(publicUrl, 'login'),
+          resetLink: publicLink(publicUrl, 'forgot-password'),
+        },
+      };
+    } else if (conflict === 'USERNAME_TAKEN') {
+      mail = {
+        to: valid.email,
+        template: 'registration_username_taken',
+        languageCode: valid.languageCode,
+        data: { username: valid.username, registerLink: publicLink(publicUrl, 'register') },
+      };
+    } else {
+      // The account that held the address was deleted in between: nobody to tell.
+      return false;
+    }
     const recent = await trx
       .selectFrom('email_outbox')
       .select((eb) => eb.fn.countAll<number>().as('count'))
-      .where('to_address', '=', owner.email)
-      .where('template', '=', 'registration_attempt')
+      .where('to_address', '=', mail.to)
+      .where('template', '=', mail.template)
       .where('created_at', '>', since)
       .executeTakeFirstOrThrow();
-    if (Number(recent.count) >= MAILS_PER_HOUR) return false;
-    await queueMail(trx, {
-      to: owner.email,
-      template: 'registration_attempt',
-      languageCode: owner.language_code,
-      data: {
-        name: owner.first_name ?? owner.username,
-        loginLink: publicLink(services.config.publicUrl, 'login'),
-        resetLink: publicLink(services.config.publicUrl, 'forgot-password'),
-      },
-    });
+    if (Number(recent.count) >= MAILS_PER_HOUR) {
+      services.log.info(
+        { template: mail.template },
+        'registration notice not mailed: hourly limit for this address reached',
+      );
+      return false;
+    }
+    // Stamped with the service clock, which the hourly count above reads.
+    await trx
+      .insertInto('email_outbox')
+      .values({ ...outboxRow(mail), created_at: now })
+      .execute();
     return true;
   });
   if (queued) services.outbox.kick();

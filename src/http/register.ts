@@ -33,12 +33,15 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['registration'],
         summary: 'Create an account',
         description:
-          'Creates a user (and optionally an organization with the user as admin) and mails a verification link. Accepts JSON or form bodies.',
+          'Creates a user (and optionally an organization with the user as admin) and mails a verification link. Accepts JSON or form bodies. With REGISTRATION_ENUMERATION_SAFE=true every registration that passes validation answers the same 202, taken email or username or not; a conflict is told by mail instead of 409.',
         consumes: ['application/json', 'application/x-www-form-urlencoded'],
         body: RegisterBody,
         response: {
           201: RegisteredUser,
-          202: Type.Object({ message: Type.String() }, { description: 'With REGISTRATION_ENUMERATION_SAFE=true' }),
+          202: Type.Object(
+            { message: Type.String() },
+            { description: 'With REGISTRATION_ENUMERATION_SAFE=true: the one answer to every valid registration' },
+          ),
           ...problems(400, 409, 413, 415, 422, 429, 503),
         },
       },

@@ -1,3 +1,4 @@
+import { oneLine } from '../domain/text.ts';
 import { escapeHtml } from '../views/escape.ts';
 
 /** What each mail needs; every value is interpolated escaped in the HTML part. */
@@ -8,7 +9,24 @@ export interface MailDataByTemplate {
   password_changed: { name: string; link: string };
   /** Sent to the owner when REGISTRATION_ENUMERATION_SAFE hides that the address is taken. */
   registration_attempt: { name: string; loginLink: string; resetLink: string };
-  invitation: { organizationName: string; inviterName: string; role: string; link: string };
+  /**
+   * Sent to the address given when REGISTRATION_ENUMERATION_SAFE hides that
+   * the username asked for is taken; `registerLink` leads to the form.
+   */
+  registration_username_taken: { username: string; registerLink: string };
+  /**
+   * `organizationName` and `inviterName` are chosen by the inviter: they reach
+   * the subject on one line and cut short (`oneLine`). `abuseContact` is where
+   * the recipient reports an unwanted invitation (ABUSE_CONTACT).
+   */
+  invitation: {
+    organizationName: string;
+    inviterName: string;
+    inviterEmail: string;
+    role: string;
+    link: string;
+    abuseContact: string;
+  };
 }
 
 export type MailTemplate = keyof MailDataByTemplate;
@@ -18,6 +36,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'reset_password',
   'password_changed',
   'registration_attempt',
+  'registration_username_taken',
   'invitation',
 ];
 
@@ -42,6 +61,18 @@ interface Content {
 }
 
 type Catalog = { [T in MailTemplate]: (data: MailDataByTemplate[T]) => Content };
+
+/** Characters of someone else's name that a subject shows at most. */
+export const SUBJECT_NAME_MAX = 60;
+/** Characters of someone else's name that a body line shows at most (names are validated to 100). */
+const BODY_NAME_MAX = 100;
+/** Characters a subject has at most, whatever a template puts in it. */
+const SUBJECT_MAX = 200;
+
+/** A name someone else chose, as a subject shows it. */
+const inSubject = (name: string) => oneLine(name, SUBJECT_NAME_MAX);
+/** A name someone else chose, as a body line shows it. */
+const inBody = (name: string) => oneLine(name, BODY_NAME_MAX);
 
 const ROLE_LABELS: Record<string, Record<string, string>> = {
   en: { admin: 'an administrator', user: 'a member', viewer: 'a viewer' },
@@ -90,15 +121,25 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       footer: 'If it was not you, you can ignore this message: nothing was changed.',
     }),
-    invitation: ({ organizationName, inviterName, role, link }) => ({
-      subject: `${inviterName} invited you to join ${organizationName}`,
+    registration_username_taken: ({ username, registerLink }) => ({
+      subject: 'Choose another username to finish registering',
       greeting: 'Hello,',
       lines: [
-        `${inviterName} invited you to join ${organizationName} as ${ROLE_LABELS.en?.[role] ?? role}.`,
-        'This invitation is valid for 7 days.',
+        `Someone, probably you, asked to create an account with this email address and the username "${username}".`,
+        'That username is already taken, so no account was created. Register again and choose another username.',
+      ],
+      actions: [{ label: 'Register with another username', link: registerLink }],
+      footer: 'If it was not you, you can ignore this message: no account was created for this address.',
+    }),
+    invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
+      subject: `${inSubject(inviterName)} invited you to join ${inSubject(organizationName)}`,
+      greeting: 'Hello,',
+      lines: [
+        `${inBody(inviterName)} (${inviterEmail}) invited you to join ${inBody(organizationName)} as ${ROLE_LABELS.en?.[role] ?? role}.`,
+        'This invitation is valid for 7 days. Nothing happens unless you accept it.',
       ],
       actions: [{ label: 'Accept the invitation', link }],
-      footer: 'If you were not expecting this invitation, you can ignore this message.',
+      footer: `If you did not expect this invitation, ignore it. To report abuse, forward this message to ${abuseContact}.`,
     }),
   },
   es: {
@@ -145,15 +186,25 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       footer: 'Si no fuiste tú, puedes ignorar este mensaje: no se cambió nada.',
     }),
-    invitation: ({ organizationName, inviterName, role, link }) => ({
-      subject: `${inviterName} te invitó a unirte a ${organizationName}`,
+    registration_username_taken: ({ username, registerLink }) => ({
+      subject: 'Elige otro nombre de usuario para terminar el registro',
       greeting: 'Hola:',
       lines: [
-        `${inviterName} te invitó a unirte a ${organizationName} como ${ROLE_LABELS.es?.[role] ?? role}.`,
-        'Esta invitación es válida durante 7 días.',
+        `Alguien, probablemente tú, pidió crear una cuenta con esta dirección de correo y el nombre de usuario "${username}".`,
+        'Ese nombre de usuario ya está en uso, así que no se creó ninguna cuenta. Regístrate de nuevo y elige otro nombre de usuario.',
+      ],
+      actions: [{ label: 'Registrarme con otro nombre de usuario', link: registerLink }],
+      footer: 'Si no fuiste tú, puedes ignorar este mensaje: no se creó ninguna cuenta para esta dirección.',
+    }),
+    invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
+      subject: `${inSubject(inviterName)} te invitó a unirte a ${inSubject(organizationName)}`,
+      greeting: 'Hola:',
+      lines: [
+        `${inBody(inviterName)} (${inviterEmail}) te invitó a unirte a ${inBody(organizationName)} como ${ROLE_LABELS.es?.[role] ?? role}.`,
+        'Esta invitación es válida durante 7 días. No pasa nada si no la aceptas.',
       ],
       actions: [{ label: 'Aceptar la invitación', link }],
-      footer: 'Si no esperabas esta invitación, puedes ignorar este mensaje.',
+      footer: `Si no esperabas esta invitación, ignórala. Para denunciar un abuso, reenvía este mensaje a ${abuseContact}.`,
     }),
   },
 };
@@ -173,7 +224,9 @@ export function renderMail<T extends MailTemplate>(
   const language = mailLanguage(languageCode);
   const catalog = CATALOGS[language] as Catalog;
   const content = (catalog[template] as (data: MailDataByTemplate[T]) => Content)(data);
-  return { subject: content.subject, text: renderText(content), html: renderHtml(content, language) };
+  // One line whatever a template put in it: a line break in a subject would be a header of its own.
+  const subject = oneLine(content.subject, SUBJECT_MAX);
+  return { subject, text: renderText(content), html: renderHtml({ ...content, subject }, language) };
 }
 
 function renderText(content: Content): string {

@@ -73,16 +73,28 @@ describe('REGISTRATION_ENUMERATION_SAFE=true', () => {
     assert.equal(res.statusCode, 200, res.body);
   });
 
-  test('a taken username answers 409 USERNAME_TAKEN whether or not the email is taken too', async () => {
+  test('a taken username answers the same 202, email taken too or not, and nothing is created', async () => {
     const owner = newUser();
-    assert.equal((await register(owner)).statusCode, 202);
+    const fresh = await register(owner);
+    assert.equal(fresh.statusCode, 202);
+    const other = newUser();
     const bothTaken = await register({ ...newUser(), email: owner.email, username: owner.username });
-    const usernameOnly = await register({ ...newUser(), username: owner.username });
+    const usernameOnly = await register({ ...other, username: owner.username });
     for (const res of [bothTaken, usernameOnly]) {
-      assert.equal(res.statusCode, 409, res.body);
-      assert.equal(json(res).code, 'USERNAME_TAKEN');
+      assert.equal(res.statusCode, 202, res.body);
+      assert.equal(res.body, fresh.body);
     }
-    assert.equal(bothTaken.body, usernameOnly.body);
+    const rows = await app.gatehouse.db
+      .selectFrom('users')
+      .select('email')
+      .where('username', '=', String(owner.username))
+      .execute();
+    assert.deepEqual(rows, [{ email: owner.email }]);
+    // The address given learns why: its username is taken.
+    const [notice] = await smtp.waitFor(String(other.email));
+    assert.equal(notice?.subject, 'Choose another username to finish registering');
+    assert.match(notice?.text ?? '', new RegExp(`the username "${String(owner.username)}"`));
+    assert.ok(notice?.links.includes('http://gatehouse.test/register'));
   });
 
   test('the owner is told at most 5 times an hour', async () => {

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MAIL_TEMPLATES, type MailDataByTemplate, mailLanguage, renderMail } from '../../src/infra/mail-templates.ts';
+import {
+  MAIL_TEMPLATES,
+  type MailDataByTemplate,
+  mailLanguage,
+  renderMail,
+  SUBJECT_NAME_MAX,
+} from '../../src/infra/mail-templates.ts';
 
 const HOSTILE = '<script>alert("x")</script>&\'';
 
@@ -14,11 +20,14 @@ const hostileData: MailDataByTemplate = {
     loginLink: 'http://gatehouse.test/login?x="><script>',
     resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
   },
+  registration_username_taken: { username: HOSTILE, registerLink: 'http://gatehouse.test/register?x="><script>' },
   invitation: {
     organizationName: HOSTILE,
     inviterName: HOSTILE,
+    inviterEmail: HOSTILE,
     role: HOSTILE,
     link: 'http://gatehouse.test/invitations/accept?token=a"b<c',
+    abuseContact: HOSTILE,
   },
 };
 
@@ -66,12 +75,53 @@ describe('mail templates', () => {
   });
 
   test('the invitation names the organization, the inviter and the role in words', () => {
-    const data = { organizationName: 'Acme', inviterName: 'Ann', role: 'viewer', link: 'http://gatehouse.test/i' };
+    const data = {
+      organizationName: 'Acme',
+      inviterName: 'Ann',
+      inviterEmail: 'ann@example.com',
+      role: 'viewer',
+      link: 'http://gatehouse.test/i',
+      abuseContact: 'abuse@example.com',
+    };
     const en = renderMail('invitation', 'en', data);
     assert.equal(en.subject, 'Ann invited you to join Acme');
-    assert.match(en.text, /Ann invited you to join Acme as a viewer\./);
+    assert.match(en.text, /Ann \(ann@example\.com\) invited you to join Acme as a viewer\./);
+    assert.match(en.text, /To report abuse, forward this message to abuse@example\.com\./);
     const es = renderMail('invitation', 'es', data);
     assert.equal(es.subject, 'Ann te invitó a unirte a Acme');
-    assert.match(es.text, /como lector\./);
+    assert.match(es.text, /Ann \(ann@example\.com\) te invitó a unirte a Acme como lector\./);
+    assert.match(es.text, /reenvía este mensaje a abuse@example\.com\./);
+  });
+
+  test('names in an invitation subject are one line of at most SUBJECT_NAME_MAX characters, whatever they hold', () => {
+    const hostile = `\u202EURGENT:\r\nBcc: victim@example.com\t\u0007password\u2028expired\u200F ${'x'.repeat(200)}`;
+    const data = {
+      organizationName: hostile,
+      inviterName: hostile,
+      inviterEmail: 'ann@example.com',
+      role: 'user',
+      link: 'http://gatehouse.test/i',
+      abuseContact: 'abuse@example.com',
+    };
+    for (const language of ['en', 'es']) {
+      const { subject, text } = renderMail('invitation', language, data);
+      assert.doesNotMatch(subject, /[\p{Cc}\u2028\u2029\u202A-\u202E\u2066-\u2069\u200E\u200F]/u, subject);
+      const clipped = `URGENT: Bcc: victim@example.com password expired ${'x'.repeat(SUBJECT_NAME_MAX - 50)}…`;
+      assert.equal(clipped.length, SUBJECT_NAME_MAX);
+      assert.ok(subject.startsWith(clipped), subject);
+      assert.ok(subject.endsWith(` ${clipped}`), subject);
+      // The body line is one line too: every line of the text part holds no control character.
+      for (const line of text.split('\n')) assert.doesNotMatch(line, /[\p{Cc}\u2028\u202E]/u);
+    }
+  });
+
+  test('the username-taken notice names the username and links to the form', () => {
+    const mail = renderMail('registration_username_taken', 'en', {
+      username: 'ann',
+      registerLink: 'http://gatehouse.test/register',
+    });
+    assert.equal(mail.subject, 'Choose another username to finish registering');
+    assert.match(mail.text, /the username "ann"/);
+    assert.match(mail.text, /Register with another username: http:\/\/gatehouse\.test\/register\n/);
   });
 });
