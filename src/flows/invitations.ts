@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, type SelectQueryBuilder, sql } from 'kysely';
 import type { RateLimit } from '../config.ts';
 import type { Database } from '../db/schema.ts';
 import { checkEmail } from '../domain/account-rules.ts';
@@ -154,39 +154,36 @@ async function assertUnderInvitationCaps(
 ): Promise<void> {
   const { invitationLimitPerAddress: perAddress, invitationLimitPerOrganization: perOrganization } = services.config;
   await sql`select pg_advisory_xact_lock(hashtextextended(${`gatehouse:invitation:${email}`}, 0))`.execute(trx);
-  const windowStart = (cap: RateLimit) => new Date(now.getTime() - cap.durationSeconds * 1000);
-  // The points-th most recent invitation in the window: while there is one, the window is full.
-  const toAddress = await trx
-    .selectFrom('invitations')
-    .select('created_at')
-    .where('email', '=', email)
-    .where('created_at', '>', windowStart(perAddress))
-    .orderBy('created_at', 'desc')
-    .limit(1)
-    .offset(perAddress.points - 1)
-    .executeTakeFirst();
+  // The points-th most recent row inside the cap's window: while there is one, the window is full.
+  const fullAt = (
+    cap: RateLimit,
+    rows: SelectQueryBuilder<Database, 'invitations' | 'email_outbox', { created_at: Date }>,
+  ) =>
+    rows
+      .where('created_at', '>', new Date(now.getTime() - cap.durationSeconds * 1000))
+      .orderBy('created_at', 'desc')
+      .limit(1)
+      .offset(cap.points - 1)
+      .executeTakeFirst();
+  const toAddress = await fullAt(
+    perAddress,
+    trx.selectFrom('invitations').select('created_at').where('email', '=', email),
+  );
   // An organization's deletion takes its invitations with it, but not their mails: counted too,
   // so that deleting and recreating an organization does not reset an address's count.
-  const mailedToAddress = await trx
-    .selectFrom('email_outbox')
-    .select('created_at')
-    .where('to_address', '=', email)
-    .where('template', '=', 'invitation')
-    .where('created_at', '>', windowStart(perAddress))
-    .orderBy('created_at', 'desc')
-    .limit(1)
-    .offset(perAddress.points - 1)
-    .executeTakeFirst();
+  const mailedToAddress = await fullAt(
+    perAddress,
+    trx
+      .selectFrom('email_outbox')
+      .select('created_at')
+      .where('to_address', '=', email)
+      .where('template', '=', 'invitation'),
+  );
   refuseWhenFull(services, 'invitations_per_address', perAddress, now, [toAddress, mailedToAddress]);
-  const byOrganization = await trx
-    .selectFrom('invitations')
-    .select('created_at')
-    .where('organization_id', '=', organizationId)
-    .where('created_at', '>', windowStart(perOrganization))
-    .orderBy('created_at', 'desc')
-    .limit(1)
-    .offset(perOrganization.points - 1)
-    .executeTakeFirst();
+  const byOrganization = await fullAt(
+    perOrganization,
+    trx.selectFrom('invitations').select('created_at').where('organization_id', '=', organizationId),
+  );
   refuseWhenFull(services, 'invitations_per_organization', perOrganization, now, [byOrganization]);
 }
 

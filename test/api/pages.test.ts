@@ -676,6 +676,10 @@ describe('HTML pages', () => {
 
       const link = new URL(await outboxLink(app, user.email as string, 'reset-password'));
       const url = `${link.pathname}${link.search}`;
+      // The same rules as on registration, so that the new password is right the first time.
+      const registrationHint = element((await app.inject({ url: '/register' })).body, 'password-hint');
+      assert.match(registrationHint, /No common patterns/);
+      assert.equal(element((await browser.get(url)).body, 'new_password-hint'), registrationHint);
       const mismatch = await browser.submit(
         '/reset-password',
         { token: tokenFrom(link.toString()), new_password: strongPassword(), confirm_password: strongPassword() },
@@ -715,6 +719,10 @@ describe('HTML pages', () => {
       assert.equal(saved.statusCode, 303);
       const page = await browser.get('/account');
       assert.match(input(page.body, 'first_name'), /value="Katherine"/);
+      assert.equal(
+        element(page.body, 'new_password-hint'),
+        element((await app.inject({ url: '/register' })).body, 'password-hint'),
+      );
       assert.match(page.body, /Your profile was saved/);
       assert.match(page.body, /Chrome on Linux <span class="badge badge--success">This device<\/span>/);
       assert.match(page.body, /curl/);

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../domain/errors.ts';
 import type { PagesConfig } from '../../domain/page-options.ts';
+import { passwordPolicyHint } from '../../domain/password-policy.ts';
 import { authenticateBrowserSession, type BrowserSession } from '../../flows/authenticate.ts';
 import { FORGOT_PASSWORD_MESSAGE } from '../../flows/password-reset.ts';
 import { ACCEPTED_REGISTRATION_MESSAGE } from '../../flows/register.ts';
@@ -199,7 +200,7 @@ export class Pages {
       stylesheet: `${this.path('/gatehouse.css')}?v=${this.stylesheet.version}`,
       csrfToken: csrfToken(config, state.csrfSecret, state.sessionCookie),
       readOnly: this.settings.readOnly,
-      passwordHint: passwordHint(config.passwordPolicy),
+      passwordHint: passwordPolicyHint({ preset: config.passwordPolicy, hasher: config.passwordHasher }),
     });
     return reply
       .code(errors.status)
@@ -230,10 +231,4 @@ function csrfRefused(): AppError {
   return new AppError('CSRF_INVALID', {
     detail: 'The form was open too long, or was not sent from this site. Open it again and resend it.',
   });
-}
-
-function passwordHint(policy: string): string {
-  return policy === 'nist'
-    ? 'At least 15 characters. Avoid common passwords and your username.'
-    : 'At least 12 characters, with upper- and lower-case letters, a digit and a symbol such as ! or #.';
 }

@@ -1,6 +1,5 @@
 import type { FastifyInstance } from 'fastify';
 import type { USER_DEFAULT_FIELDS } from '../../domain/page-options.ts';
-import { passwordPolicyHint } from '../../domain/password-policy.ts';
 import { type RegistrationInput, type RegistrationOutcome, register } from '../../flows/register.ts';
 import { requireCaptcha } from '../../infra/captcha.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect, sent } from './forms.ts';
@@ -22,17 +21,11 @@ const FIELDS = Object.keys(LABELS);
 export function registerPages(app: FastifyInstance, pages: Pages): void {
   const { services, settings } = pages;
   const title = 'Create your account';
-  // Every rule in force, so that a password can be chosen right the first time.
-  const passwordRules = passwordPolicyHint({
-    preset: services.config.passwordPolicy,
-    hasher: services.config.passwordHasher,
-  });
 
   app.get<{ Querystring: { redirect_to?: string } }>('/register', { schema: { hide: true } }, async (request, reply) =>
     pages.render(request, reply, 'register', {
       title,
       labels: LABELS,
-      passwordRules,
       captcha: true,
       values: { ...settings.userDefaults },
       redirectTo: safeRedirect(request.query.redirect_to),
@@ -67,7 +60,6 @@ export function registerPages(app: FastifyInstance, pages: Pages): void {
       return pages.render(request, reply, 'register', {
         title,
         labels: LABELS,
-        passwordRules,
         captcha: true,
         values: Object.fromEntries(Object.entries(kept).filter((e): e is [string, string] => typeof e[1] === 'string')),
         redirectTo,
