@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import * as argon2 from '@node-rs/argon2';
 import * as bcrypt from '@node-rs/bcrypt';
 import type { PasswordHasherName } from '../domain/password-policy.ts';
@@ -23,10 +24,12 @@ export interface PasswordHasherOptions {
 /** Hashes and verifies PHC strings (`$argon2id$…`, `$2b$…`) through the bounded pool. */
 export class PasswordHasher {
   readonly #options: PasswordHasherOptions;
-  #dummyHash: Promise<string> | undefined;
+  /** Verified for an unknown user, so that it costs what a wrong password costs. */
+  readonly #dummyHash: string;
 
   constructor(options: PasswordHasherOptions) {
     this.#options = options;
+    this.#dummyHash = dummyHash(options);
   }
 
   hash(password: string): Promise<string> {
@@ -45,9 +48,7 @@ export class PasswordHasher {
    * "no such user" must take as long as "wrong password".
    */
   async verifyDummy(password: string): Promise<void> {
-    this.#dummyHash ??= this.#hashNow('gatehouse-dummy-password-for-timing');
-    const hash = await this.#dummyHash;
-    await this.#options.pool.run(() => verifyHash(hash, password));
+    await this.#options.pool.run(() => verifyHash(this.#dummyHash, password));
   }
 
   needsRehash(storedHash: string): boolean {
@@ -74,6 +75,36 @@ export class PasswordHasher {
     }
     return argon2.hash(password, { algorithm: ARGON2ID, ...ARGON2ID_PARAMS });
   }
+}
+
+/**
+ * A well-formed hash of the current algorithm and parameters whose salt and
+ * digest are random bytes: verifying it costs exactly what verifying a stored
+ * hash costs, and no password matches it. Made without hashing, so that the
+ * first unknown user of a process costs no more than the next.
+ */
+export function dummyHash(options: Pick<PasswordHasherOptions, 'algorithm' | 'bcryptRounds'>): string {
+  if (options.algorithm === 'bcrypt') {
+    const rounds = String(options.bcryptRounds).padStart(2, '0');
+    return `$2b$${rounds}$${bcryptBase64(randomBytes(16))}${bcryptBase64(randomBytes(23))}`;
+  }
+  const { memoryCost, timeCost, parallelism } = ARGON2ID_PARAMS;
+  const b64 = (bytes: Buffer) => bytes.toString('base64').replace(/=+$/, '');
+  return `$argon2id$v=19$m=${memoryCost},t=${timeCost},p=${parallelism}$${b64(randomBytes(16))}$${b64(randomBytes(32))}`;
+}
+
+const BCRYPT_ALPHABET = './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** bcrypt's own base64 (its alphabet, no padding): 16 bytes give the 22-character salt, 23 the 31-character digest. */
+function bcryptBase64(bytes: Buffer): string {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const [a = 0, b = 0, c = 0] = [bytes[i], bytes[i + 1], bytes[i + 2]];
+    const n = (a << 16) | (b << 8) | c;
+    const chars = Math.min(4, Math.ceil(((bytes.length - i) * 8) / 6));
+    for (let k = 0; k < chars; k++) out += BCRYPT_ALPHABET[(n >> (18 - 6 * k)) & 63];
+  }
+  return out;
 }
 
 async function verifyHash(storedHash: string, password: string): Promise<boolean> {
