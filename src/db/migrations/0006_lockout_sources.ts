@@ -14,7 +14,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`update lockouts set identifier = 'name:' || identifier`.execute(db);
   await sql`
     insert into lockouts (identifier, source, failures, lock_count, locked_until, updated_at)
-    select 'user:' || u.id, 'untrusted', max(l.failures), max(l.lock_count), max(l.locked_until), max(l.updated_at)
+    select 'user:' || u.id, 'untrusted',
+      case when max(l.locked_until) > now() then 0 else max(l.failures) end,
+      max(l.lock_count), max(l.locked_until), max(l.updated_at)
     from lockouts l join users u on l.identifier in ('name:' || u.username, 'name:' || u.email)
     group by u.id`.execute(db);
   await sql`
