@@ -75,6 +75,8 @@ export interface Config {
   rateLimitForgotPassword: RateLimit;
   rateLimitResendVerification: RateLimit;
   rateLimitInvitations: RateLimit;
+  /** Password checks of signed-in users (change password, delete account), per client IP. */
+  rateLimitReauthenticate: RateLimit;
   /** Invitations one address receives per window, from all organizations together (counted in PostgreSQL). */
   invitationLimitPerAddress: RateLimit;
   /** Invitations one organization sends per window (counted in PostgreSQL). */
@@ -198,6 +200,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     rateLimitForgotPassword: read.rateLimit('RATE_LIMIT_FORGOT_PASSWORD', '5/1h'),
     rateLimitResendVerification: read.rateLimit('RATE_LIMIT_RESEND_VERIFICATION', '5/1h'),
     rateLimitInvitations: read.rateLimit('RATE_LIMIT_INVITATIONS', '50/1h'),
+    rateLimitReauthenticate: read.rateLimit('RATE_LIMIT_REAUTHENTICATE', '10/15m'),
     invitationLimitPerAddress: read.rateLimit('INVITATION_LIMIT_PER_ADDRESS', '3/24h'),
     invitationLimitPerOrganization: read.rateLimit('INVITATION_LIMIT_PER_ORGANIZATION', '50/24h'),
     lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),

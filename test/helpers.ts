@@ -59,6 +59,7 @@ export function testConfig(env: Record<string, string | undefined> = {}): Config
     PUBLIC_URL: 'http://gatehouse.test',
     RATE_LIMIT_REGISTER: '100000/1h',
     RATE_LIMIT_LOGIN: '100000/1h',
+    RATE_LIMIT_REAUTHENTICATE: '100000/1h',
     ...env,
   });
 }

@@ -50,7 +50,7 @@ function userCommand(
 export const usersUnlockCommand = userCommand(
   'unlock',
   'Clear the login lockout of a user',
-  'Clears the lockout (and the failure count) of the username and the email.',
+  'Clears the lockout (and the failure counts) of the account, from every source.',
   { unlock: true },
   'Unlocked',
 );

@@ -19,6 +19,7 @@ import * as auditChain from './migrations/0002_audit_chain.ts';
 import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
 import * as accountView from './migrations/0004_account_view.ts';
 import * as housekeepingIndexes from './migrations/0005_housekeeping_indexes.ts';
+import * as lockoutSources from './migrations/0006_lockout_sources.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import type { Database } from './schema.ts';
@@ -191,6 +192,7 @@ const migrations: Record<string, Migration> = {
   '0003_scale_indexes': scaleIndexes,
   '0004_account_view': accountView,
   '0005_housekeeping_indexes': housekeepingIndexes,
+  '0006_lockout_sources': lockoutSources,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

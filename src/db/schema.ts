@@ -150,8 +150,11 @@ interface PasswordHistoryTable {
   created_at: Generated<Date>;
 }
 
-export interface LockoutsTable {
+interface LockoutsTable {
+  /** The subject: `user:<id>`, or `name:<identifier>` for a name without an account. */
   identifier: string;
+  /** Where the attempts came from: `untrusted`, `device:<id>` or `session:<uuid>`. */
+  source: Generated<string>;
   failures: number;
   lock_count: number;
   locked_until: NullableTimestamp;

@@ -11,6 +11,7 @@ import { type UserBody, userBody } from '../domain/user-view.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { type AuthContext, revokeUserSessions } from '../infra/sessions.ts';
+import { reauthenticate } from './reauthenticate.ts';
 import type { UserOrganization } from './register.ts';
 
 /** `GET /api/v1/me`: the registration body without `message`, plus `last_login_at` and every membership. */
@@ -184,7 +185,8 @@ export async function updateAccount(
 }
 
 /**
- * Deletes the account after checking its password. Refused (409) while the
+ * Deletes the account after checking its password, as a login attempt of
+ * this session (see `reauthenticate`). Refused (409) while the
  * user is the last admin of an organization that has other members;
  * organizations the user is alone in go with the account.
  */
@@ -200,8 +202,10 @@ export async function deleteAccount(
     .where('id', '=', auth.userId)
     .executeTakeFirst();
   if (!user) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
-  const { ok } = await services.hasher.verify(user.password_hash, normalizePassword(password));
-  if (!ok) throw new AppError('INVALID_CREDENTIALS', { detail: 'The password is incorrect' });
+  await reauthenticate(services, auth, user, normalizePassword(password), context, {
+    via: 'delete_account',
+    detail: 'The password is incorrect',
+  });
 
   await services.db.transaction().execute(async (trx) => {
     // Locked in id order so that two admins leaving one organization at once cannot both pass the check.

@@ -92,7 +92,7 @@ export async function createSuperuser(
 
 export interface AdminUserChanges {
   is_active?: boolean | undefined;
-  /** Clear the login lockout of the user's username and email. */
+  /** Clear the login lockout of the account, from every source. */
   unlock?: boolean | undefined;
 }
 

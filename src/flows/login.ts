@@ -8,6 +8,7 @@ import { isStorableText } from '../domain/text.ts';
 import { auditRow, recordAudit } from '../infra/audit.ts';
 import { loginNeedsCaptcha } from '../infra/captcha.ts';
 import type { Services } from '../infra/container.ts';
+import { type LockoutSource, lockoutSubject, type Reservation } from '../infra/lockout.ts';
 import { type IssuedSession, newSession, type SessionKind, startedSession } from '../infra/sessions.ts';
 import { findUserByIdentifier } from '../infra/users.ts';
 
@@ -15,8 +16,16 @@ export interface LoginInput {
   /** Username or email, as typed. */
   identifier: string;
   password: string;
-  /** Required once the identifier has CAPTCHA_LOGIN_AFTER_FAILURES consecutive failures (with a provider set). */
+  /** Required once the source has CAPTCHA_LOGIN_AFTER_FAILURES consecutive failures (with a provider set). */
   captchaToken?: string | undefined;
+  /** The browser's verified device cookie, if it sent one. */
+  device?: TrustedDevice | undefined;
+}
+
+/** A device cookie whose signature and expiry were checked: the device and the users who signed in on it. */
+export interface TrustedDevice {
+  id: string;
+  userIds: number[];
 }
 
 /** Why an attempt failed, as stored in `login_attempts.failure_reason` and the audit row. */
@@ -31,7 +40,7 @@ type LoginFailureReason =
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
 
-function validateLogin(input: LoginInput): LoginInput {
+function validateLogin(input: LoginInput): { identifier: string; password: string } {
   const errors: FieldError[] = [];
   const identifier = normalizeIdentifier(input.identifier);
   if (identifier === '') errors.push({ field: 'username', message: 'Username or email is required', code: 'required' });
@@ -49,52 +58,74 @@ function validateLogin(input: LoginInput): LoginInput {
 }
 
 /**
+ * The lockout source of a login: the device, when its cookie names this
+ * account (a cookie issued to someone else earns nothing here); otherwise
+ * untrusted.
+ */
+function loginSource(user: User | undefined, device: TrustedDevice | undefined): LockoutSource {
+  return user && device?.userIds.includes(user.id) ? `device:${device.id}` : 'untrusted';
+}
+
+/**
  * Password login: one path for every outcome. An unknown user costs one hash
  * like a wrong password, and both answer with the same body; the account's
  * state (disabled, unverified) is revealed only to the right password.
+ *
+ * The failure is reserved in the lockout before the hash: concurrent guesses
+ * cannot all pass a check made before any of them was counted.
  */
 export async function loginWithPassword(
   services: Services,
   input: LoginInput,
   context: RequestContext,
   options: { kind: SessionKind } = { kind: 'api' },
-): Promise<IssuedSession> {
+): Promise<LoggedIn> {
   const { identifier, password } = validateLogin(input);
 
   // Overloaded: shed now, before any database work (503 with Retry-After).
   services.hashPool.assertCapacity();
+  const user = await findUserByIdentifier(services.db, identifier);
+  const subject = lockoutSubject(user, identifier);
+  const source = loginSource(user, input.device);
+  let reservation: Reservation;
   try {
-    // A locked identifier is refused even with the right password, before any hashing.
-    const lock = await services.lockout.assertNotLocked(identifier).catch((error: unknown) => {
-      services.metrics.logins.inc({ outcome: 'locked' });
-      throw error;
-    });
-    if (services.captcha && loginNeedsCaptcha(services.config, lock.failures)) {
-      await services.captcha.verify(input.captchaToken, context.ip);
+    if (services.captcha && services.config.captchaLoginAfterFailures > 0) {
+      const state = await services.lockout.check(subject, source);
+      if (!state.locked && loginNeedsCaptcha(services.config, state.failures)) {
+        await services.captcha.verify(input.captchaToken, context.ip);
+      }
     }
+    // A locked source is refused even with the right password, before any hashing.
+    reservation = await services.lockout.reserve(subject, source);
   } catch (error) {
     // Refused before the password was looked at: still an attempt on the record.
     if (error instanceof AppError && (error.code === 'ACCOUNT_LOCKED' || error.code === 'CAPTCHA_FAILED')) {
+      if (error.code === 'ACCOUNT_LOCKED') services.metrics.logins.inc({ outcome: 'locked' });
       const reason = error.code === 'ACCOUNT_LOCKED' ? 'account_locked' : 'captcha_failed';
-      await recordLoginFailure(services, identifier, undefined, reason, context);
+      await recordLoginFailure(services, identifier, user, reason, context);
     }
     throw error;
   }
 
-  const user = await findUserByIdentifier(services.db, identifier);
   let failure: LoginFailureReason | undefined;
   let needsRehash = false;
-  if (!user) {
-    await services.hasher.verifyDummy(password);
-    failure = 'unknown_user';
-  } else {
-    const verification = await services.hasher.verify(user.password_hash, password);
-    needsRehash = verification.needsRehash;
-    if (!verification.ok) failure = 'invalid_password';
-    else if (!user.is_active) failure = 'account_disabled';
-    else if (services.config.requireEmailVerification && user.email_verified_at === null) {
-      failure = 'email_not_verified';
+  try {
+    if (!user) {
+      await services.hasher.verifyDummy(password);
+      failure = 'unknown_user';
+    } else {
+      const verification = await services.hasher.verify(user.password_hash, password);
+      needsRehash = verification.needsRehash;
+      if (!verification.ok) failure = 'invalid_password';
+      else if (!user.is_active) failure = 'account_disabled';
+      else if (services.config.requireEmailVerification && user.email_verified_at === null) {
+        failure = 'email_not_verified';
+      }
     }
+  } catch (error) {
+    // The hashing queue shed it: no password was checked, so nothing is counted.
+    await services.lockout.cancelled(reservation);
+    throw error;
   }
 
   if (failure || !user) {
@@ -102,16 +133,23 @@ export async function loginWithPassword(
     await recordLoginFailure(services, identifier, user, reason, context);
     // Only a wrong password counts; disabled and unverified accounts were given the right one.
     if (reason === 'unknown_user' || reason === 'invalid_password') {
-      await services.lockout.recordFailure(identifier, { userId: user?.id ?? null, context });
+      await services.lockout.failed(reservation, { userId: user?.id ?? null, context });
+    } else {
+      await services.lockout.succeeded(reservation);
     }
     const error = loginError(reason);
     services.metrics.logins.inc({ outcome: error.code.toLowerCase() });
     throw error;
   }
   const issued = await recordLoginSuccess(services, identifier, user, password, needsRehash, context, options.kind);
-  await services.lockout.recordSuccess(identifier);
+  await services.lockout.succeeded(reservation);
   services.metrics.logins.inc({ outcome: 'success' });
-  return issued;
+  return { ...issued, userId: user.id };
+}
+
+/** A started session, and whose it is (the device cookie names the user). */
+export interface LoggedIn extends IssuedSession {
+  userId: number;
 }
 
 function loginError(reason: LoginFailureReason): AppError {
@@ -126,13 +164,14 @@ function loginError(reason: LoginFailureReason): AppError {
   }
 }
 
-/** After a failure: the attempt and audit rows (the caller counts the failure toward the lockout). */
-async function recordLoginFailure(
+/** After a failure: the attempt and audit rows (the caller settles the lockout reservation). */
+export async function recordLoginFailure(
   services: Services,
   identifier: string,
-  user: User | undefined,
+  user: Pick<User, 'id'> | undefined,
   reason: LoginFailureReason,
   context: RequestContext,
+  via?: string,
 ): Promise<void> {
   await services.db.transaction().execute(async (trx) => {
     await trx
@@ -149,7 +188,11 @@ async function recordLoginFailure(
       .execute();
     await recordAudit(
       trx,
-      { action: 'login_failure', userId: user?.id ?? null, details: { identifier, reason } },
+      {
+        action: 'login_failure',
+        userId: user?.id ?? null,
+        details: via ? { identifier, reason, via } : { identifier, reason },
+      },
       context,
     );
   });

@@ -8,6 +8,7 @@ import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { publicLink, queueMail } from '../infra/mail.ts';
 import { type AuthContext, revokeUserSessions } from '../infra/sessions.ts';
+import { reauthenticate } from './reauthenticate.ts';
 import { assertAcceptablePassword } from './register.ts';
 
 /** The current password and the ones before it, this many in all, cannot be chosen again. */
@@ -80,10 +81,11 @@ export async function queuePasswordChangedMail(
 }
 
 /**
- * The signed-in user replaces their password. A wrong current password is
- * `401 INVALID_CREDENTIALS` and counts towards the lockout of the account's
- * username, as a failed login would: a stolen access token must not become
- * a way to guess the password. Other sessions are revoked; this one stays.
+ * The signed-in user replaces their password. The current password is checked
+ * as a login attempt of this session (see `reauthenticate`): a wrong one is
+ * `401 INVALID_CREDENTIALS` and counts towards the lockout, so a stolen access
+ * token must not become a way to guess the password. Other sessions are
+ * revoked; this one stays.
  */
 export async function changePassword(
   services: Services,
@@ -104,12 +106,11 @@ export async function changePassword(
   if (!user) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
   if (!user.is_active) throw new AppError('ACCOUNT_DISABLED');
 
-  await services.lockout.assertNotLocked(user.username);
   const current = normalizePassword(input.current_password);
-  if (!(await services.hasher.verify(user.password_hash, current)).ok) {
-    await services.lockout.recordFailure(user.username, { userId: user.id, context });
-    throw new AppError('INVALID_CREDENTIALS', { detail: 'The current password is incorrect' });
-  }
+  await reauthenticate(services, auth, user, current, context, {
+    via: 'change_password',
+    detail: 'The current password is incorrect',
+  });
   if (password === current) {
     throw new AppError('PASSWORD_REUSED', { detail: 'The new password must differ from the current password' });
   }

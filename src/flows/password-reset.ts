@@ -60,7 +60,7 @@ export async function requestPasswordReset(
  * Sets a new password with a reset token. The token is checked before the
  * expensive work and spent inside the transaction, so two requests racing
  * with one token cannot both succeed. A reset revokes every session, clears
- * the lockout of the username and the email, and marks the address verified
+ * the lockout of the account (every source), and marks the address verified
  * (following the mailed link proved it).
  */
 export async function resetPassword(

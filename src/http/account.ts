@@ -59,15 +59,19 @@ export const accountRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/me',
     {
       preHandler: requireUser,
+      config: { rateLimit: 'reauthenticate' },
       schema: {
         tags: ['account'],
         summary: 'Delete the account',
         description:
-          'Needs the password. Refused with 409 while the user is the last admin of an organization that has other members; ' +
+          'Needs the password, checked as a login attempt of this session: a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout (then 423 ACCOUNT_LOCKED), and the route shares the RATE_LIMIT_REAUTHENTICATE limit. Refused with 409 while the user is the last admin of an organization that has other members; ' +
           'organizations where the user is the only member are deleted with the account.',
         security,
         body: Type.Object({ password: Type.String() }, { additionalProperties: true }),
-        response: { 204: Type.Null({ description: 'No content' }), ...problems(400, 401, 409, 413, 415, 422) },
+        response: {
+          204: Type.Null({ description: 'No content' }),
+          ...problems(400, 401, 409, 413, 415, 422, 423, 429),
+        },
       },
     },
     async (request, reply) => {

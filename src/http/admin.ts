@@ -65,7 +65,9 @@ const Since = Type.Optional(
 const UpdateUserBody = Type.Object(
   {
     is_active: Type.Optional(Type.Boolean({ description: 'false disables the account and revokes its sessions' })),
-    unlock: Type.Optional(Type.Boolean({ description: 'true clears the login lockout of its username and email' })),
+    unlock: Type.Optional(
+      Type.Boolean({ description: 'true clears the login lockout of the account, from every source' }),
+    ),
   },
   { additionalProperties: true },
 );

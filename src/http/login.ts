@@ -1,10 +1,11 @@
 import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { loginWithPassword } from '../flows/login.ts';
 import { rotateRefreshToken } from '../flows/refresh.ts';
 import { captchaToken } from '../infra/captcha.ts';
+import { setDeviceCookie, trustedDevice } from './device-cookie.ts';
 import { problems } from './schemas.ts';
 import { oauthErrorHandler, sendTokens, TokenResponse } from './token-response.ts';
 
@@ -52,6 +53,15 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app.gatehouse;
   const context = (request: FastifyRequest) => request.caller;
 
+  /** The password grant; a success also (re)sets the device cookie that earns this browser its own lockout allowance. */
+  async function logIn(request: FastifyRequest, reply: FastifyReply, body: LoginFields): Promise<FastifyReply> {
+    const { clock } = app.gatehouse;
+    const device = trustedDevice(request, config, clock.now());
+    const issued = await loginWithPassword(app.gatehouse, { ...credentials(body), device }, context(request));
+    setDeviceCookie(reply, config, clock.now(), device, issued.userId);
+    return sendTokens(reply, issued, config, app.prefix);
+  }
+
   app.post(
     '/login',
     {
@@ -85,8 +95,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
           oauthError: 'unsupported_grant_type',
         });
       }
-      const issued = await loginWithPassword(app.gatehouse, credentials(body), context(request));
-      return sendTokens(reply, issued, config, app.prefix);
+      return logIn(request, reply, body);
     },
   );
 
@@ -108,8 +117,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
       async (request, reply) => {
-        const issued = await loginWithPassword(app.gatehouse, credentials(request.body), context(request));
-        return sendTokens(reply, issued, config, app.prefix);
+        return logIn(request, reply, request.body);
       },
     );
   });

@@ -15,11 +15,12 @@ export const passwordChangeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       // Before the body is parsed: without a valid token the answer is 401, whatever the body holds.
       onRequest: requireUser,
+      config: { rateLimit: 'reauthenticate' },
       schema: {
         tags: ['password'],
         summary: 'Change the password',
         description:
-          'Checks the current password (a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout), refuses the last 5 passwords, revokes every other session and mails a notice.',
+          'Checks the current password as a login attempt of this session (a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout, then 423 ACCOUNT_LOCKED; RATE_LIMIT_REAUTHENTICATE per client IP), refuses the last 5 passwords, revokes every other session and mails a notice.',
         security: [{ bearer: [] }, { oauth2: [] }],
         consumes: ['application/json', 'application/x-www-form-urlencoded'],
         body: ChangeBody,

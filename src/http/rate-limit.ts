@@ -17,16 +17,25 @@ declare module 'fastify' {
  */
 function rateLimited(name: RateLimitName): onRequestHookHandler {
   return async function rateLimitHook(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const decision = await request.server.gatehouse.rateLimits.consume(name, rateLimitKey(request.caller.ip));
-    const headers = {
-      'ratelimit-limit': String(decision.limit),
-      'ratelimit-remaining': String(decision.remaining),
-      'ratelimit-reset': String(decision.resetSeconds),
-      'ratelimit-policy': `${decision.limit};w=${decision.windowSeconds}`,
-    };
-    if (!decision.allowed) throw new AppError('RATE_LIMIT_EXCEEDED', { retryAfter: decision.resetSeconds, headers });
-    reply.headers(headers);
+    await enforceRateLimit(request, reply, name);
   };
+}
+
+/** Counts the request against `name` now: for a route where only some requests are limited (a form's action). */
+export async function enforceRateLimit(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  name: RateLimitName,
+): Promise<void> {
+  const decision = await request.server.gatehouse.rateLimits.consume(name, rateLimitKey(request.caller.ip));
+  const headers = {
+    'ratelimit-limit': String(decision.limit),
+    'ratelimit-remaining': String(decision.remaining),
+    'ratelimit-reset': String(decision.resetSeconds),
+    'ratelimit-policy': `${decision.limit};w=${decision.windowSeconds}`,
+  };
+  if (!decision.allowed) throw new AppError('RATE_LIMIT_EXCEEDED', { retryAfter: decision.resetSeconds, headers });
+  reply.headers(headers);
 }
 
 /**

@@ -37,7 +37,7 @@ export interface Services {
   breach: BreachChecker;
   /** Per-client-IP limits (memory, or Redis with an in-process fallback). */
   rateLimits: RateLimits;
-  /** Consecutive login failures per identifier (Redis, PostgreSQL fallback and locks). */
+  /** Password failures per account (or name) and source, reserved before the hash (Redis; PostgreSQL: fallback, locks). */
   lockout: Lockout;
   /** Present when CAPTCHA_PROVIDER is set. */
   captcha: CaptchaVerifier | undefined;

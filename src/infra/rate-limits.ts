@@ -13,6 +13,7 @@ const RATE_LIMIT_NAMES = [
   'forgot_password',
   'resend_verification',
   'invitations',
+  'reauthenticate',
 ] as const;
 export type RateLimitName = (typeof RATE_LIMIT_NAMES)[number];
 
@@ -24,6 +25,7 @@ function rateLimitSettings(config: Config): Record<RateLimitName, RateLimit> {
     forgot_password: config.rateLimitForgotPassword,
     resend_verification: config.rateLimitResendVerification,
     invitations: config.rateLimitInvitations,
+    reauthenticate: config.rateLimitReauthenticate,
   };
 }
 

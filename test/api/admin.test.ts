@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createSuperuser } from '../../src/flows/admin.ts';
+import { lockoutSubject } from '../../src/infra/lockout.ts';
 import { json, newUser, startApp, uniqueName } from '../helpers.ts';
+import { recordFailures } from '../support/lockout.ts';
 import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
@@ -192,18 +194,19 @@ describe('administration API', () => {
       await login(user.username, user.password);
     });
 
-    test('unlock: true lifts the login lockout of the username and the email', async () => {
+    test('unlock: true lifts the login lockout of the account, from every source', async () => {
       const user = await register();
       const { lockout } = app.gatehouse;
-      for (const identifier of [user.username, user.email]) {
-        for (let i = 0; i < lockout.threshold; i++) await lockout.recordFailure(identifier);
-        assert.equal((await lockout.check(identifier)).locked, true);
+      const subject = lockoutSubject(user, user.username);
+      for (const source of ['untrusted', 'session:0f4b2c2e-1111-4222-8333-444455556666'] as const) {
+        await recordFailures(lockout, subject, lockout.threshold, source);
+        assert.equal((await lockout.check(subject, source)).locked, true);
       }
 
       const res = await patch(user.uuid, { unlock: true });
       assert.equal(res.statusCode, 200, res.body);
-      assert.equal((await lockout.check(user.username)).locked, false);
-      assert.equal((await lockout.check(user.email)).locked, false);
+      assert.equal((await lockout.check(subject, 'untrusted')).locked, false);
+      assert.equal((await lockout.check(subject, 'session:0f4b2c2e-1111-4222-8333-444455556666')).locked, false);
       await login(user.username, user.password);
       const audit = await app.gatehouse.db
         .selectFrom('audit_logs')

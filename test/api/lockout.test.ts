@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
+import { SYSTEM_CONTEXT } from '../../src/domain/request-context.ts';
+import { lockoutSubject, unlockAccount } from '../../src/infra/lockout.ts';
 import { type SiteverifyServer, startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
 import { json, startApp, strongPassword, uniqueName } from '../helpers.ts';
 import { testClock } from '../support/clock.ts';
@@ -66,12 +68,18 @@ describe('account lockout through POST /api/v1/login', () => {
       .where('action', '=', 'account_locked')
       .where('user_id', '=', account.id)
       .executeTakeFirstOrThrow();
-    assert.equal((row.details as { identifier: string }).identifier, account.username);
+    assert.deepEqual(row.details, {
+      identifier: `user:${account.id}`,
+      source: 'untrusted',
+      lock_count: 1,
+      locked_minutes: 15,
+    });
     const lock = await app.gatehouse.db
       .selectFrom('lockouts')
       .selectAll()
-      .where('identifier', '=', account.username)
+      .where('identifier', '=', `user:${account.id}`)
       .executeTakeFirstOrThrow();
+    assert.equal(lock.source, 'untrusted');
     assert.ok(lock.locked_until && lock.locked_until > clock.now());
   });
 
@@ -89,10 +97,19 @@ describe('account lockout through POST /api/v1/login', () => {
     assert.equal(answers[0], answers[1]);
   });
 
-  test('the identifier is the username or email as typed, case-insensitively', async () => {
+  test('the count is per account: failures by username and by email add up and lock both', async () => {
     const user = await createAccount(app);
-    for (let i = 0; i < 5; i++) await wrong(app, i % 2 ? user.email.toUpperCase() : ` ${user.email} `);
+    const typed = [user.username, user.email.toUpperCase(), ` ${user.email} `, user.username.toUpperCase(), user.email];
+    for (const identifier of typed) assertProblem(await wrong(app, identifier), 401, 'INVALID_CREDENTIALS');
     assertLocked(await loginRequest(app, user.email, user.password));
+    assertLocked(await loginRequest(app, user.username, user.password));
+  });
+
+  test('a name without an account is counted as typed, case-insensitively', async () => {
+    const nobody = uniqueName('Nobody');
+    for (let i = 0; i < 5; i++) await wrong(app, i % 2 ? nobody.toUpperCase() : ` ${nobody} `);
+    assertLocked(await wrong(app, nobody.toLowerCase()));
+    assert.equal((await app.gatehouse.lockout.check(lockoutSubject(undefined, nobody))).locked, true);
   });
 
   test('a success resets the count: only consecutive failures lock', async () => {
@@ -125,7 +142,7 @@ describe('account lockout through POST /api/v1/login', () => {
     assert.equal((await loginRequest(app, user.username, user.password)).statusCode, 200);
     assert.equal(await lockNow(), 15 * 60, 'a success forgot the earlier locks');
 
-    const admin = await app.gatehouse.lockout.clear(user.username);
+    const admin = await unlockAccount(app.gatehouse, user, { byUserId: null, via: 'cli' }, SYSTEM_CONTEXT);
     assert.equal(admin, true);
     assert.equal((await loginRequest(other, user.username, user.password)).statusCode, 200);
   });
@@ -135,7 +152,7 @@ describe('account lockout through POST /api/v1/login', () => {
     for (let i = 0; i < 6; i++) {
       assertProblem(await loginRequest(app, user.username, user.password), 403, 'EMAIL_NOT_VERIFIED');
     }
-    assert.equal((await app.gatehouse.lockout.check(user.username)).failures, 0);
+    assert.equal((await app.gatehouse.lockout.check(lockoutSubject(user, user.username))).failures, 0);
   });
 });
 
@@ -228,7 +245,12 @@ describe('CAPTCHA on login after repeated failures', () => {
     assertProblem(await attempt(user.username, 'wrong-2'), 401, 'INVALID_CREDENTIALS');
     for (let i = 0; i < 5; i++) assertProblem(await attempt(user.username, user.password), 422, 'CAPTCHA_FAILED');
     assertProblem(await attempt(user.username, user.password, 'forged'), 422, 'CAPTCHA_FAILED');
-    assert.equal((await app.gatehouse.lockout.check(user.username)).failures, 2, 'refused CAPTCHAs are not failures');
+    const { lockout } = app.gatehouse;
+    assert.equal(
+      (await lockout.check(lockoutSubject(user, user.username))).failures,
+      2,
+      'refused CAPTCHAs are not failures',
+    );
     const ok = await attempt(user.username, user.password, TOKENS.valid);
     assert.equal(ok.statusCode, 200, ok.body);
     assert.equal(server.requests.at(-1)?.form.response, TOKENS.valid);

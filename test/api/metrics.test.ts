@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { openDatabase } from '../../src/db/index.ts';
 import { json, newUser, startApp, uniqueName } from '../helpers.ts';
+import { recordFailures } from '../support/lockout.ts';
 
 /** The value of one sample in Prometheus text format; 0 when the series does not exist yet. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number {
@@ -182,9 +183,8 @@ describe('GET /metrics', () => {
       assert.equal(first.statusCode, 201, first.body);
       const second = await strict.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });
       assert.equal(second.statusCode, 429);
-      for (let i = 0; i < 2; i++) await strict.gatehouse.lockout.recordFailure(`nobody-${uniqueName()}`);
-      const identifier = uniqueName('locked');
-      for (let i = 0; i < 2; i++) await strict.gatehouse.lockout.recordFailure(identifier);
+      for (let i = 0; i < 2; i++) await recordFailures(strict.gatehouse.lockout, `name:nobody-${uniqueName()}`, 1);
+      await recordFailures(strict.gatehouse.lockout, `name:${uniqueName('locked')}`, 2);
       const text = await scrape(strict);
       assert.equal(sample(text, 'gatehouse_rate_limited_total', { limiter: 'register' }), 1);
       assert.equal(sample(text, 'gatehouse_lockouts_total'), 1);

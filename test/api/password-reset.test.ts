@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import { lockoutSubject } from '../../src/infra/lockout.ts';
 import { json, strongPassword } from '../helpers.ts';
 import { registerByMail, startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
 import { testClock } from '../support/clock.ts';
+import { recordFailures } from '../support/lockout.ts';
 import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
@@ -198,18 +200,19 @@ describe('forgot and reset password', () => {
     assert.equal((await reset(newer, strongPassword())).statusCode, 204);
   });
 
-  test('a reset clears the lockout', async () => {
+  test('a reset clears the lockout of the account, from every source', async () => {
     const user = await account();
     const { lockout } = app.gatehouse;
-    for (const identifier of [user.username, user.email]) {
-      for (let i = 0; i < lockout.threshold; i++) await lockout.recordFailure(identifier);
-      assert.equal((await lockout.check(identifier)).locked, true);
+    const subject = lockoutSubject(user, user.username);
+    for (const source of ['untrusted', 'device:someone'] as const) {
+      await recordFailures(lockout, subject, lockout.threshold, source);
+      assert.equal((await lockout.check(subject, source)).locked, true);
     }
     const token = await resetToken(user.email);
     const password = strongPassword();
     assert.equal((await reset(token, password)).statusCode, 204);
-    assert.equal((await lockout.check(user.username)).locked, false);
-    assert.equal((await lockout.check(user.email)).locked, false);
+    assert.equal((await lockout.check(subject, 'untrusted')).locked, false);
+    assert.equal((await lockout.check(subject, 'device:someone')).locked, false);
     assert.equal((await login(user.username, password)).statusCode, 200);
     const unlocked = await app.gatehouse.db
       .selectFrom('audit_logs')

@@ -285,13 +285,20 @@ describe('gatehouse CLI', () => {
       assert.equal(user.is_active, true);
     });
 
-    test('unlock clears the lockout of the username and the email', async () => {
+    test('unlock clears the lockout of the account, from every source', async () => {
+      let subject = '';
       await inDatabase(async (db) => {
+        const { id } = await db
+          .selectFrom('users')
+          .select('id')
+          .where('username', '=', username)
+          .executeTakeFirstOrThrow();
+        subject = `user:${id}`;
         const lockedUntil = new Date(Date.now() + 15 * 60_000);
-        for (const identifier of [username, email]) {
+        for (const source of ['untrusted', 'device:abc']) {
           await db
             .insertInto('lockouts')
-            .values({ identifier, failures: 0, lock_count: 1, locked_until: lockedUntil })
+            .values({ identifier: subject, source, failures: 0, lock_count: 1, locked_until: lockedUntil })
             .execute();
         }
       });
@@ -301,7 +308,7 @@ describe('gatehouse CLI', () => {
         const left = await db
           .selectFrom('lockouts')
           .select('identifier')
-          .where('identifier', 'in', [username, email])
+          .where('identifier', '=', subject)
           .where('locked_until', '>', new Date())
           .execute();
         assert.deepEqual(left, []);

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
 import { logCapture, newUser, startApp, uniqueName } from '../helpers.ts';
+import { recordFailure } from '../support/lockout.ts';
 import { redisUnavailable, ThrowawayRedis } from '../support/redis.ts';
 
 /**
@@ -63,7 +64,9 @@ describe('Redis outage', () => {
     while (!condition()) await sleep(20);
   }
 
-  const outageIdentifier = uniqueName('outage');
+  const outageIdentifier = `name:${uniqueName('outage')}`;
+  /** Three failures counted in PostgreSQL during the outage, two more once Redis is back. */
+  const carriedIdentifier = `name:${uniqueName('carried')}`;
 
   test('with Redis up, limits and lockout counters live in Redis', async (t) => {
     if (skip) return t.skip(skip);
@@ -71,10 +74,10 @@ describe('Redis outage', () => {
     assert.equal((await register(a, '198.51.100.1')).statusCode, 201);
     assert.equal(await inspect.get(`${prefix}rl:register:198.51.100.1`), '1');
 
-    const id = uniqueName('up');
-    await a.gatehouse.lockout.recordFailure(id);
-    await b.gatehouse.lockout.recordFailure(id);
-    assert.equal(await inspect.get(`${prefix}lockout:${id}`), '2');
+    const id = `name:${uniqueName('up')}`;
+    await recordFailure(a.gatehouse.lockout, id);
+    await recordFailure(b.gatehouse.lockout, id);
+    assert.equal(await inspect.hget(`${prefix}lockout:${id}`, 'f:untrusted'), '2');
     assert.equal(await lockoutRow(id), undefined, 'no PostgreSQL write per failure while Redis is up');
     assert.equal(await fallbacks(a, 'rate_limit'), 0);
     assert.equal(await fallbacks(a, 'lockout'), 0);
@@ -101,17 +104,18 @@ describe('Redis outage', () => {
   test('with Redis down, lockout counters fall back to PostgreSQL and are still shared by both instances', async (t) => {
     if (skip) return t.skip(skip);
     for (let i = 0; i < 4; i++) {
-      const result = await (i % 2 === 0 ? a : b).gatehouse.lockout.recordFailure(outageIdentifier);
-      assert.equal(result.locked, false);
-      assert.equal(result.failures, i + 1, 'each instance sees the other one’s failures');
+      assert.equal(await recordFailure((i % 2 === 0 ? a : b).gatehouse.lockout, outageIdentifier), undefined);
+      const state = await (i % 2 === 0 ? b : a).gatehouse.lockout.check(outageIdentifier);
+      assert.equal(state.failures, i + 1, 'each instance sees the other one’s failures');
     }
-    const fifth = await b.gatehouse.lockout.recordFailure(outageIdentifier);
-    assert.equal(fifth.lockedNow, true, 'five failures over two instances lock, not five on each');
+    const fifth = await recordFailure(b.gatehouse.lockout, outageIdentifier);
+    assert.ok(fifth, 'five failures over two instances lock, not five on each');
     assert.equal((await a.gatehouse.lockout.check(outageIdentifier)).locked, true);
     const row = await lockoutRow(outageIdentifier);
     assert.ok(row?.locked_until && row.locked_until > new Date());
     assert.ok((await fallbacks(b, 'lockout')) >= 1);
     assert.ok(logsB.lines.some((l) => l.includes('lockout counters are kept in PostgreSQL')));
+    for (let i = 0; i < 3; i++) await recordFailure(a.gatehouse.lockout, carriedIdentifier);
   });
 
   const loginIdentifier = uniqueName('outage-login');
@@ -145,11 +149,17 @@ describe('Redis outage', () => {
     assert.equal((await register(b, '198.51.100.3')).statusCode, 201);
     assert.equal(await inspect.get(`${prefix}rl:register:198.51.100.3`), '2', 'both instances count in Redis again');
 
-    const id = uniqueName('after');
-    await a.gatehouse.lockout.recordFailure(id);
-    await b.gatehouse.lockout.recordFailure(id);
-    assert.equal(await inspect.get(`${prefix}lockout:${id}`), '2');
+    const id = `name:${uniqueName('after')}`;
+    await recordFailure(a.gatehouse.lockout, id);
+    await recordFailure(b.gatehouse.lockout, id);
+    assert.equal(await inspect.hget(`${prefix}lockout:${id}`, 'f:untrusted'), '2');
     assert.equal(await lockoutRow(id), undefined);
+
+    // Failures counted in PostgreSQL during the outage still count: two more lock.
+    assert.equal((await b.gatehouse.lockout.check(carriedIdentifier)).failures, 3);
+    assert.equal(await recordFailure(b.gatehouse.lockout, carriedIdentifier), undefined);
+    assert.deepEqual(await recordFailure(a.gatehouse.lockout, carriedIdentifier), { lockCount: 1, minutes: 15 });
+    await assert.rejects(b.gatehouse.lockout.reserve(carriedIdentifier, 'untrusted'), /Too many failed login attempts/);
 
     assert.equal(await fallbacks(a, 'rate_limit'), before.rateLimit);
     assert.equal(await fallbacks(a, 'lockout'), before.lockout);

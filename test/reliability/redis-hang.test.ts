@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
-import { lockoutIdentifier } from '../../src/infra/lockout.ts';
+import { sql } from 'kysely';
 import { newUser, startApp, uniqueName } from '../helpers.ts';
 import { redisUnavailable, ThrowawayRedis } from '../support/redis.ts';
 
@@ -68,8 +68,10 @@ describe('Redis that hangs', { skip: redisUnavailable() }, () => {
     // The failure was counted on the fallback, PostgreSQL, so it still counts toward a lockout.
     const counted = await app.gatehouse.db
       .selectFrom('lockouts')
-      .select('failures')
-      .where('identifier', '=', lockoutIdentifier(user.username))
+      .innerJoin('users', (join) => join.on(sql<boolean>`lockouts.identifier = 'user:' || users.id`))
+      .select('lockouts.failures')
+      .where('users.username', '=', String(user.username))
+      .where('lockouts.source', '=', 'untrusted')
       .executeTakeFirst();
     assert.equal(counted?.failures, 1);
 

@@ -4,6 +4,7 @@ import { getAccount, updateAccount } from '../../flows/account.ts';
 import type { BrowserSession } from '../../flows/authenticate.ts';
 import { changePassword } from '../../flows/password-change.ts';
 import { listSessions, revokeOwnSession } from '../../flows/sessions.ts';
+import { enforceRateLimit } from '../rate-limit.ts';
 import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 
@@ -93,6 +94,7 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
           );
           return pages.redirect(reply, pages.paths.account, 'profile_saved');
         case 'password':
+          await enforceRateLimit(request, reply, 'reauthenticate');
           await changePassword(
             services,
             session.auth,

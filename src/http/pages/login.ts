@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { loginWithPassword } from '../../flows/login.ts';
 import { captchaToken } from '../../infra/captcha.ts';
+import { setDeviceCookie, trustedDevice } from '../device-cookie.ts';
 import { sessionCookie } from './cookies.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect } from './forms.ts';
 import type { Pages } from './page.ts';
@@ -25,13 +26,15 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
     const redirectTo = safeRedirect(body.redirect_to);
     const username = field(body, 'username');
     try {
+      const device = trustedDevice(request, services.config, services.clock.now());
       const issued = await loginWithPassword(
         services,
-        { identifier: username, password: field(body, 'password'), captchaToken: captchaToken(body) },
+        { identifier: username, password: field(body, 'password'), captchaToken: captchaToken(body), device },
         request.caller,
         { kind: 'browser' },
       );
       pages.setSessionCookie(request, reply, issued.tokens.refresh_token, sessionCookie(services.config, issued));
+      setDeviceCookie(reply, services.config, services.clock.now(), device, issued.userId);
     } catch (error) {
       const appError = asAppError(error);
       const errors = formErrors(appError, { fields: FIELDS, placement: { CAPTCHA_FAILED: 'captcha' } });
