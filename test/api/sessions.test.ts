@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { decodeJwt } from 'jose';
 import type { DatabaseHandle } from '../../src/db/index.ts';
 import { revokeUserSessions } from '../../src/infra/sessions.ts';
@@ -201,6 +201,18 @@ describe('POST /api/v1/refresh', () => {
   });
 });
 
+function cookiesSet(res: LightMyRequestResponse): string[] {
+  const header = res.headers['set-cookie'];
+  return header === undefined ? [] : Array.isArray(header) ? header : [String(header)];
+}
+
+/** The Set-Cookie line of one cookie (a login also sets the `gatehouse-device` cookie). */
+function setCookie(res: LightMyRequestResponse, name: string): string {
+  const line = cookiesSet(res).find((c) => c.startsWith(`${name}=`));
+  assert.ok(line, `Set-Cookie ${name} in ${cookiesSet(res).join(' | ')}`);
+  return line;
+}
+
 describe('the refresh cookie (REFRESH_TOKEN_COOKIE=true)', () => {
   for (const publicUrl of ['http://gatehouse.test', 'https://auth.example.com']) {
     test(`login sets it httpOnly, SameSite=Strict, path /api/v1/refresh${publicUrl.startsWith('https') ? ', Secure' : ''}; refresh reads and renews it; logout clears it`, async () => {
@@ -216,7 +228,7 @@ describe('the refresh cookie (REFRESH_TOKEN_COOKIE=true)', () => {
           payload: { username: account.username, password: account.password },
         });
         assert.equal(res.statusCode, 200, res.body);
-        const cookie = String(res.headers['set-cookie']);
+        const cookie = setCookie(res, 'gatehouse_refresh_token');
         const tokens = json<Tokens>(res);
         assert.ok(cookie.startsWith(`gatehouse_refresh_token=${tokens.refresh_token};`), cookie);
         assert.match(cookie, /; HttpOnly/);
@@ -232,18 +244,21 @@ describe('the refresh cookie (REFRESH_TOKEN_COOKIE=true)', () => {
         });
         assert.equal(refreshed.statusCode, 200, refreshed.body);
         const next = json<Tokens>(refreshed);
-        assert.ok(String(refreshed.headers['set-cookie']).startsWith(`gatehouse_refresh_token=${next.refresh_token};`));
+        assert.ok(
+          setCookie(refreshed, 'gatehouse_refresh_token').startsWith(`gatehouse_refresh_token=${next.refresh_token};`),
+        );
 
         const out = await app.inject({ method: 'POST', url: '/api/v1/logout', headers: bearer(next.access_token) });
         assert.equal(out.statusCode, 204);
-        assert.match(String(out.headers['set-cookie']), /^gatehouse_refresh_token=; .*Max-Age=0/);
+        assert.match(setCookie(out, 'gatehouse_refresh_token'), /^gatehouse_refresh_token=; .*Max-Age=0/);
+        assert.equal(cookiesSet(out).length, 1, 'logout keeps the device cookie');
       } finally {
         await app.close();
       }
     });
   }
 
-  test('without the option no cookie is set', async () => {
+  test('without the option no refresh cookie is set; only the device cookie', async () => {
     const app = await startAuthApp({}, { database });
     try {
       const account = await createAccount(app);
@@ -259,7 +274,10 @@ describe('the refresh cookie (REFRESH_TOKEN_COOKIE=true)', () => {
       assert.equal(typeof tokens.refresh_token, 'string');
       assert.ok(tokens.refresh_token.length > 0);
       assert.equal(tokens.token_type, 'bearer');
-      assert.equal(res.headers['set-cookie'], undefined);
+      assert.deepEqual(
+        cookiesSet(res).map((c) => c.split('=')[0]),
+        ['gatehouse-device'],
+      );
     } finally {
       await app.close();
     }
