@@ -23,8 +23,8 @@ COPY package.json ./
 COPY bin ./bin
 COPY src ./src
 # The data directory holds the embedded database (when DATABASE_URL is unset),
-# the JWT key ring and development mail; everything else is read-only.
-RUN mkdir -p /var/lib/gatehouse && chown node:node /var/lib/gatehouse
+# the JWT key ring and development mail, for the node user alone; everything else is read-only.
+RUN mkdir -p /var/lib/gatehouse && chown node:node /var/lib/gatehouse && chmod 0700 /var/lib/gatehouse
 VOLUME ["/var/lib/gatehouse"]
 USER node
 EXPOSE 8000

@@ -92,4 +92,6 @@ export async function runCli(argv: string[]): Promise<number> {
   }
 }
 
+// What the commands write (keys, the embedded database, a breach index) is readable by this user only.
+process.umask(0o077);
 process.exitCode = await runCli(process.argv.slice(2));

@@ -43,6 +43,8 @@ export interface Config {
   jwtKeysDir: string | undefined;
   accessTokenExpireMinutes: number;
   refreshTokenExpireDays: number;
+  /** A session ends this many days after its login however often it is refreshed. */
+  sessionMaxAgeDays: number;
   refreshReuseIntervalSeconds: number;
   refreshTokenCookie: boolean;
   passwordHasher: PasswordHasherName;
@@ -98,6 +100,11 @@ export interface Config {
   logLevel: string;
   /** `json`: one JSON object per line; `pretty`: one readable line per event. Default `pretty` in development only. */
   logFormat: LogFormat;
+  /** Bearer token `/metrics` asks for; without it (and without `metricsPort`) `/metrics` is not served. */
+  metricsToken: string | undefined;
+  /** A port of its own for `/metrics`, on `metricsHost`; the application port then never serves it. */
+  metricsPort: number | undefined;
+  metricsHost: string;
   /** The HTML pages (PAGES_*). */
   pages: PagesConfig;
 }
@@ -172,6 +179,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     jwtKeysDir: read.optional('JWT_KEYS_DIR'),
     accessTokenExpireMinutes: read.integer('ACCESS_TOKEN_EXPIRE_MINUTES', 30, 1, 24 * 60),
     refreshTokenExpireDays: read.integer('REFRESH_TOKEN_EXPIRE_DAYS', 7, 1, 365),
+    sessionMaxAgeDays: read.integer('SESSION_MAX_AGE_DAYS', 30, 1, 3650),
     refreshReuseIntervalSeconds: read.integer('REFRESH_REUSE_INTERVAL_SECONDS', 10, 0, 300),
     refreshTokenCookie: read.boolean('REFRESH_TOKEN_COOKIE', false),
     passwordHasher: read.oneOf('PASSWORD_HASHER', ['argon2id', 'bcrypt'], 'argon2id'),
@@ -219,6 +227,9 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     corsOrigins: read.list('CORS_ORIGINS'),
     logLevel: read.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
     logFormat: read.oneOf('LOG_FORMAT', ['json', 'pretty'], environment === 'development' ? 'pretty' : 'json'),
+    metricsToken: read.optional('METRICS_TOKEN'),
+    metricsPort: read.optionalInteger('METRICS_PORT', 0, 65535),
+    metricsHost: read.string('METRICS_HOST', '127.0.0.1'),
     pages: {
       enabled: read.boolean('PAGES', true),
       redirectTo: {
@@ -233,6 +244,10 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     },
   };
 
+  // A short token can be guessed over the network; 16 bytes is the least worth comparing.
+  if (config.metricsToken !== undefined && Buffer.byteLength(config.metricsToken) < 16) {
+    throw new ConfigError('METRICS_TOKEN', 'must be at least 16 bytes (e.g. openssl rand -hex 32)');
+  }
   if (captchaProvider && !config.captchaSecretKey) {
     throw new ConfigError('CAPTCHA_SECRET_KEY', `is required when CAPTCHA_PROVIDER=${captchaProvider}`);
   }
@@ -270,7 +285,7 @@ function parseAbuseContact(raw: string): string {
 function developmentSecret(dataDir: string): string {
   const path = join(dataDir, 'secret_key');
   if (existsSync(path)) return readFileSync(path, 'utf8').trim();
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const secret = randomBytes(32).toString('base64url');
   writeFileSync(path, `${secret}\n`, { mode: 0o600, flag: 'wx' });
   return secret;
@@ -294,8 +309,12 @@ class Reader {
   }
 
   integer(name: string, fallback: number, min: number, max: number): number {
+    return this.optionalInteger(name, min, max) ?? fallback;
+  }
+
+  optionalInteger(name: string, min: number, max: number): number | undefined {
     const raw = this.optional(name);
-    if (raw === undefined) return fallback;
+    if (raw === undefined) return undefined;
     if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
     const value = Number(raw);
     if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);

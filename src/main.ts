@@ -6,6 +6,8 @@ import { ConfigError, listenUrl, loadConfig, readEnvironment } from './config.ts
 const SHUTDOWN_TIMEOUT_MS = 25_000;
 
 async function main(): Promise<void> {
+  // Keys, the embedded database and mailed links live under DATA_DIR: readable by this user only.
+  process.umask(0o077);
   let config: ReturnType<typeof loadConfig>;
   try {
     const env = readEnvironment();

@@ -19,7 +19,7 @@ import { jwksRoutes } from './http/jwks.ts';
 import { loginRoutes } from './http/login.ts';
 import { logoutRoutes } from './http/logout.ts';
 import { memberRoutes } from './http/members.ts';
-import { metricsRoutes, observeRequests } from './http/metrics.ts';
+import { metricsRoutes, metricsServer, observeRequests } from './http/metrics.ts';
 import { organizationRoutes } from './http/organizations.ts';
 import { type PagesOptions, pageRoutes } from './http/pages/index.ts';
 import { passwordChangeRoutes } from './http/password-change.ts';
@@ -30,6 +30,7 @@ import { rateLimitRoutes } from './http/rate-limit.ts';
 import { refreshRoutes } from './http/refresh.ts';
 import { registerRoutes } from './http/register.ts';
 import { Problem, ProblemRef } from './http/schemas.ts';
+import { DOCS_CSP, securityHeaders } from './http/security-headers.ts';
 import { sessionRoutes } from './http/sessions.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { verifyEmailRoutes } from './http/verify-email.ts';
@@ -46,8 +47,10 @@ export interface GatehouseOptions {
   /** Serve `/docs` and `/openapi.json`. Default true. */
   docs?: boolean;
   /**
-   * Serve `GET /metrics`. Default true. A host with its own `/metrics` can turn
-   * this off and merge `app.gatehouse.metrics.registry` into its registry.
+   * Serve `GET /metrics`: on the application port with METRICS_TOKEN, or on
+   * METRICS_PORT once the app listens; with neither it is not served. Default
+   * true. A host with its own `/metrics` can turn this off and merge
+   * `app.gatehouse.metrics.registry` into its registry.
    */
   metrics?: boolean;
   /** An already-open database (the plugin then leaves closing it to the caller). */
@@ -95,6 +98,15 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onReady', async () => services.housekeeper.start());
+  if (options.metrics !== false && config.metricsPort !== undefined) {
+    const server = await metricsServer({ metrics: services.metrics, token: config.metricsToken });
+    app.addHook('onListen', async () => {
+      if (server.server.listening) return; // the app listens on several addresses ('localhost')
+      const url = await server.listen({ port: config.metricsPort, host: config.metricsHost });
+      app.log.info({ metrics: `${url}/metrics` }, 'metrics served on their own port');
+    });
+    app.addHook('onClose', () => server.close());
+  }
   app.addHook('onClose', async () => {
     await services.close();
     if (ownsDatabase) await database.close();
@@ -104,6 +116,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     const clientIp = clientIpResolver(config.trustProxy);
     scope.setValidatorCompiler(validatorCompiler());
     scope.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));
+    securityHeaders(scope);
     observeRequests(scope, services.metrics);
     // Requests that change things write audit rows: seal them now rather than at the next tick.
     scope.addHook('onResponse', async (request) => {
@@ -149,13 +162,20 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
           },
         },
       });
-      await scope.register(swaggerUi, { routePrefix: '/docs', uiConfig: { persistAuthorization: false } });
+      await scope.register(swaggerUi, {
+        routePrefix: '/docs',
+        uiConfig: { persistAuthorization: false },
+        staticCSP: DOCS_CSP,
+      });
       scope.get('/openapi.json', { schema: { hide: true } }, async () => scope.swagger());
     }
 
     await scope.register(healthRoutes);
     await scope.register(jwksRoutes);
-    if (options.metrics !== false) await scope.register(metricsRoutes);
+    // Metrics name the routes, the traffic and the failures: never public on the application port.
+    if (options.metrics !== false && config.metricsToken !== undefined && config.metricsPort === undefined) {
+      await scope.register(metricsRoutes, { metrics: services.metrics, token: config.metricsToken });
+    }
     await scope.register(problemPages);
     if (options.pages !== false && config.pages.enabled) await scope.register(pageRoutes, { pages: options.pages });
     await scope.register(

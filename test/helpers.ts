@@ -138,3 +138,11 @@ export function urlReachable(url: string, defaultPort: number): Promise<boolean>
   const { hostname, port } = new URL(url);
   return reachable(hostname, Number(port || defaultPort));
 }
+
+/** METRICS_TOKEN of the tests that read `/metrics` (without one it is not served). */
+export const TEST_METRICS_TOKEN = 'test-metrics-token-0123456789';
+
+/** `GET /metrics` with TEST_METRICS_TOKEN, from an app started with it. */
+export function scrapeMetrics(app: FastifyInstance) {
+  return app.inject({ url: '/metrics', headers: { authorization: `Bearer ${TEST_METRICS_TOKEN}` } });
+}

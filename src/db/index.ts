@@ -1,4 +1,3 @@
-import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration';
@@ -22,6 +21,7 @@ import * as housekeepingIndexes from './migrations/0005_housekeeping_indexes.ts'
 import * as lockoutSources from './migrations/0006_lockout_sources.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
+import { privateDatabaseFiles } from './private-files.ts';
 import type { Database } from './schema.ts';
 
 export type Db = Kysely<Database>;
@@ -73,7 +73,6 @@ export async function openDatabase(
   }
   const claim = claimDirectory(dir);
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const handle = await openPGlite(dir);
     if (options.role === 'client') return { ...handle, close: () => handle.close().finally(claim.release) };
     const server = await serveEmbedded(handle.pglite, handle.lock, dir);
@@ -164,7 +163,8 @@ function openPool(
 }
 
 async function openPGlite(dir: string | undefined): Promise<DatabaseHandle & { pglite: PGlite; lock: FifoLock }> {
-  const pglite = await PGlite.create(dir, {
+  const pglite = await PGlite.create({
+    ...(dir !== undefined && { fs: privateDatabaseFiles(dir) }),
     parsers: { [INT8]: (v: string) => Number(v), [NUMERIC]: (v: string) => Number(v) },
   });
   const lock = new FifoLock();

@@ -92,9 +92,12 @@ export function parseUserDefaults(value: unknown): PageUserDefaults {
   return defaults;
 }
 
-/** A configured redirect: an absolute path on this site, or an absolute http(s) URL. */
+/**
+ * A configured redirect: an absolute path on this site (printable ASCII, as a
+ * Location header carries it), or an absolute http(s) URL.
+ */
 export function parseRedirectTarget(value: string): string {
-  if (value.startsWith('/') && !value.startsWith('//') && !value.includes('\\')) return value;
+  if (/^\/[\x21-\x7e]*$/.test(value) && !value.startsWith('//') && !value.includes('\\')) return value;
   let url: URL;
   try {
     url = new URL(value);

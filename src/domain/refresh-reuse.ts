@@ -25,6 +25,8 @@ export interface PresentedRefresh {
 
 export type RefreshDecision =
   | { kind: 'invalid'; detail: string }
+  /** Past its end (REFRESH_TOKEN_EXPIRE_DAYS since the last refresh, or SESSION_MAX_AGE_DAYS since the login). */
+  | { kind: 'expired' }
   | { kind: 'disabled' }
   /** The current token: spend it, issue the next generation. */
   | { kind: 'rotate' }
@@ -42,7 +44,8 @@ export function decideRefresh(
   if (!session || session.ownerUuid !== presented.subject)
     return { kind: 'invalid', detail: 'Refresh token is invalid' };
   if (session.revokedAt !== null) return { kind: 'invalid', detail: 'The session has been revoked' };
-  if (session.expiresAt.getTime() <= now.getTime()) return { kind: 'invalid', detail: 'The session has expired' };
+  // The same answer as a refresh token past its `exp`: the session ended, log in again.
+  if (session.expiresAt.getTime() <= now.getTime()) return { kind: 'expired' };
   if (!session.ownerActive) return { kind: 'disabled' };
   if (presented.tokenHash === session.currentTokenHash) return { kind: 'rotate' };
   const withinGrace = now.getTime() - session.rotatedAt.getTime() <= reuseIntervalMs;

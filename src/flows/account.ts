@@ -92,9 +92,14 @@ const liveSessionReads = new WeakMap<Kysely<Database>, BatchedRead<string, Accou
  * The account an access token's session belongs to, read with the revocation
  * check in the same statement: PostgreSQL, the authority on revocation,
  * answers both in one round trip, so this needs no separate session check.
- * Concurrent calls share one statement (see BatchedRead).
+ * The session's owner must be the token's subject (`ownerUuid`). Concurrent
+ * calls share one statement (see BatchedRead).
  */
-export async function getAccountOfLiveSession(services: Services, sessionUuid: string): Promise<AccountView> {
+export async function getAccountOfLiveSession(
+  services: Services,
+  sessionUuid: string,
+  ownerUuid: string,
+): Promise<AccountView> {
   let reads = liveSessionReads.get(services.db);
   if (!reads) {
     reads = new BatchedRead(accountsOfLiveSessions(services.db));
@@ -103,7 +108,8 @@ export async function getAccountOfLiveSession(services: Services, sessionUuid: s
   // PostgreSQL answers uuids in lower case.
   const row = isUuid(sessionUuid) ? await reads.read(sessionUuid.toLowerCase()) : undefined;
   // Sessions go with their user (on delete cascade): no row means a revoked or vanished session.
-  if (!row) throw new AppError('TOKEN_INVALID', { detail: 'The session has been revoked' });
+  // Another user's session under this subject was never issued together: the token is forged or mixed up.
+  if (row?.uuid !== ownerUuid) throw new AppError('TOKEN_INVALID', { detail: 'The session has been revoked' });
   return toView(row);
 }
 

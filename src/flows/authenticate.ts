@@ -4,12 +4,13 @@ import type { AuthContext } from '../infra/sessions.ts';
 import { sha256Hex } from '../infra/sha256.ts';
 
 /**
- * Verifies an access token and that its session is live. Throws
- * TOKEN_EXPIRED or TOKEN_INVALID (revoked sessions included).
+ * Verifies an access token and that its session is live and belongs to its
+ * subject. Throws TOKEN_EXPIRED or TOKEN_INVALID (revoked sessions included).
  */
 export async function authenticateAccessToken(services: Services, token: string): Promise<AuthContext> {
   const claims = await services.tokens.verify(token, 'access');
-  const session = await services.revocations.liveSession(claims.sid);
+  // A token naming one user and another's session was never issued: refused like a revoked one.
+  const session = await services.revocations.liveSession(claims.sid, claims.sub);
   if (!session) throw new AppError('TOKEN_INVALID', { detail: 'The session has been revoked' });
   return {
     userId: session.userId,

@@ -4,7 +4,7 @@ import { decideRefresh, type RefreshableSession } from '../domain/refresh-reuse.
 import type { RequestContext } from '../domain/request-context.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { type IssuedSession, tokenPair } from '../infra/sessions.ts';
+import { type IssuedSession, sessionEnd, sessionExpiry, tokenPair } from '../infra/sessions.ts';
 import { sha256Hex } from '../infra/sha256.ts';
 
 /**
@@ -50,18 +50,18 @@ export async function rotateRefreshToken(
       .executeTakeFirst();
     const now = services.clock.now();
     const decision = decideRefresh(
-      row && refreshable(row),
+      row && refreshable(services, row),
       presented,
       now,
       services.config.refreshReuseIntervalSeconds * 1000,
     );
-    if (decision.kind === 'invalid' || decision.kind === 'disabled') return decision;
+    if (decision.kind === 'invalid' || decision.kind === 'expired' || decision.kind === 'disabled') return decision;
     if (!row) return { kind: 'invalid', detail: 'Refresh token is invalid' } as const;
     const user = { uuid: row.user_uuid, email: row.email };
 
     if (decision.kind === 'rotate') {
       const generation = row.generation + 1;
-      const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
+      const expiresAt = sessionExpiry(services, row.created_at, now);
       await trx
         .updateTable('sessions')
         .set({
@@ -114,6 +114,8 @@ export async function rotateRefreshToken(
       return outcome.issued;
     case 'invalid':
       throw new AppError('TOKEN_INVALID', { detail: outcome.detail });
+    case 'expired':
+      throw new AppError('TOKEN_EXPIRED', { detail: 'The session has expired' });
     case 'disabled':
       throw new AppError('ACCOUNT_DISABLED');
     case 'reuse':
@@ -160,9 +162,9 @@ async function rotateCurrent(
       .where('sessions.uuid', '=', sessionUuid),
   );
   const now = services.clock.now();
-  if (!row || decideRefresh(refreshable(row), presented, now, 0).kind !== 'rotate') return undefined;
+  if (!row || decideRefresh(refreshable(services, row), presented, now, 0).kind !== 'rotate') return undefined;
   const generation = row.generation + 1;
-  const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
+  const expiresAt = sessionExpiry(services, row.created_at, now);
   const audit: AuditEntry = {
     action: 'token_refresh',
     userId: row.user_id,
@@ -213,14 +215,16 @@ interface SessionRow {
   is_active: boolean;
 }
 
-function refreshable(row: SessionRow): RefreshableSession {
+/** A session that began before SESSION_MAX_AGE_DAYS was lowered ends at the cap all the same. */
+function refreshable(services: Services, row: SessionRow): RefreshableSession {
+  const end = sessionEnd(services, row.created_at);
   return {
     ownerUuid: row.user_uuid,
     ownerActive: row.is_active,
     currentTokenHash: row.refresh_token_hash,
     previousTokenHash: row.previous_token_hash,
     rotatedAt: row.rotated_at ?? row.created_at,
-    expiresAt: row.expires_at,
+    expiresAt: row.expires_at < end ? row.expires_at : end,
     revokedAt: row.revoked_at,
   };
 }

@@ -36,7 +36,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox = async (app) => {
     // No requireUser: the account read checks the session's revocation itself, in the same statement.
     async (request) => {
       const claims = await services.tokens.verify(bearerToken(request), 'access');
-      return getAccountOfLiveSession(services, claims.sid);
+      return getAccountOfLiveSession(services, claims.sid, claims.sub);
     },
   );
 

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type FieldError, PROBLEMS, type ProblemCode, problemType } from '../domain/errors.ts';
+import { noSniff } from './security-headers.ts';
 
 interface ProblemBody {
   type: string;
@@ -141,6 +142,7 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, thrown
   const challenge = BEARER_CHALLENGES[error.code];
   if (challenge && !o.oauthError) reply.header('www-authenticate', challenge);
   for (const [name, value] of Object.entries(o.headers ?? {})) reply.header(name, value);
+  noSniff(reply);
   return reply
     .code(error.status)
     .header('cache-control', 'no-store')

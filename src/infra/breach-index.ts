@@ -126,7 +126,7 @@ class Partitions {
   constructor(dir: string) {
     this.#dir = dir;
     for (let p = 0; p < PARTITIONS; p++) {
-      this.#fds.push(openSync(this.path(p), 'w'));
+      this.#fds.push(openSync(this.path(p), 'w', 0o600));
       this.#buffers.push(new Uint32Array(Partitions.BUFFER_KEYS * 2));
     }
   }
@@ -259,7 +259,7 @@ function writeIndex(partitions: Partitions, keys: number, path: string, progress
   const buckets = 2 ** fanoutBits;
   const counts = new Uint32Array(buckets);
   const recordsOffset = HEADER_BYTES + (buckets + 1) * 4;
-  const fd = openSync(path, 'w');
+  const fd = openSync(path, 'w', 0o600);
   try {
     let entries = 0;
     let position = recordsOffset;

@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import { sql } from 'kysely';
@@ -103,8 +103,9 @@ class DevelopmentMailSink implements MailTransport {
     const { mailFrom, publicUrl, log, dataDir, environment } = this.#options;
     const info = await this.#composer.sendMail(message(mail, mailFrom, publicUrl));
     const directory = join(dataDir, 'mail');
-    // Live links inside: readable by the owner only, whatever the umask.
+    // Live links inside: readable by the owner only, whatever the umask (and whatever an earlier version left).
     await mkdir(directory, { recursive: true, mode: 0o700 });
+    await chmod(directory, 0o700);
     const file = join(directory, `${mail.id}.eml`);
     await writeFile(file, info.message as Buffer, { mode: 0o600 });
     // The same mail as plain text, so that a link can be found with grep (the .eml is quoted-printable).

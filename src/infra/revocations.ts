@@ -6,10 +6,11 @@ import { isUuid } from '../domain/identifiers.ts';
 import type { Clock } from './clock.ts';
 import { CLOCK_TOLERANCE_SECONDS } from './tokens.ts';
 
-/** The integer ids behind a session's public uuid; they never change, so any instance may cache them. */
+/** The ids behind a session's public uuid, its owner's among them; they never change, so any instance may cache them. */
 export interface SessionIds {
   id: number;
   userId: number;
+  userUuid: string;
 }
 
 export interface Revocation {
@@ -84,8 +85,16 @@ export class RevocationList {
     this.#ids.set(uuid, ids);
   }
 
-  /** The session's ids when it is live; undefined when revoked or unknown. Never answers "live" on doubt. */
-  async liveSession(uuid: string): Promise<SessionIds | undefined> {
+  /**
+   * The session's ids when it is live and `ownerUuid` (a token's `sub`) owns it;
+   * undefined when revoked, unknown or someone else's. Never answers "live" on doubt.
+   */
+  async liveSession(uuid: string, ownerUuid: string): Promise<SessionIds | undefined> {
+    const ids = await this.#liveSession(uuid);
+    return ids?.userUuid === ownerUuid ? ids : undefined;
+  }
+
+  async #liveSession(uuid: string): Promise<SessionIds | undefined> {
     if (!isUuid(uuid)) return undefined;
     if (this.#trusted && this.#redis) {
       try {
@@ -102,11 +111,12 @@ export class RevocationList {
     }
     const row = await this.#db
       .selectFrom('sessions')
-      .select(['id', 'user_id', 'revoked_at'])
-      .where('uuid', '=', uuid)
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .select(['sessions.id', 'sessions.user_id', 'sessions.revoked_at', 'users.uuid as user_uuid'])
+      .where('sessions.uuid', '=', uuid)
       .executeTakeFirst();
     if (!row) return undefined;
-    const ids = { id: row.id, userId: row.user_id };
+    const ids = { id: row.id, userId: row.user_id, userUuid: row.user_uuid };
     this.#ids.set(uuid, ids);
     return row.revoked_at === null ? ids : undefined;
   }

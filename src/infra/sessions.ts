@@ -55,6 +55,21 @@ export interface NewSession {
   expiresAt: Date;
 }
 
+/**
+ * When a session issued a refresh token `now` ends: REFRESH_TOKEN_EXPIRE_DAYS
+ * later, but never past SESSION_MAX_AGE_DAYS after its login (`createdAt`),
+ * however often it is refreshed: a stolen refresh token cannot be kept alive forever.
+ */
+export function sessionExpiry(services: Services, createdAt: Date, now: Date): Date {
+  const sliding = now.getTime() + services.tokens.refreshLifetimeSeconds * 1000;
+  return new Date(Math.min(sliding, sessionEnd(services, createdAt).getTime()));
+}
+
+/** SESSION_MAX_AGE_DAYS after the login: the latest a session can end. */
+export function sessionEnd(services: Services, createdAt: Date): Date {
+  return new Date(createdAt.getTime() + services.config.sessionMaxAgeDays * 86_400_000);
+}
+
 /** The sessions row of a new login; the uuid is chosen here so that the tokens can name it. */
 export function newSession(
   services: Services,
@@ -64,7 +79,7 @@ export function newSession(
 ): NewSession {
   const now = services.clock.now();
   const uuid = randomUUID();
-  const expiresAt = new Date(now.getTime() + services.tokens.refreshLifetimeSeconds * 1000);
+  const expiresAt = sessionExpiry(services, now, now);
   return {
     uuid,
     issuedAt: now,
@@ -90,7 +105,7 @@ export async function startedSession(
   session: NewSession,
   sessionId: number,
 ): Promise<IssuedSession> {
-  services.revocations.remember(session.uuid, { id: sessionId, userId: user.id });
+  services.revocations.remember(session.uuid, { id: sessionId, userId: user.id, userUuid: user.uuid });
   const tokens = await tokenPair(
     services,
     user,

@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { captchaToken } from '../../src/infra/captcha.ts';
 import { type SiteverifyServer, startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
-import { logCapture, newUser, startApp } from '../helpers.ts';
+import { logCapture, newUser, scrapeMetrics, startApp, TEST_METRICS_TOKEN } from '../helpers.ts';
 import { assertProblem } from '../support/problem.ts';
 
 const SECRET = 'test-secret-0x0000000000000000000000000000000AA';
@@ -28,6 +28,7 @@ for (const provider of ['hcaptcha', 'recaptcha', 'turnstile'] as const) {
           CAPTCHA_SECRET_KEY: SECRET,
           CAPTCHA_VERIFY_URL: server.url,
           CAPTCHA_TIMEOUT_MS: '300',
+          METRICS_TOKEN: TEST_METRICS_TOKEN,
         },
         { logger: { level: 'info', stream: logs.stream } },
       );
@@ -93,7 +94,7 @@ for (const provider of ['hcaptcha', 'recaptcha', 'turnstile'] as const) {
     });
 
     test('the outcomes are counted in /metrics', async () => {
-      const res = await app.inject({ method: 'GET', url: '/metrics' });
+      const res = await scrapeMetrics(app);
       assert.equal(res.statusCode, 200);
       for (const outcome of ['success', 'rejected', 'missing', 'unavailable']) {
         assert.match(

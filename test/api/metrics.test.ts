@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { openDatabase } from '../../src/db/index.ts';
-import { json, newUser, startApp, uniqueName } from '../helpers.ts';
+import { json, newUser, scrapeMetrics, startApp, TEST_METRICS_TOKEN, uniqueName } from '../helpers.ts';
 import { recordFailures } from '../support/lockout.ts';
 
 /** The value of one sample in Prometheus text format; 0 when the series does not exist yet. */
@@ -23,7 +23,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 describe('GET /metrics', () => {
   let app: FastifyInstance;
   const scrape = async (target = app) => {
-    const res = await target.inject('/metrics');
+    const res = await scrapeMetrics(target);
     assert.equal(res.statusCode, 200);
     return res.body;
   };
@@ -34,12 +34,13 @@ describe('GET /metrics', () => {
       HASH_CONCURRENCY: '1',
       OUTBOX_POLL_MS: '3600000',
       REDIS_KEY_PREFIX: `t:${uniqueName('metrics')}:`,
+      METRICS_TOKEN: TEST_METRICS_TOKEN,
     });
   });
   after(() => app.close());
 
   test('serves the Prometheus text format with every documented instrument', async () => {
-    const res = await app.inject('/metrics');
+    const res = await scrapeMetrics(app);
     assert.equal(res.statusCode, 200);
     assert.match(String(res.headers['content-type']), /^text\/plain; version=0\.0\.4/);
     for (const [name, type] of [
@@ -177,6 +178,7 @@ describe('GET /metrics', () => {
       BREACH_CHECK: 'api',
       HIBP_API_URL: `http://127.0.0.1:${(broken.address() as AddressInfo).port}`,
       REDIS_KEY_PREFIX: `t:${uniqueName('metrics')}:`,
+      METRICS_TOKEN: TEST_METRICS_TOKEN,
     });
     try {
       const first = await strict.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance, type InjectOptions } from 'fastify';
 import { loggerOptions, RequestLog } from '../../src/app.ts';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 import { gatehouse, requireUser } from '../../src/plugin.ts';
-import { logCapture, startApp, testConfig } from '../helpers.ts';
+import { logCapture, startApp, testConfig, uniqueName } from '../helpers.ts';
 
 const PASSWORD = 'Pw-in-a-log-line-9!';
 const BEARER = 'bearer-secret-e30.e30.c2ln';
@@ -68,6 +68,12 @@ const REQUESTS: { request: InjectOptions; method: string; url: string; status: n
   },
 ];
 
+/**
+ * Every run logs in as nobody@example.com: on a shared Redis the failures of
+ * earlier runs would add up to a lockout (423 instead of 401).
+ */
+const ownRedisKeys = () => `t:${uniqueName('request-log')}:`;
+
 /** The line is written once the response is complete, which may be after inject resolves. */
 async function linesUntil(lines: string[], count: number, match: (line: string) => boolean): Promise<string[]> {
   const deadline = Date.now() + 5_000;
@@ -101,7 +107,13 @@ describe('ENVIRONMENT=production: one JSON line per request', () => {
   let app: FastifyInstance;
   before(async () => {
     app = await startApp(
-      { ENVIRONMENT: 'production', SMTP_URL: 'smtp://127.0.0.1:9', LOG_LEVEL: 'info', TRUST_PROXY: '127.0.0.1' },
+      {
+        ENVIRONMENT: 'production',
+        SMTP_URL: 'smtp://127.0.0.1:9',
+        LOG_LEVEL: 'info',
+        TRUST_PROXY: '127.0.0.1',
+        REDIS_KEY_PREFIX: ownRedisKeys(),
+      },
       { logger: { stream: logs.stream } },
     );
   });
@@ -165,6 +177,7 @@ describe('ENVIRONMENT=development: one readable line per request', () => {
         DATA_DIR: mkdtempSync(join(tmpdir(), 'gatehouse-request-log-')),
         LOG_LEVEL: 'info',
         TRUST_PROXY: '127.0.0.1',
+        REDIS_KEY_PREFIX: ownRedisKeys(),
       },
       { logger: { stream: logs.stream } },
     );

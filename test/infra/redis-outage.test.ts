@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
-import { logCapture, newUser, startApp, uniqueName } from '../helpers.ts';
+import { logCapture, newUser, scrapeMetrics, startApp, TEST_METRICS_TOKEN, uniqueName } from '../helpers.ts';
 import { recordFailure } from '../support/lockout.ts';
 import { redisUnavailable, ThrowawayRedis } from '../support/redis.ts';
 
@@ -37,7 +37,12 @@ describe('Redis outage', () => {
     inspect.on('error', () => {});
     dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-outage-'));
     database = await openDatabase(process.env.DATABASE_URL ?? 'memory://', dataDir);
-    const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: prefix, RATE_LIMIT_REGISTER: '3/1h' };
+    const env = {
+      REDIS_URL: redis.url,
+      REDIS_KEY_PREFIX: prefix,
+      RATE_LIMIT_REGISTER: '3/1h',
+      METRICS_TOKEN: TEST_METRICS_TOKEN,
+    };
     a = await startApp(env, { database, logger: { level: 'info', stream: logsA.stream } });
     b = await startApp(env, { database, logger: { level: 'info', stream: logsB.stream } });
   });
@@ -97,7 +102,7 @@ describe('Redis outage', () => {
       .find((l) => l.msg?.includes('rate limits are counted in process'));
     assert.equal(warning?.level, 40);
 
-    const metrics = await a.inject({ method: 'GET', url: '/metrics' });
+    const metrics = await scrapeMetrics(a);
     assert.match(metrics.body, /gatehouse_redis_fallback_total\{use="rate_limit"\} [1-9]/);
   });
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { newUser, startApp, uniqueName } from '../helpers.ts';
+import { newUser, startApp, TEST_METRICS_TOKEN, uniqueName } from '../helpers.ts';
 import { type Answer, closedLoop, postJson, send, tally } from '../support/load.ts';
 import { sleep, waitUntil } from '../support/ports.ts';
 import { postgresUnavailable, ThrowawayPostgres } from '../support/postgres.ts';
@@ -36,6 +36,7 @@ describe('Redis killed during a login load', { skip: postgresUnavailable() || re
       DATA_DIR: dataDir,
       REQUIRE_EMAIL_VERIFICATION: 'false',
       LOCKOUT_THRESHOLD: '3',
+      METRICS_TOKEN: TEST_METRICS_TOKEN,
     });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const address = app.server.address();
@@ -145,7 +146,7 @@ describe('Redis killed during a login load', { skip: postgresUnavailable() || re
     assert.equal((await me(token)).status, 200);
     assert.equal((await login(target, 'Wrong-password-1!')).status, 423, 'still locked after Redis returned');
 
-    const metrics = await send(`${base}/metrics`);
+    const metrics = await send(`${base}/metrics`, { headers: { authorization: `Bearer ${TEST_METRICS_TOKEN}` } });
     for (const use of ['lockout', 'rate_limit']) {
       const fallbacks = new RegExp(`gatehouse_redis_fallback_total\\{use="${use}"\\} (\\d+)`).exec(metrics.body);
       assert.ok(Number(fallbacks?.[1]) > 0, `the ${use} fallback was counted`);

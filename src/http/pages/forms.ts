@@ -81,12 +81,14 @@ export function asAppError(error: unknown): AppError {
 /**
  * `redirect_to` from a link or a form: only a path on this site is followed
  * (`/account`, never `//evil.example` or `https://…`), so that a crafted
- * link cannot send someone elsewhere after they log in.
+ * link cannot send someone elsewhere after they log in. Printable ASCII
+ * only: anything else cannot be sent in a Location header (a browser sends
+ * such a path percent-encoded anyway).
  */
 export function safeRedirect(value: unknown): string | undefined {
   if (typeof value !== 'string' || value.length > 2048) return undefined;
-  if (!value.startsWith('/') || value.startsWith('//') || /[\\\s]/.test(value)) return undefined;
-  // Control characters and encoded slashes at the start can turn a path into a host in some browsers.
-  if (/^\/%2f/i.test(value) || /\p{Cc}/u.test(value)) return undefined;
+  if (!/^\/[\x21-\x7e]*$/.test(value) || value.startsWith('//') || value.includes('\\')) return undefined;
+  // An encoded slash or backslash at the start can turn a path into a host in some browsers.
+  if (/^\/%(2f|5c)/i.test(value)) return undefined;
   return value;
 }

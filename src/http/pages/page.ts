@@ -70,6 +70,7 @@ export class Pages {
   readonly captcha: CaptchaWidget | undefined;
   readonly #cookies: ReturnType<typeof cookieNames>;
   readonly #formTargets: string[];
+  readonly #publicOrigin: string;
 
   constructor(services: Services, settings: PagesConfig, base: string) {
     this.services = services;
@@ -87,6 +88,7 @@ export class Pages {
       );
     }
     this.#cookies = cookieNames(services.config);
+    this.#publicOrigin = new URL(services.config.publicUrl).origin;
     // A form whose answer redirects to another origin needs that origin in form-action.
     this.#formTargets = [
       ...new Set(
@@ -147,11 +149,28 @@ export class Pages {
     }
     // Browsers say where a request comes from; a cross-site form post is refused whatever it carries.
     if (request.headers['sec-fetch-site'] === 'cross-site') throw csrfRefused();
+    if (!this.#fromThisSite(request.headers.origin, request.headers.host)) {
+      throw new AppError('CSRF_INVALID', {
+        detail: 'The form was sent from another site. Open it on this site and send it again.',
+      });
+    }
     const state = request.gatehousePage;
     const body = request.body as Record<string, unknown> | undefined;
     const presented = typeof body === 'object' && body !== null ? body.csrf_token : undefined;
     const secret = state.csrfSecretIsNew ? undefined : state.csrfSecret;
     if (!csrfTokenValid(this.services.config, secret, state.sessionCookie, presented)) throw csrfRefused();
+  }
+
+  /**
+   * A browser names the page a form was posted from in `Origin`: this site is
+   * PUBLIC_URL's origin, or the host the request was sent to. No `Origin`
+   * (an older browser) or `Origin: null` (a privacy-preserving one) is left
+   * to the CSRF token.
+   */
+  #fromThisSite(origin: string | undefined, host: string | undefined): boolean {
+    if (origin === undefined || origin === 'null' || origin === this.#publicOrigin) return true;
+    if (!URL.canParse(origin) || host === undefined) return false;
+    return new URL(origin).host === host.toLowerCase();
   }
 
   setSessionCookie(request: FastifyRequest, reply: FastifyReply, value: string, cookie: string): void {
