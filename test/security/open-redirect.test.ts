@@ -108,8 +108,16 @@ describe('open redirect through redirect_to', () => {
     });
   }
 
-  test('encoded backslashes, dots and controls inside a path are kept: they resolve to a path on this site', async () => {
-    for (const odd of ['/%5Cevil.test', '/.//evil.test', '/%2e%2e//evil.test', '/%09/evil.test', '/%0a/evil.test']) {
+  test('an encoded slash or backslash right after the first slash falls back to /account: some browsers read it as a host', async () => {
+    for (const encoded of ['/%5Cevil.test', '/%5cevil.test', '/%2Fevil.test', '/%2f%2fevil.test']) {
+      const { res } = await logInWith(encoded);
+      assert.equal(res.statusCode, 303, res.body);
+      assert.equal(res.headers.location, '/account', encoded);
+    }
+  });
+
+  test('dots and encoded controls inside a path are kept: they resolve to a path on this site', async () => {
+    for (const odd of ['/.//evil.test', '/%2e%2e//evil.test', '/%09/evil.test', '/%0a/evil.test', '/a/%5Cevil.test']) {
       const { res } = await logInWith(odd);
       const location = String(res.headers.location);
       assert.equal(location, odd);
