@@ -11,72 +11,7 @@ import { gatehouse } from '../../src/plugin.ts';
 import { startSiteverifyServer, TOKENS } from '../fixtures/siteverify-server.ts';
 import { newUser, startApp, strongPassword, testConfig, uniqueName } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
-
-/** A cookie jar over app.inject: what a browser keeps between page loads. */
-class Browser {
-  readonly cookies = new Map<string, string>();
-  readonly #app: FastifyInstance;
-  readonly #headers: Record<string, string>;
-
-  constructor(app: FastifyInstance, headers: Record<string, string> = {}) {
-    this.#app = app;
-    this.#headers = headers;
-  }
-
-  get(url: string): Promise<LightMyRequestResponse> {
-    return this.#send({ method: 'GET', url });
-  }
-
-  /** Posts the fields as a form; `csrf` is the token to send (by default the one of the page last loaded from `from`). */
-  async submit(url: string, fields: Record<string, string>, from = url): Promise<LightMyRequestResponse> {
-    const page = await this.get(from);
-    return this.post(url, { csrf_token: csrfTokenOf(page.body), ...fields });
-  }
-
-  post(
-    url: string,
-    fields: Record<string, string>,
-    headers: Record<string, string> = {},
-  ): Promise<LightMyRequestResponse> {
-    return this.#send({
-      method: 'POST',
-      url,
-      headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-      payload: new URLSearchParams(fields).toString(),
-    });
-  }
-
-  async #send(options: {
-    method: 'GET' | 'POST';
-    url: string;
-    headers?: Record<string, string>;
-    payload?: string;
-  }): Promise<LightMyRequestResponse> {
-    const cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-    const res = await this.#app.inject({
-      ...options,
-      headers: { ...this.#headers, ...options.headers, ...(cookie && { cookie }) },
-    });
-    for (const header of setCookies(res)) {
-      const [pair] = header.split(';');
-      const [name, value] = (pair as string).split('=') as [string, string];
-      if (/max-age=0/i.test(header)) this.cookies.delete(name);
-      else this.cookies.set(name, value);
-    }
-    return res;
-  }
-}
-
-function setCookies(res: LightMyRequestResponse): string[] {
-  const header = res.headers['set-cookie'];
-  return header === undefined ? [] : [header].flat().map(String);
-}
-
-function csrfTokenOf(html: string): string {
-  const match = /name="csrf_token" value="([^"]+)"/.exec(html);
-  assert.ok(match, 'the page has a form with a CSRF token');
-  return match[1] as string;
-}
+import { Browser, csrfTokenOf, setCookies } from '../support/browser.ts';
 
 function assertHtml(res: LightMyRequestResponse, status: number): void {
   assert.equal(res.statusCode, status, res.body.slice(0, 3000));

@@ -10,11 +10,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { SYSTEM_CONTEXT } from '../../src/domain/request-context.ts';
 import { registerAccount } from '../../src/flows/register.ts';
 import { strongPassword, uniqueName } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer } from '../mail-server.ts';
+import { Browser } from '../support/browser.ts';
 
 interface Registration {
   email: string;
@@ -31,36 +32,6 @@ interface Seen {
   next?: string;
   /** Password hashes computed while answering: the cost that timing would show. */
   hashes: number;
-}
-
-/** A cookie jar over app.inject, enough for the registration form. */
-class Browser {
-  readonly #cookies = new Map<string, string>();
-  readonly #app: FastifyInstance;
-
-  constructor(app: FastifyInstance) {
-    this.#app = app;
-  }
-
-  async send(method: 'GET' | 'POST', url: string, form?: Record<string, string>): Promise<LightMyRequestResponse> {
-    const cookie = [...this.#cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-    const res = await this.#app.inject({
-      method,
-      url,
-      headers: {
-        ...(cookie && { cookie }),
-        ...(form && { 'content-type': 'application/x-www-form-urlencoded' }),
-      },
-      ...(form && { payload: new URLSearchParams(form).toString() }),
-    });
-    const header = res.headers['set-cookie'];
-    for (const line of header === undefined ? [] : [header].flat().map(String)) {
-      const [name, value] = (line.split(';')[0] as string).split('=') as [string, string];
-      if (/max-age=0/i.test(line)) this.#cookies.delete(name);
-      else this.#cookies.set(name, value);
-    }
-    return res;
-  }
 }
 
 /** A page with its CSRF token blanked: the rest must be identical. */
@@ -91,18 +62,18 @@ const TRANSPORTS: Record<string, Transport> = {
   },
   'HTML page': async (app, registration) => {
     const browser = new Browser(app);
-    const form = await browser.send('GET', '/register');
+    const form = await browser.get('/register');
     const csrf = /name="csrf_token" value="([^"]+)"/.exec(form.body)?.[1];
     assert.ok(csrf, 'the registration page has a CSRF token');
     const password = strongPassword();
-    const res = await browser.send('POST', '/register', {
+    const res = await browser.post('/register', {
       csrf_token: csrf,
       ...registration,
       password,
       confirm_password: password,
     });
     const location = res.headers.location === undefined ? undefined : String(res.headers.location);
-    const next = location === undefined ? undefined : normalisePage((await browser.send('GET', location)).body);
+    const next = location === undefined ? undefined : normalisePage((await browser.get(location)).body);
     return {
       status: res.statusCode,
       type: String(res.headers['content-type'] ?? ''),

@@ -5,9 +5,12 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 export class Browser {
   readonly cookies = new Map<string, string>();
   readonly #app: FastifyInstance;
+  /** Sent with every request (a User-Agent, say). */
+  readonly #headers: Record<string, string>;
 
-  constructor(app: FastifyInstance) {
+  constructor(app: FastifyInstance, headers: Record<string, string> = {}) {
     this.#app = app;
+    this.#headers = headers;
   }
 
   get(url: string, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> {
@@ -28,6 +31,11 @@ export class Browser {
     });
   }
 
+  /** Loads the form on `from` (by default `url`), then posts the fields with its CSRF token. */
+  async submit(url: string, fields: Record<string, string>, from = url): Promise<LightMyRequestResponse> {
+    return this.post(url, { csrf_token: await this.csrfToken(from), ...fields });
+  }
+
   /** The CSRF token of the form on `page`, loaded now with this browser's cookies. */
   async csrfToken(page: string): Promise<string> {
     return csrfTokenOf((await this.get(page)).body);
@@ -40,15 +48,23 @@ export class Browser {
     payload?: string;
   }): Promise<LightMyRequestResponse> {
     const cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-    const res = await this.#app.inject({ ...options, headers: { ...options.headers, ...(cookie && { cookie }) } });
-    const header = res.headers['set-cookie'];
-    for (const line of header === undefined ? [] : [header].flat().map(String)) {
+    const res = await this.#app.inject({
+      ...options,
+      headers: { ...this.#headers, ...options.headers, ...(cookie && { cookie }) },
+    });
+    for (const line of setCookies(res)) {
       const [name, value] = (line.split(';')[0] as string).split('=') as [string, string];
       if (/max-age=0/i.test(line)) this.cookies.delete(name);
       else this.cookies.set(name, value);
     }
     return res;
   }
+}
+
+/** Every Set-Cookie line of an answer. */
+export function setCookies(res: LightMyRequestResponse): string[] {
+  const header = res.headers['set-cookie'];
+  return header === undefined ? [] : [header].flat().map(String);
 }
 
 export function csrfTokenOf(html: string): string {
