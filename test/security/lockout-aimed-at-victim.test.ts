@@ -19,6 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { createAccount, loginRequest, type TestAccount } from '../api/auth-helpers.ts';
 import { json, startApp, strongPassword, uniqueName } from '../helpers.ts';
+import { Browser, pageLogIn } from '../support/browser.ts';
 import { testClock } from '../support/clock.ts';
 import { assertProblem } from '../support/problem.ts';
 
@@ -170,34 +171,12 @@ describe('lockout aimed at a victim', () => {
     }
 
     // The page: a browser that signs in gets the cookie, and signing out keeps it.
-    const jar = new Map<string, string>();
-    const send = async (method: 'GET' | 'POST', url: string, fields?: Record<string, string>) => {
-      const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-      const res = await app.inject({
-        method,
-        url,
-        headers: { ...(cookie && { cookie }), ...(fields && { 'content-type': 'application/x-www-form-urlencoded' }) },
-        ...(fields && { payload: new URLSearchParams(fields).toString() }),
-      });
-      for (const c of res.cookies) {
-        if (c.maxAge === 0) jar.delete(c.name);
-        else jar.set(c.name, c.value);
-      }
-      return res;
-    };
-    const csrf = (html: string) => /name="csrf_token" value="([^"]+)"/.exec(html)?.[1] ?? '';
-    const form = await send('GET', '/login');
-    const signIn = await send('POST', '/login', {
-      username: victim.username,
-      password: victim.password,
-      csrf_token: csrf(form.body),
-    });
-    assert.equal(signIn.statusCode, 303, signIn.body);
-    const device = jar.get('gatehouse-device');
+    const browser = new Browser(app);
+    await pageLogIn(browser, victim.username, victim.password);
+    const device = browser.cookies.get('gatehouse-device');
     assert.ok(device);
-    const confirm = await send('GET', '/logout');
-    assert.equal((await send('POST', '/logout', { csrf_token: csrf(confirm.body) })).statusCode, 303);
-    assert.equal(jar.has('gatehouse-session'), false, 'signed out');
-    assert.equal(jar.get('gatehouse-device'), device, 'the device is still known');
+    assert.equal((await browser.submit('/logout', {})).statusCode, 303);
+    assert.equal(browser.cookies.has('gatehouse-session'), false, 'signed out');
+    assert.equal(browser.cookies.get('gatehouse-device'), device, 'the device is still known');
   });
 });

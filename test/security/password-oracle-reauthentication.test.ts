@@ -17,6 +17,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createAccount, loginRequest, type TestAccount } from '../api/auth-helpers.ts';
 import { json, startApp, strongPassword, uniqueName } from '../helpers.ts';
+import { Browser, pageLogIn } from '../support/browser.ts';
 import { assertProblem } from '../support/problem.ts';
 
 describe('password oracle through re-authentication', () => {
@@ -137,43 +138,15 @@ describe('password oracle through re-authentication', () => {
 
   test('the change-password page shares the limit and the lockout', async () => {
     const { user } = await signedIn();
-    const jar = new Map<string, string>();
-    const from = client();
-    const send = async (method: 'GET' | 'POST', url: string, fields?: Record<string, string>) => {
-      const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-      const res = await app.inject({
-        method,
-        url,
-        headers: {
-          ...from,
-          ...(cookie && { cookie }),
-          ...(fields && { 'content-type': 'application/x-www-form-urlencoded' }),
-        },
-        ...(fields && { payload: new URLSearchParams(fields).toString() }),
-      });
-      for (const c of res.cookies) {
-        if (c.maxAge === 0) jar.delete(c.name);
-        else jar.set(c.name, c.value);
-      }
-      return res;
-    };
-    const csrf = (html: string) => /name="csrf_token" value="([^"]+)"/.exec(html)?.[1] ?? '';
-    const login = await send('GET', '/login');
-    const signIn = await send('POST', '/login', {
-      username: user.username,
-      password: user.password,
-      csrf_token: csrf(login.body),
-    });
-    assert.equal(signIn.statusCode, 303, signIn.body);
+    const browser = new Browser(app, client());
+    await pageLogIn(browser, user.username, user.password);
     const change = async (current: string) => {
-      const page = await send('GET', '/account');
       const next = strongPassword();
-      return send('POST', '/account', {
+      return browser.submit('/account', {
         action: 'password',
         current_password: current,
         new_password: next,
         confirm_password: next,
-        csrf_token: csrf(page.body),
       });
     };
     const statuses: number[] = [];
