@@ -160,6 +160,8 @@ export async function buildApp(config: Config, options: BuildAppOptions = {}): P
     logController: requestLog,
     // Gatehouse decides the client IP itself from TRUST_PROXY (src/http/client-ip.ts).
     trustProxy: false,
+    // `/register/` and `/api/v1/login/` answer as `/register` and `/api/v1/login`.
+    routerOptions: { ignoreTrailingSlash: true },
     // While closing, a request that still arrives on an open keep-alive connection is
     // served (with `Connection: close`) rather than refused with a bare 503.
     return503OnClosing: false,

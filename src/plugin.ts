@@ -20,7 +20,9 @@ import { loginRoutes } from './http/login.ts';
 import { logoutRoutes } from './http/logout.ts';
 import { memberRoutes } from './http/members.ts';
 import { metricsRoutes, metricsServer, observeRequests } from './http/metrics.ts';
+import { addMultipartParser } from './http/multipart.ts';
 import { organizationRoutes } from './http/organizations.ts';
+import { pageJsonRoutes } from './http/page-json.ts';
 import { type PagesOptions, pageRoutes } from './http/pages/index.ts';
 import { passwordChangeRoutes } from './http/password-change.ts';
 import { passwordResetRoutes } from './http/password-reset.ts';
@@ -141,6 +143,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     scope.removeContentTypeParser(['application/json', 'text/plain']);
     scope.addContentTypeParser('application/json', { parseAs: 'string' }, scope.getDefaultJsonParser('error', 'error'));
     await scope.register(formbody);
+    addMultipartParser(scope);
     // Before any route: routes with `config: { rateLimit: '<name>' }` get the limiter hook.
     await scope.register(rateLimitRoutes);
     scope.addSchema(Problem);
@@ -177,7 +180,10 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
       await scope.register(metricsRoutes, { metrics: services.metrics, token: config.metricsToken });
     }
     await scope.register(problemPages);
-    if (options.pages !== false && config.pages.enabled) await scope.register(pageRoutes, { pages: options.pages });
+    if (options.pages !== false && config.pages.enabled) {
+      await scope.register(pageRoutes, { pages: options.pages });
+      await scope.register(pageJsonRoutes, { apiPrefix: prefix });
+    }
     await scope.register(
       async (api) => {
         api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));

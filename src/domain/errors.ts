@@ -13,7 +13,7 @@ export const PROBLEMS = {
   UNSUPPORTED_MEDIA_TYPE: {
     status: 415,
     title: 'Unsupported media type',
-    fix: 'Send application/json (or application/x-www-form-urlencoded where the route accepts forms).',
+    fix: 'Send application/json (or application/x-www-form-urlencoded or multipart/form-data where the route accepts forms).',
   },
   VALIDATION_ERROR: {
     status: 422,

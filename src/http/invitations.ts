@@ -97,7 +97,7 @@ export const invitationRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           "The caller's verified email must be the invited address (403 otherwise). Unknown, used, revoked or expired tokens: 422 TOKEN_INVALID_OR_EXPIRED.",
         security,
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: TokenBody,
         response: { 200: OrganizationSchema, ...problems(400, 401, 403, 409, 413, 415, 422) },
       },

@@ -6,6 +6,7 @@ import { loginWithPassword } from '../flows/login.ts';
 import { rotateRefreshToken } from '../flows/refresh.ts';
 import { captchaToken } from '../infra/captcha.ts';
 import { setDeviceCookie, trustedDevice } from './device-cookie.ts';
+import { MULTIPART } from './multipart.ts';
 import { problems } from './schemas.ts';
 import { oauthErrorHandler, sendTokens, TokenResponse } from './token-response.ts';
 
@@ -49,8 +50,16 @@ const description =
   'The OAuth2 password grant (RFC 6749 §4.3). Errors are problem+json and also carry the RFC 6749 `error` member. ' +
   'Unknown user and wrong password get the same answer.';
 
-export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
+export interface LoginRoutesOptions {
+  /** Where the API is mounted (the refresh cookie's path); default: this plugin's prefix. */
+  apiPrefix?: string;
+  /** Also serve POST /login/json. Default true. */
+  jsonAlias?: boolean;
+}
+
+export const loginRoutes: FastifyPluginAsyncTypebox<LoginRoutesOptions> = async (app, options) => {
   const { config } = app.gatehouse;
+  const apiPrefix = options.apiPrefix ?? app.prefix;
   const context = (request: FastifyRequest) => request.caller;
 
   /** The password grant; a success also (re)sets the device cookie that earns this browser its own lockout allowance. */
@@ -59,7 +68,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const device = trustedDevice(request, config, clock.now());
     const issued = await loginWithPassword(app.gatehouse, { ...credentials(body), device }, context(request));
     setDeviceCookie(reply, config, clock.now(), device, issued.userId);
-    return sendTokens(reply, issued, config, app.prefix);
+    return sendTokens(reply, issued, config, apiPrefix);
   }
 
   app.post(
@@ -71,7 +80,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['tokens'],
         summary: 'Log in (OAuth2 password grant)',
         description: `${description} Accepts form or JSON bodies; \`grant_type=refresh_token\` refreshes like POST /refresh.`,
-        consumes: ['application/x-www-form-urlencoded', 'application/json'],
+        consumes: ['application/x-www-form-urlencoded', 'multipart/form-data', 'application/json'],
         body: LoginBody,
         response: { 200: TokenResponse, ...problems(400, 401, 403, 413, 415, 422, 423, 429, 503) },
       },
@@ -87,7 +96,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
           });
         }
         const issued = await rotateRefreshToken(app.gatehouse, body.refresh_token, context(request));
-        return sendTokens(reply, issued, config, app.prefix);
+        return sendTokens(reply, issued, config, apiPrefix);
       }
       if (grant !== 'password') {
         throw new AppError('MALFORMED_REQUEST', {
@@ -99,9 +108,10 @@ export const loginRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
+  if (options.jsonAlias === false) return;
   // JSON only: without the form parser in this scope a form body answers 415.
   await app.register(async (scope) => {
-    scope.removeContentTypeParser('application/x-www-form-urlencoded');
+    scope.removeContentTypeParser(['application/x-www-form-urlencoded', MULTIPART]);
     const json = scope.withTypeProvider<TypeBoxTypeProvider>();
     json.post(
       '/login/json',

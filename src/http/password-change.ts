@@ -22,7 +22,7 @@ export const passwordChangeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'Checks the current password as a login attempt of this session (a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout, then 423 ACCOUNT_LOCKED; RATE_LIMIT_REAUTHENTICATE per client IP), refuses the last 5 passwords, revokes every other session and mails a notice.',
         security: [{ bearer: [] }, { oauth2: [] }],
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: ChangeBody,
         response: { 204: Type.Null(), ...problems(400, 401, 403, 409, 413, 415, 422, 423, 429) },
       },

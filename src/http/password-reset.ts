@@ -27,7 +27,7 @@ export const passwordResetRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Mail a password reset link',
         description:
           'Always answers 202 with the same body, whether or not the address has an account. The link is valid for 1 hour, works once, and voids older links.',
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: ForgotBody,
         response: { 202: Type.Object({ message: Type.String() }), ...problems(400, 413, 415, 422, 429) },
       },
@@ -44,7 +44,7 @@ export const passwordResetRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Set a new password with a reset token',
         description:
           'Spends the token, sets the password, revokes every session, clears the lockout and marks the email verified.',
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: ResetBody,
         response: { 204: Type.Null(), ...problems(400, 413, 415, 422, 429) },
       },

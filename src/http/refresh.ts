@@ -30,7 +30,7 @@ export const refreshRoutes: FastifyPluginAsyncTypebox = async (app) => {
           'Rotates: the presented refresh token is spent. Presented again within REFRESH_REUSE_INTERVAL_SECONDS it ' +
           "returns the session's current successor; later, it revokes the session (401 REFRESH_TOKEN_REUSED). " +
           'The token comes from the JSON or form body (`grant_type=refresh_token`), or the refresh cookie.',
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: RefreshBody,
         response: { 200: TokenResponse, ...problems(400, 401, 403, 413, 415, 422, 429, 503) },
       },

@@ -34,7 +34,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Create an account',
         description:
           'Creates a user (and optionally an organization with the user as admin) and mails a verification link. Accepts JSON or form bodies. With REGISTRATION_ENUMERATION_SAFE=true every registration that passes validation answers the same 202, taken email or username or not; a conflict is told by mail instead of 409.',
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: RegisterBody,
         response: {
           201: RegisteredUser,

@@ -24,7 +24,7 @@ export const verifyEmailRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Confirm an email address',
         description:
           'Spends the single-use token (valid 24 hours) mailed as `PUBLIC_URL/verify-email?token=…` and marks the address verified.',
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: TokenBody,
         response: { 200: Type.Object({ email_verified: Type.Literal(true) }), ...problems(400, 413, 415, 422, 429) },
       },
@@ -41,7 +41,7 @@ export const verifyEmailRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Mail a new verification link',
         description:
           'Always answers 202 with the same body, whether or not the address has an account awaiting verification. A new link voids the older ones.',
-        consumes: ['application/json', 'application/x-www-form-urlencoded'],
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: EmailBody,
         response: { 202: Accepted, ...problems(400, 413, 415, 422, 429) },
       },
