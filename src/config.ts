@@ -16,6 +16,8 @@ type LogFormat = 'json' | 'pretty';
 export interface RateLimit {
   points: number;
   durationSeconds: number;
+  /** Past the limit the client is refused this long (`,block=24h`); 0: until the window resets. */
+  blockSeconds: number;
 }
 
 /** DATABASE_POOL_SIZE's default: connections each instance keeps to a PostgreSQL server. */
@@ -202,13 +204,13 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     housekeepingIntervalMinutes: read.integer('HOUSEKEEPING_INTERVAL_MINUTES', 60, 0, 7 * 24 * 60),
     loginAttemptsRetentionDays: read.integer('LOGIN_ATTEMPTS_RETENTION_DAYS', 90, 1, 3650),
     mailRetentionDays: read.integer('MAIL_RETENTION_DAYS', 7, 1, 3650),
-    rateLimitRegister: read.rateLimit('RATE_LIMIT_REGISTER', '5/1h'),
-    rateLimitLogin: read.rateLimit('RATE_LIMIT_LOGIN', '10/15m'),
-    rateLimitRefresh: read.rateLimit('RATE_LIMIT_REFRESH', '60/1m'),
-    rateLimitForgotPassword: read.rateLimit('RATE_LIMIT_FORGOT_PASSWORD', '5/1h'),
-    rateLimitResendVerification: read.rateLimit('RATE_LIMIT_RESEND_VERIFICATION', '5/1h'),
-    rateLimitInvitations: read.rateLimit('RATE_LIMIT_INVITATIONS', '50/1h'),
-    rateLimitReauthenticate: read.rateLimit('RATE_LIMIT_REAUTHENTICATE', '10/15m'),
+    rateLimitRegister: read.rateLimit('RATE_LIMIT_REGISTER', '5/1h', { block: true }),
+    rateLimitLogin: read.rateLimit('RATE_LIMIT_LOGIN', '10/15m', { block: true }),
+    rateLimitRefresh: read.rateLimit('RATE_LIMIT_REFRESH', '60/1m', { block: true }),
+    rateLimitForgotPassword: read.rateLimit('RATE_LIMIT_FORGOT_PASSWORD', '5/1h', { block: true }),
+    rateLimitResendVerification: read.rateLimit('RATE_LIMIT_RESEND_VERIFICATION', '5/1h', { block: true }),
+    rateLimitInvitations: read.rateLimit('RATE_LIMIT_INVITATIONS', '50/1h', { block: true }),
+    rateLimitReauthenticate: read.rateLimit('RATE_LIMIT_REAUTHENTICATE', '10/15m', { block: true }),
     invitationLimitPerAddress: read.rateLimit('INVITATION_LIMIT_PER_ADDRESS', '3/24h'),
     invitationLimitPerOrganization: read.rateLimit('INVITATION_LIMIT_PER_ORGANIZATION', '50/24h'),
     lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),
@@ -389,16 +391,24 @@ class Reader {
           .filter(Boolean);
   }
 
-  /** `COUNT/WINDOW`, e.g. `5/1h`, `10/15m`, `100/30s`. */
-  rateLimit(name: string, fallback: string): RateLimit {
+  /**
+   * `COUNT/WINDOW`, e.g. `5/1h`, `10/15m`, `100/30s`; with `block`, optionally followed by
+   * `,block=DURATION` (`20/1h,block=24h`): past the limit the client is refused for DURATION.
+   */
+  rateLimit(name: string, fallback: string, options: { block?: boolean } = {}): RateLimit {
     const raw = this.optional(name) ?? fallback;
-    const m = /^(\d+)\s*\/\s*(\d*)\s*([smhd])$/.exec(raw);
-    if (!m) throw new ConfigError(name, `must look like COUNT/WINDOW such as 5/1h or 10/15m, got "${raw}"`);
+    const syntax = options.block
+      ? 'COUNT/WINDOW[,block=DURATION] such as 5/1h or 20/1h,block=24h'
+      : 'COUNT/WINDOW such as 5/1h or 10/15m';
+    const m = /^(\d+)\s*\/\s*(\d*)\s*([smhd])(?:\s*,\s*block\s*=\s*(\d+)\s*([smhd]))?$/.exec(raw);
+    if (!m || (!options.block && m[4] !== undefined))
+      throw new ConfigError(name, `must look like ${syntax}, got "${raw}"`);
     const points = Number(m[1]);
     const durationSeconds = Number(m[2] || '1') * (DURATION_UNITS[m[3] as string] as number);
     if (points < 1 || durationSeconds < 1)
       throw new ConfigError(name, `must allow at least 1 request in at least 1s, got "${raw}"`);
-    return { points, durationSeconds };
+    const blockSeconds = m[4] === undefined ? 0 : Number(m[4]) * (DURATION_UNITS[m[5] as string] as number);
+    return { points, durationSeconds, blockSeconds };
   }
 
   trustProxy(name: string): boolean | string[] {

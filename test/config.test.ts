@@ -26,8 +26,8 @@ test('defaults follow DESIGN.md', () => {
   assert.equal(c.passwordPolicy, 'strict');
   assert.equal(c.breachCheck, 'offline');
   assert.equal(c.requireEmailVerification, true);
-  assert.deepEqual(c.rateLimitRegister, { points: 5, durationSeconds: 3600 });
-  assert.deepEqual(c.rateLimitLogin, { points: 10, durationSeconds: 900 });
+  assert.deepEqual(c.rateLimitRegister, { points: 5, durationSeconds: 3600, blockSeconds: 0 });
+  assert.deepEqual(c.rateLimitLogin, { points: 10, durationSeconds: 900, blockSeconds: 0 });
   assert.equal(c.lockoutThreshold, 5);
   assert.equal(c.lockoutMinutes, 15);
   assert.equal(c.captchaProvider, undefined);
@@ -174,9 +174,25 @@ test('rate limits, lists and trusted proxies parse', () => {
     CORS_ORIGINS: 'https://a.example, https://b.example',
     TRUST_PROXY: '10.0.0.0/8, 127.0.0.1',
   });
-  assert.deepEqual(c.rateLimitRegister, { points: 100, durationSeconds: 30 });
-  assert.deepEqual(c.rateLimitLogin, { points: 3, durationSeconds: 86400 });
+  assert.deepEqual(c.rateLimitRegister, { points: 100, durationSeconds: 30, blockSeconds: 0 });
+  assert.deepEqual(c.rateLimitLogin, { points: 3, durationSeconds: 86400, blockSeconds: 0 });
   assert.deepEqual(c.corsOrigins, ['https://a.example', 'https://b.example']);
+  const blocked = loadConfig({
+    DATA_DIR: dataDir(),
+    RATE_LIMIT_REGISTER: '20/1h,block=24h',
+    RATE_LIMIT_LOGIN: '5/1m, block = 30m',
+  });
+  assert.deepEqual(blocked.rateLimitRegister, { points: 20, durationSeconds: 3600, blockSeconds: 86400 });
+  assert.deepEqual(blocked.rateLimitLogin, { points: 5, durationSeconds: 60, blockSeconds: 1800 });
+  assert.throws(
+    () => loadConfig({ DATA_DIR: dataDir(), RATE_LIMIT_REGISTER: '20/1h,block=forever' }),
+    /RATE_LIMIT_REGISTER: must look like COUNT\/WINDOW\[,block=DURATION\]/,
+  );
+  // The invitation limits are counted in PostgreSQL and take no block.
+  assert.throws(
+    () => loadConfig({ DATA_DIR: dataDir(), INVITATION_LIMIT_PER_ADDRESS: '3/24h,block=1d' }),
+    /INVITATION_LIMIT_PER_ADDRESS/,
+  );
   assert.deepEqual(c.trustProxy, ['10.0.0.0/8', '127.0.0.1']);
 });
 

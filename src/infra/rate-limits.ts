@@ -33,7 +33,7 @@ export interface RateLimitDecision {
   allowed: boolean;
   limit: number;
   remaining: number;
-  /** Seconds until the window resets (at least 1). */
+  /** Seconds until the window resets, or a block past the limit ends (at least 1). */
   resetSeconds: number;
   windowSeconds: number;
 }
@@ -107,8 +107,9 @@ export class RateLimits {
       deps,
     );
     const entries = RATE_LIMIT_NAMES.map((name) => {
-      const { points, durationSeconds } = this.#settings[name];
-      const options = { keyPrefix: `rl:${name}`, points, duration: durationSeconds };
+      const { points, durationSeconds, blockSeconds } = this.#settings[name];
+      // blockDuration: once past the limit, every request of the client is refused that long.
+      const options = { keyPrefix: `rl:${name}`, points, duration: durationSeconds, blockDuration: blockSeconds };
       const limiter = redis
         ? new RateLimiterRedis({
             ...options,

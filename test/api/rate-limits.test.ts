@@ -180,4 +180,50 @@ describe('rate limits', () => {
       }
     });
   });
+
+  describe('a block period past the limit (COUNT/WINDOW,block=DURATION)', () => {
+    function login(app: FastifyInstance, remoteAddress: string): Promise<LightMyRequestResponse> {
+      return app.inject({
+        method: 'POST',
+        url: '/api/v1/login/json',
+        payload: { username: uniqueName(), password: 'wrong-password' },
+        remoteAddress,
+      });
+    }
+
+    test('past 2/1s,block=1h the client is refused for the hour, not just until the window resets', async () => {
+      const app = await startApp({ RATE_LIMIT_LOGIN: '2/1s,block=1h', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
+      try {
+        assert.equal((await login(app, '192.0.2.70')).statusCode, 401);
+        assert.equal((await login(app, '192.0.2.70')).statusCode, 401);
+        const refused = await login(app, '192.0.2.70');
+        assertProblem(refused, 429, 'RATE_LIMIT_EXCEEDED');
+        const retryAfter = Number(refused.headers['retry-after']);
+        assert.ok(retryAfter > 3500 && retryAfter <= 3600, `Retry-After ${retryAfter}: the rest of the block`);
+        await new Promise((resolve) => setTimeout(resolve, 1300));
+        const later = await login(app, '192.0.2.70');
+        assertProblem(later, 429, 'RATE_LIMIT_EXCEEDED');
+        const remaining = Number(later.headers['retry-after']);
+        assert.ok(remaining > 3500 && remaining <= retryAfter, `Retry-After ${remaining} counts down the block`);
+        assert.equal((await login(app, '192.0.2.71')).statusCode, 401, 'another client is not blocked');
+      } finally {
+        await app.close();
+      }
+    });
+
+    test('without a block, the client may try again once the window resets', async () => {
+      const app = await startApp({ RATE_LIMIT_LOGIN: '2/1s', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
+      try {
+        await login(app, '192.0.2.72');
+        await login(app, '192.0.2.72');
+        const refused = await login(app, '192.0.2.72');
+        assertProblem(refused, 429, 'RATE_LIMIT_EXCEEDED');
+        assert.equal(refused.headers['retry-after'], '1');
+        await new Promise((resolve) => setTimeout(resolve, 1300));
+        assert.equal((await login(app, '192.0.2.72')).statusCode, 401);
+      } finally {
+        await app.close();
+      }
+    });
+  });
 });
