@@ -7,6 +7,7 @@ import fp from 'fastify-plugin';
 import { type Config, loadConfig } from './config.ts';
 import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.ts';
 import { AppError } from './domain/errors.ts';
+import { resolvePagesConfig } from './domain/page-options.ts';
 import type { RequestContext } from './domain/request-context.ts';
 import type { OrganizationAccess } from './flows/org-access.ts';
 import { accountRoutes } from './http/account.ts';
@@ -182,7 +183,10 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     await scope.register(problemPages);
     if (options.pages !== false && config.pages.enabled) {
       await scope.register(pageRoutes, { pages: options.pages });
-      await scope.register(pageJsonRoutes, { apiPrefix: prefix });
+      // Read-only pages refuse every POST, JSON ones too.
+      if (!resolvePagesConfig(config.pages, options.pages).readOnly) {
+        await scope.register(pageJsonRoutes, { apiPrefix: prefix });
+      }
     }
     await scope.register(
       async (api) => {

@@ -313,3 +313,14 @@ describe('multipart/form-data bodies', () => {
     assert.match(String(without.headers['content-type']), /^text\/html/);
   });
 });
+
+test('with read-only pages a JSON post to a page path is refused with 405 like a form', async () => {
+  const app = await startApp({ PAGES_READ_ONLY: 'true' });
+  try {
+    const res = await app.inject({ method: 'POST', url: '/register', headers: JSON_HEADERS, payload: newUser() });
+    assert.equal(res.statusCode, 405, res.body);
+    assert.equal(res.headers.allow, 'GET, HEAD');
+  } finally {
+    await app.close();
+  }
+});
