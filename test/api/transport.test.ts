@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { json, newUser, startApp } from '../helpers.ts';
+import { json, newUser, startApp, uniqueName } from '../helpers.ts';
 import { Browser, csrfTokenOf } from '../support/browser.ts';
 import { assertProblem } from '../support/problem.ts';
 
@@ -10,7 +10,7 @@ const JSON_HEADERS = { 'content-type': 'application/json' };
 describe('page endpoints posted with JSON answer as the API', () => {
   let app: FastifyInstance;
   before(async () => {
-    app = await startApp({ REQUIRE_EMAIL_VERIFICATION: 'false' });
+    app = await startApp({ REQUIRE_EMAIL_VERIFICATION: 'false', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
   });
   after(() => app.close());
 
@@ -174,7 +174,7 @@ describe('page endpoints posted with JSON answer as the API', () => {
 describe('trailing slashes', () => {
   let app: FastifyInstance;
   before(async () => {
-    app = await startApp({ REQUIRE_EMAIL_VERIFICATION: 'false' });
+    app = await startApp({ REQUIRE_EMAIL_VERIFICATION: 'false', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
   });
   after(() => app.close());
 
@@ -238,7 +238,7 @@ async function multipart(
 describe('multipart/form-data bodies', () => {
   let app: FastifyInstance;
   before(async () => {
-    app = await startApp({ REQUIRE_EMAIL_VERIFICATION: 'false' });
+    app = await startApp({ REQUIRE_EMAIL_VERIFICATION: 'false', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
   });
   after(() => app.close());
 
@@ -315,7 +315,7 @@ describe('multipart/form-data bodies', () => {
 });
 
 test('with read-only pages a JSON post to a page path is refused with 405 like a form', async () => {
-  const app = await startApp({ PAGES_READ_ONLY: 'true' });
+  const app = await startApp({ PAGES_READ_ONLY: 'true', REDIS_KEY_PREFIX: `t:${uniqueName()}:` });
   try {
     const res = await app.inject({ method: 'POST', url: '/register', headers: JSON_HEADERS, payload: newUser() });
     assert.equal(res.statusCode, 405, res.body);
