@@ -223,7 +223,11 @@ async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogg
   });
   let warned = false;
   redis.on('error', (error: Error) => {
-    if (!warned) log.warn({ err: { message: error.message } }, 'redis unavailable; using fallbacks');
+    if (!warned)
+      log.warn(
+        { err: { message: error.message }, redis: redisAddress(url) },
+        `redis at ${redisAddress(url)} (REDIS_URL) unavailable; using fallbacks`,
+      );
     warned = true;
   });
   redis.on('ready', () => {
@@ -238,6 +242,16 @@ async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogg
     });
   });
   return redis;
+}
+
+/** `host:port` of REDIS_URL, for messages: never its password. */
+function redisAddress(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.hostname || 'localhost'}:${parsed.port || '6379'}`;
+  } catch {
+    return 'REDIS_URL';
+  }
 }
 
 async function pingRedis(redis: Redis): Promise<'ok' | 'down'> {
