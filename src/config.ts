@@ -95,6 +95,9 @@ export interface Config {
   /** Login asks for a CAPTCHA after this many consecutive failures of one identifier; 0 = never. */
   captchaLoginAfterFailures: number;
   hibpTimeoutMs: number;
+  /** Consecutive range API failures or timeouts after which the API is skipped for the cool-down. */
+  hibpCircuitFailures: number;
+  hibpCircuitCooldownSeconds: number;
   trustProxy: boolean | string[];
   corsOrigins: string[];
   logLevel: string;
@@ -226,6 +229,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     captchaTimeoutMs: read.integer('CAPTCHA_TIMEOUT_MS', 5_000, 100, 60_000),
     captchaLoginAfterFailures: read.integer('CAPTCHA_LOGIN_AFTER_FAILURES', 3, 0, 1000),
     hibpTimeoutMs: read.integer('HIBP_TIMEOUT_MS', 2_000, 100, 60_000),
+    hibpCircuitFailures: read.integer('HIBP_CIRCUIT_FAILURES', 3, 1, 1000),
+    hibpCircuitCooldownSeconds: read.integer('HIBP_CIRCUIT_COOLDOWN_SECONDS', 30, 1, 86_400),
     trustProxy: read.trustProxy('TRUST_PROXY'),
     corsOrigins: read.list('CORS_ORIGINS'),
     logLevel: read.oneOf(
