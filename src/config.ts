@@ -97,6 +97,9 @@ export interface Config {
   /** Login asks for a CAPTCHA after this many consecutive failures of one identifier; 0 = never. */
   captchaLoginAfterFailures: number;
   hibpTimeoutMs: number;
+  /** Consecutive range API failures or timeouts after which the API is skipped for the cool-down. */
+  hibpCircuitFailures: number;
+  hibpCircuitCooldownSeconds: number;
   trustProxy: boolean | string[];
   corsOrigins: string[];
   logLevel: string;
@@ -109,6 +112,8 @@ export interface Config {
   metricsHost: string;
   /** The HTML pages (PAGES_*). */
   pages: PagesConfig;
+  /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
+  warnings: string[];
 }
 
 export class ConfigError extends Error {
@@ -158,6 +163,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
   }
   const publicUrl = read.url('PUBLIC_URL', listenUrl(host, port)).replace(/\/+$/, '');
   const captchaProvider = read.optionalOneOf('CAPTCHA_PROVIDER', ['hcaptcha', 'recaptcha', 'turnstile']);
+  const warnings: string[] = [];
   const smtpUrl = read.optional('SMTP_URL');
   const mailFrom = read.string('MAIL_FROM', 'Gatehouse <no-reply@localhost>');
   if (smtpUrl && !/^smtps?:\/\//.test(smtpUrl))
@@ -169,9 +175,9 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     publicUrl,
     environment,
     dataDir,
-    databaseUrl: read.optional('DATABASE_URL'),
+    databaseUrl: withPassword(read, 'DATABASE_URL', 'DATABASE_PASSWORD', /^postgres(ql)?:$/, warnings),
     databasePoolSize: read.integer('DATABASE_POOL_SIZE', DEFAULT_POOL_SIZE, 1, 1000),
-    redisUrl: read.optional('REDIS_URL'),
+    redisUrl: withPassword(read, 'REDIS_URL', 'REDIS_PASSWORD', /^rediss?:$/, warnings),
     redisKeyPrefix: read.string('REDIS_KEY_PREFIX', 'gatehouse:'),
     secretKey: read.optional('SECRET_KEY') ?? '',
     algorithm: read.oneOf('ALGORITHM', ['HS256', 'EdDSA', 'ES256', 'RS256'], 'HS256'),
@@ -225,9 +231,15 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     captchaTimeoutMs: read.integer('CAPTCHA_TIMEOUT_MS', 5_000, 100, 60_000),
     captchaLoginAfterFailures: read.integer('CAPTCHA_LOGIN_AFTER_FAILURES', 3, 0, 1000),
     hibpTimeoutMs: read.integer('HIBP_TIMEOUT_MS', 2_000, 100, 60_000),
+    hibpCircuitFailures: read.integer('HIBP_CIRCUIT_FAILURES', 3, 1, 1000),
+    hibpCircuitCooldownSeconds: read.integer('HIBP_CIRCUIT_COOLDOWN_SECONDS', 30, 1, 86_400),
     trustProxy: read.trustProxy('TRUST_PROXY'),
     corsOrigins: read.list('CORS_ORIGINS'),
-    logLevel: read.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+    logLevel: read.oneOf(
+      'LOG_LEVEL',
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+      read.boolean('DEBUG', false) ? 'debug' : 'info',
+    ),
     logFormat: read.oneOf('LOG_FORMAT', ['json', 'pretty'], environment === 'development' ? 'pretty' : 'json'),
     metricsToken: read.optional('METRICS_TOKEN'),
     metricsPort: read.optionalInteger('METRICS_PORT', 0, 65535),
@@ -244,6 +256,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
       readOnly: read.boolean('PAGES_READ_ONLY', false),
       userDefaults: read.json('PAGES_USER_DEFAULTS', parseUserDefaults) ?? {},
     },
+    warnings,
   };
 
   // A short token can be guessed over the network; 16 bytes is the least worth comparing.
@@ -258,9 +271,17 @@ export function loadConfig(env: Env = readEnvironment()): Config {
       throw new ConfigError('SECRET_KEY', 'must be set to at least 32 bytes when ENVIRONMENT=production');
     }
     if (!config.smtpUrl) {
-      throw new ConfigError(
-        'SMTP_URL',
-        'is required when ENVIRONMENT=production (the development mail sink is refused)',
+      warnings.push(
+        'SMTP_URL is not set while ENVIRONMENT=production: NO MAIL IS SENT. Verification, password-reset and ' +
+          'invitation mails are only logged (subject and recipient) and written to DATA_DIR/mail. ' +
+          'Set SMTP_URL=smtp://user:password@mail.example.com:587 (or smtps://…:465) to deliver them.',
+      );
+    }
+    if (read.boolean('DEBUG', false)) {
+      warnings.push(
+        read.optional('LOG_LEVEL')
+          ? `DEBUG=true is ignored while LOG_LEVEL is set (LOG_LEVEL=${config.logLevel})`
+          : 'DEBUG=true while ENVIRONMENT=production: logging at debug level (set DEBUG=false or LOG_LEVEL=info)',
       );
     }
   } else if (config.secretKey === '') {
@@ -269,6 +290,39 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     throw new ConfigError('SECRET_KEY', 'must be at least 32 bytes');
   }
   return config;
+}
+
+/**
+ * `DATABASE_URL` with `DATABASE_PASSWORD` (or `REDIS_URL` with `REDIS_PASSWORD`) put in as its
+ * password when the URL has none. A password the URL already has wins; the separate one is then
+ * named in a warning, as it is when there is no such URL to put it in.
+ */
+function withPassword(
+  read: Reader,
+  urlName: string,
+  passwordName: string,
+  protocol: RegExp,
+  warnings: string[],
+): string | undefined {
+  const raw = read.optional(urlName);
+  const password = read.optional(passwordName);
+  if (password === undefined) return raw;
+  let url: URL | undefined;
+  try {
+    url = raw === undefined ? undefined : new URL(raw);
+  } catch {
+    throw new ConfigError(urlName, 'is not a valid URL');
+  }
+  if (!url || !protocol.test(url.protocol)) {
+    warnings.push(`${passwordName} is ignored: it applies only to a ${urlName} naming a server`);
+    return raw;
+  }
+  if (url.password !== '') {
+    warnings.push(`${passwordName} is ignored: ${urlName} carries a password of its own`);
+    return raw;
+  }
+  url.password = encodeURIComponent(password);
+  return url.toString();
 }
 
 /** The address of a From header: `Name <a@example.com>` → `a@example.com`. */

@@ -5,7 +5,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import fp from 'fastify-plugin';
 import { type Config, loadConfig } from './config.ts';
-import { type DatabaseHandle, migrateToLatest, openDatabase } from './db/index.ts';
+import { type DatabaseHandle, explainConnectionError, migrateToLatest, openDatabase } from './db/index.ts';
 import { AppError } from './domain/errors.ts';
 import { resolvePagesConfig } from './domain/page-options.ts';
 import type { RequestContext } from './domain/request-context.ts';
@@ -86,9 +86,15 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   const config = options.config ?? loadConfig();
   const prefix = (options.prefix ?? '/api/v1').replace(/\/+$/, '');
   const ownsDatabase = !options.database;
+  for (const warning of config.warnings ?? []) app.log.warn(warning);
   const database =
     options.database ?? (await openDatabase(config.databaseUrl, config.dataDir, { poolSize: config.databasePoolSize }));
-  await migrateToLatest(database.db);
+  try {
+    await migrateToLatest(database.db);
+  } catch (error) {
+    if (ownsDatabase) await database.close().catch(() => {});
+    throw ownsDatabase ? explainConnectionError(error, config.databaseUrl) : error;
+  }
 
   const services = await createServices(config, database, app.log, {
     ...(options.clock && { clock: options.clock }),

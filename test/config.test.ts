@@ -153,17 +153,78 @@ test('the ready line names the address really listened on, and PORT=0 becomes a 
   }
 });
 
-test('ENVIRONMENT=production refuses the development mail sink', () => {
-  assert.throws(
-    () =>
-      loadConfig({
-        DATA_DIR: dataDir(),
-        ENVIRONMENT: 'production',
-        SECRET_KEY: 'x'.repeat(32),
-        PUBLIC_URL: 'https://auth.example.com',
-      }),
-    /SMTP_URL/,
+test('ENVIRONMENT=production without SMTP_URL starts with a loud warning naming SMTP_URL', () => {
+  const c = loadConfig({
+    DATA_DIR: dataDir(),
+    ENVIRONMENT: 'production',
+    SECRET_KEY: 'x'.repeat(32),
+    PUBLIC_URL: 'https://auth.example.com',
+  });
+  assert.equal(c.smtpUrl, undefined);
+  assert.equal(c.warnings.length, 1);
+  assert.match(
+    c.warnings[0] ?? '',
+    /SMTP_URL is not set while ENVIRONMENT=production: NO MAIL IS SENT.*SMTP_URL=smtp:\/\//,
   );
+  const withSmtp = loadConfig({
+    DATA_DIR: dataDir(),
+    ENVIRONMENT: 'production',
+    SECRET_KEY: 'x'.repeat(32),
+    PUBLIC_URL: 'https://auth.example.com',
+    SMTP_URL: 'smtp://mail.example.com',
+  });
+  assert.deepEqual(withSmtp.warnings, []);
+});
+
+test('DATABASE_PASSWORD and REDIS_PASSWORD go into a URL without a password', () => {
+  const c = loadConfig({
+    DATA_DIR: dataDir(),
+    DATABASE_URL: 'postgres://gatehouse@db.internal:5432/depin?sslmode=require',
+    DATABASE_PASSWORD: 'p@ss/w:rd+=',
+    REDIS_URL: 'redis://redis.internal:6379/2',
+    REDIS_PASSWORD: 's3cret',
+  });
+  const db = new URL(c.databaseUrl ?? '');
+  assert.equal(decodeURIComponent(db.password), 'p@ss/w:rd+=');
+  assert.equal(db.username, 'gatehouse');
+  assert.equal(db.host, 'db.internal:5432');
+  assert.equal(db.pathname, '/depin');
+  assert.equal(db.searchParams.get('sslmode'), 'require');
+  assert.equal(c.redisUrl, 'redis://:s3cret@redis.internal:6379/2');
+  assert.deepEqual(c.warnings, []);
+});
+
+test('a separate password the URL cannot take is named in a warning, never its value', () => {
+  const c = loadConfig({
+    DATA_DIR: dataDir(),
+    DATABASE_URL: 'postgres://u:own@db.internal/depin',
+    DATABASE_PASSWORD: 'other-secret',
+    REDIS_PASSWORD: 'redis-secret',
+  });
+  assert.equal(c.databaseUrl, 'postgres://u:own@db.internal/depin');
+  assert.equal(c.redisUrl, undefined);
+  assert.equal(c.warnings.length, 2);
+  assert.match(c.warnings[0] ?? '', /^DATABASE_PASSWORD is ignored: DATABASE_URL carries a password/);
+  assert.match(c.warnings[1] ?? '', /^REDIS_PASSWORD is ignored/);
+  assert.doesNotMatch(c.warnings.join('\n'), /secret/);
+});
+
+test('DEBUG=true logs at debug level unless LOG_LEVEL says otherwise; DEBUG=False is read', () => {
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), DEBUG: 'true' }).logLevel, 'debug');
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), DEBUG: 'False' }).logLevel, 'info');
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), DEBUG: 'true', LOG_LEVEL: 'warn' }).logLevel, 'warn');
+  assert.throws(() => loadConfig({ DATA_DIR: dataDir(), DEBUG: 'maybe' }), /^ConfigError: DEBUG: /);
+  const production = {
+    DATA_DIR: dataDir(),
+    ENVIRONMENT: 'production',
+    SECRET_KEY: 'x'.repeat(32),
+    PUBLIC_URL: 'https://auth.example.com',
+    SMTP_URL: 'smtp://mail.example.com',
+  };
+  assert.deepEqual(loadConfig({ ...production, DEBUG: 'False' }).warnings, []);
+  const debug = loadConfig({ ...production, DEBUG: 'True' });
+  assert.equal(debug.logLevel, 'debug');
+  assert.match(debug.warnings.join('\n'), /DEBUG=true while ENVIRONMENT=production/);
 });
 
 test('rate limits, lists and trusted proxies parse', () => {

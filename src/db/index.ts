@@ -2,7 +2,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { type Migration, type MigrationProvider, Migrator } from 'kysely/migration';
 import pg from 'pg';
-import { DEFAULT_POOL_SIZE } from '../config.ts';
+import { ConfigError, DEFAULT_POOL_SIZE } from '../config.ts';
 import {
   claimDirectory,
   EMBEDDED_SOCKET_PORT,
@@ -118,6 +118,45 @@ export async function openSqlEndpoint(url: string | undefined, dataDir: string):
     client,
     close: async () => handle?.close(),
   };
+}
+
+/** Network errors and PostgreSQL's refusals at connection time (bad password, unknown role or database). */
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  '28P01',
+  '28000',
+  '3D000',
+]);
+
+/**
+ * A failure to reach the PostgreSQL server of DATABASE_URL → a ConfigError naming DATABASE_URL and the
+ * server's host:port (never the password). Any other error is returned as it is.
+ */
+export function explainConnectionError(error: unknown, url: string | undefined): unknown {
+  if (!url || !/^postgres(ql)?:\/\//.test(url) || !(error instanceof Error)) return error;
+  const code = (error as { code?: unknown }).code;
+  const connecting =
+    (typeof code === 'string' && CONNECTION_CODES.has(code)) ||
+    /timeout exceeded when trying to connect|Connection terminated/i.test(error.message) ||
+    (error instanceof AggregateError && error.errors.some((e) => CONNECTION_CODES.has(String(e?.code))));
+  if (!connecting) return error;
+  let where = 'the server it names';
+  try {
+    const parsed = new URL(url);
+    where = `${parsed.hostname || 'localhost'}:${parsed.port || '5432'}`;
+    if (parsed.pathname.length > 1) where += ` (database ${decodeURIComponent(parsed.pathname.slice(1))})`;
+  } catch {}
+  const reason = (error.message || String(code)).replaceAll(url, '<DATABASE_URL>');
+  return new ConfigError(
+    'DATABASE_URL',
+    `cannot connect to PostgreSQL at ${where}: ${reason}. Check that PostgreSQL runs and that DATABASE_URL (and DATABASE_PASSWORD) are right`,
+  );
 }
 
 function embeddedDirectory(url: string | undefined, dataDir: string): string {

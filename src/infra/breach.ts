@@ -92,8 +92,15 @@ export interface PwnedPasswordsOptions {
   /** Base URL; the checker requests `{apiUrl}/range/{first 5 hex of SHA-1}`. */
   apiUrl: string;
   timeoutMs?: number;
-  /** Refuse (503) instead of accepting a password the API could not check. */
+  /** Refuse (503) instead of accepting a password the API could not check (and no `fallback` could). */
   failClosed: boolean;
+  /** Asked instead of the API while the API is unreachable (the offline index of BREACH_CORPUS_PATH). */
+  fallback?: BreachChecker | undefined;
+  /** Consecutive failures or timeouts that open the circuit: the API is then skipped for `circuitCooldownMs`. */
+  circuitFailures?: number;
+  circuitCooldownMs?: number;
+  /** Milliseconds since the epoch; the circuit's clock. */
+  now?: () => number;
   log: FastifyBaseLogger;
   metrics: AbuseMetrics;
   userAgent?: string;
@@ -114,12 +121,22 @@ const WARN_INTERVAL_MS = 60_000;
  * ignored), so the response length does not hint at the prefix either.
  * Prefix answers are kept in an LRU cache; concurrent lookups of one prefix
  * share one request.
+ *
+ * A circuit breaker keeps an unreachable API from costing each request a
+ * timeout: after `circuitFailures` consecutive failures the API is not asked
+ * for `circuitCooldownMs`; then one request tries it, and its outcome closes
+ * the circuit or opens it again. While the API cannot answer, `fallback` (the
+ * offline index) answers; without one, `failClosed` decides.
  */
 export class PwnedPasswordsChecker implements BreachChecker {
-  readonly #options: Required<PwnedPasswordsOptions>;
+  readonly #options: Required<Omit<PwnedPasswordsOptions, 'fallback'>> & { fallback: BreachChecker | undefined };
   /** Prefix → its breached suffixes, sorted, concatenated (35 characters each). */
   readonly #ranges: LRUCache<string, string>;
   #lastWarning = 0;
+  #failures = 0;
+  /** While set, the circuit is open until this time; after it, one trial request is let through. */
+  #openUntil: number | undefined;
+  #trialInFlight = false;
 
   constructor(options: PwnedPasswordsOptions) {
     this.#options = {
@@ -127,7 +144,11 @@ export class PwnedPasswordsChecker implements BreachChecker {
       userAgent: 'Gatehouse-password-check/0.1',
       cacheBytes: 32 * 1024 * 1024,
       cacheTtlMs: 6 * 60 * 60 * 1000,
+      circuitFailures: 3,
+      circuitCooldownMs: 30_000,
+      now: Date.now,
       ...options,
+      fallback: options.fallback,
       apiUrl: options.apiUrl.replace(/\/+$/, ''),
     };
     this.#ranges = new LRUCache<string, string>({
@@ -139,17 +160,64 @@ export class PwnedPasswordsChecker implements BreachChecker {
     });
   }
 
+  /** `closed`: the API is asked; `open`: it is skipped; `half-open`: the next request tries it. */
+  get circuit(): 'closed' | 'open' | 'half-open' {
+    if (this.#openUntil === undefined) return 'closed';
+    return this.#options.now() < this.#openUntil ? 'open' : 'half-open';
+  }
+
   async isBreached(password: string): Promise<boolean> {
     const hash = createHash('sha1').update(password, 'utf8').digest('hex').toUpperCase();
     const prefix = hash.slice(0, 5);
+    const cached = this.#ranges.get(prefix);
+    if (cached !== undefined) return containsSuffix(cached, hash.slice(5));
+    const circuit = this.circuit;
+    if (circuit === 'open' || (circuit === 'half-open' && this.#trialInFlight)) {
+      return this.#unavailable(new Error('circuit open'), password);
+    }
+    const trial = circuit === 'half-open';
+    if (trial) this.#trialInFlight = true;
     let suffixes: string | undefined;
     try {
       suffixes = await this.#ranges.fetch(prefix);
+      if (suffixes === undefined) throw new Error('no range');
     } catch (error) {
-      return this.#unavailable(error);
+      this.#failed(error);
+      return this.#unavailable(error, password);
+    } finally {
+      if (trial) this.#trialInFlight = false;
     }
-    if (suffixes === undefined) return this.#unavailable(new Error('no range'));
+    this.#succeeded();
     return containsSuffix(suffixes, hash.slice(5));
+  }
+
+  close(): void {
+    this.#options.fallback?.close?.();
+  }
+
+  #failed(error: unknown): void {
+    this.#failures += 1;
+    const { circuitFailures, circuitCooldownMs, now, log, fallback } = this.#options;
+    if (this.#openUntil !== undefined || this.#failures >= circuitFailures) {
+      const reopening = this.#openUntil !== undefined;
+      this.#openUntil = now() + circuitCooldownMs;
+      log.warn(
+        {
+          reason: error instanceof Error ? error.message : String(error),
+          failures: this.#failures,
+          cooldown_ms: circuitCooldownMs,
+          fallback: fallback ? 'offline index' : 'none',
+        },
+        `breach API ${reopening ? 'still unavailable' : 'unavailable'}: not asked for ${circuitCooldownMs / 1000} s` +
+          (fallback ? ', the offline index answers meanwhile' : ''),
+      );
+    }
+  }
+
+  #succeeded(): void {
+    if (this.#openUntil !== undefined) this.#options.log.info('breach API answers again: asking it again');
+    this.#failures = 0;
+    this.#openUntil = undefined;
   }
 
   async #fetchRange(prefix: string, cacheSignal: AbortSignal): Promise<string> {
@@ -168,9 +236,10 @@ export class PwnedPasswordsChecker implements BreachChecker {
     }
   }
 
-  #unavailable(error: unknown): boolean {
-    const { failClosed, log, metrics } = this.#options;
+  async #unavailable(error: unknown, password: string): Promise<boolean> {
+    const { failClosed, log, metrics, fallback } = this.#options;
     metrics.breachCheckFailures.inc();
+    if (fallback) return fallback.isBreached(password);
     const now = Date.now();
     if (now - this.#lastWarning >= WARN_INTERVAL_MS) {
       this.#lastWarning = now;

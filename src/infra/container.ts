@@ -165,8 +165,10 @@ async function pendingMail(db: Db): Promise<number> {
 
 /**
  * The bundled common-password list always runs first (in memory, catches
- * leetspeak); `api` adds the Pwned Passwords range API, `offline` with
+ * leetspeak); `api` adds the Pwned Passwords range API (with the
+ * BREACH_CORPUS_PATH index answering while the API cannot), `offline` with
  * BREACH_CORPUS_PATH adds the on-disk index of `gatehouse breach import`.
+ * The mode in effect is logged once.
  */
 function createBreachChecker(
   config: Config,
@@ -174,25 +176,50 @@ function createBreachChecker(
   metrics: AbuseMetrics,
   index: BreachIndex | undefined,
 ): BreachChecker {
-  if (config.breachCheck === 'off') return new NoBreachChecker();
+  if (config.breachCheck === 'off') {
+    log.warn({ breach_check: 'off' }, 'breach check: off (BREACH_CHECK=off): new passwords are not checked');
+    return new NoBreachChecker();
+  }
   const common = new CommonPasswordChecker();
+  const corpus = index
+    ? `the bundled common-password list and the index at ${config.breachCorpusPath}`
+    : 'the bundled common-password list';
   if (config.breachCheck === 'api') {
+    const whenDown = index
+      ? 'the index answers'
+      : config.breachFailClosed
+        ? 'new passwords are refused (503)'
+        : 'new passwords are accepted after the common-password list';
+    log.info(
+      {
+        breach_check: 'api',
+        api: config.hibpApiUrl,
+        fallback: index ? 'offline index' : 'none',
+        fail_closed: config.breachFailClosed,
+        circuit: { failures: config.hibpCircuitFailures, cooldown_seconds: config.hibpCircuitCooldownSeconds },
+      },
+      `breach check: Pwned Passwords range API at ${config.hibpApiUrl}, after ${corpus}; while the API is unreachable ${whenDown}`,
+    );
     return new AnyBreachChecker([
       common,
       new PwnedPasswordsChecker({
         apiUrl: config.hibpApiUrl,
         timeoutMs: config.hibpTimeoutMs,
         failClosed: config.breachFailClosed,
+        fallback: index ? new OfflineIndexChecker(index) : undefined,
+        circuitFailures: config.hibpCircuitFailures,
+        circuitCooldownMs: config.hibpCircuitCooldownSeconds * 1000,
         log,
         metrics,
       }),
     ]);
   }
+  log.info({ breach_check: 'offline', fallback: 'none' }, `breach check: offline, ${corpus}`);
   return index ? new AnyBreachChecker([common, new OfflineIndexChecker(index)]) : common;
 }
 
 function openBreachIndex(config: Config): BreachIndex | undefined {
-  if (config.breachCheck !== 'offline' || !config.breachCorpusPath) return undefined;
+  if (config.breachCheck === 'off' || !config.breachCorpusPath) return undefined;
   try {
     return BreachIndex.open(config.breachCorpusPath);
   } catch (error) {
@@ -223,7 +250,11 @@ async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogg
   });
   let warned = false;
   redis.on('error', (error: Error) => {
-    if (!warned) log.warn({ err: { message: error.message } }, 'redis unavailable; using fallbacks');
+    if (!warned)
+      log.warn(
+        { err: { message: error.message }, redis: redisAddress(url) },
+        `redis at ${redisAddress(url)} (REDIS_URL) unavailable; using fallbacks`,
+      );
     warned = true;
   });
   redis.on('ready', () => {
@@ -238,6 +269,16 @@ async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogg
     });
   });
   return redis;
+}
+
+/** `host:port` of REDIS_URL, for messages: never its password. */
+function redisAddress(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.hostname || 'localhost'}:${parsed.port || '6379'}`;
+  } catch {
+    return 'REDIS_URL';
+  }
 }
 
 async function pingRedis(redis: Redis): Promise<'ok' | 'down'> {

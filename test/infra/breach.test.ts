@@ -344,3 +344,159 @@ describe('combined checkers', () => {
     assert.equal(asked, 1);
   });
 });
+
+describe('range API circuit breaker and offline fallback', () => {
+  const apiBreached = `Rb8%${randomBytes(6).toString('hex')}Tk^`;
+  let server: Awaited<ReturnType<typeof startRangeServer>>;
+
+  before(async () => {
+    server = await startRangeServer({ breached: { [apiBreached]: 5 } });
+  });
+  after(() => server.close());
+
+  function countingFallback(breached: string) {
+    const asked: string[] = [];
+    return {
+      asked,
+      checker: {
+        isBreached: async (password: string) => {
+          asked.push(password);
+          return password === breached;
+        },
+      },
+    };
+  }
+
+  test('after N failures the API is skipped for the cool-down, then one request tries it again', async () => {
+    const { log, logs, metrics } = serviceDeps();
+    const offlineBreached = strongPassword();
+    const fallback = countingFallback(offlineBreached);
+    let now = 1_000_000;
+    const checker = new PwnedPasswordsChecker({
+      apiUrl: server.url,
+      failClosed: true,
+      fallback: fallback.checker,
+      circuitFailures: 2,
+      circuitCooldownMs: 30_000,
+      now: () => now,
+      log,
+      metrics,
+    });
+    server.requests.length = 0;
+    server.mode = 'error';
+    try {
+      // Two failures: each asked the API, each answered by the fallback (no 503 despite fail-closed).
+      assert.equal(await checker.isBreached(strongPassword()), false);
+      assert.equal(checker.circuit, 'closed');
+      assert.equal(await checker.isBreached(offlineBreached), true);
+      assert.equal(checker.circuit, 'open');
+      assert.equal(server.requests.length, 2);
+      // Open: ten checks, no request; the fallback answers each.
+      for (let i = 0; i < 10; i++) assert.equal(await checker.isBreached(strongPassword()), false);
+      assert.equal(await checker.isBreached(offlineBreached), true);
+      assert.equal(server.requests.length, 2, 'no request while the circuit is open');
+      assert.equal(fallback.asked.length, 13);
+      // Cool-down over, API still down: one trial request, and the circuit opens again at once.
+      now += 30_000;
+      assert.equal(checker.circuit, 'half-open');
+      assert.equal(await checker.isBreached(strongPassword()), false);
+      assert.equal(server.requests.length, 3);
+      assert.equal(checker.circuit, 'open');
+      assert.equal(await checker.isBreached(strongPassword()), false);
+      assert.equal(server.requests.length, 3);
+      // Cool-down over, API back: the trial succeeds and closes the circuit.
+      now += 30_000;
+      server.mode = 'ok';
+      assert.equal(await checker.isBreached(apiBreached), true);
+      assert.equal(checker.circuit, 'closed');
+      assert.equal(await checker.isBreached(strongPassword()), false);
+      assert.equal(server.requests.length, 5);
+    } finally {
+      server.mode = 'ok';
+    }
+    const messages = logs.lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+    assert.ok(messages.some((m) => m.level === 40 && /not asked for 30 s, the offline index answers/.test(m.msg)));
+    assert.ok(messages.some((m) => m.level === 30 && /answers again/.test(m.msg)));
+    assert.ok(!logs.lines.some((l) => l.includes(offlineBreached) || l.includes(apiBreached)));
+  });
+
+  test('an API that hangs costs one timeout, then nothing while the circuit is open', async () => {
+    const { log, metrics } = serviceDeps();
+    const checker = new PwnedPasswordsChecker({
+      apiUrl: server.url,
+      timeoutMs: 300,
+      failClosed: false,
+      circuitFailures: 1,
+      log,
+      metrics,
+    });
+    server.requests.length = 0;
+    server.mode = 'hang';
+    try {
+      const first = performance.now();
+      assert.equal(await checker.isBreached(strongPassword()), false);
+      assert.ok(performance.now() - first >= 250);
+      const second = performance.now();
+      for (let i = 0; i < 20; i++) assert.equal(await checker.isBreached(strongPassword()), false);
+      assert.ok(performance.now() - second < 250, 'open circuit answers without waiting');
+      assert.equal(server.requests.length, 1);
+    } finally {
+      server.mode = 'ok';
+    }
+  });
+
+  test('the defaults: 3 failures, 30 s cool-down (HIBP_CIRCUIT_FAILURES, HIBP_CIRCUIT_COOLDOWN_SECONDS)', () => {
+    const config = testConfig();
+    assert.equal(config.hibpCircuitFailures, 3);
+    assert.equal(config.hibpCircuitCooldownSeconds, 30);
+  });
+
+  test('registration: the API when it answers, the BREACH_CORPUS_PATH index once it is gone; the mode is logged', async () => {
+    const own = await startRangeServer({ breached: { [apiBreached]: 5 } });
+    let ownClosed = false;
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-breach-fallback-'));
+    const indexBreached = `Wc3&${randomBytes(6).toString('hex')}Hn*`;
+    // A second one, whose range the API was never asked for (a cached range answers as the API did).
+    const indexBreachedLater = `Gd4&${randomBytes(6).toString('hex')}Jp*`;
+    writeFileSync(join(dir, 'corpus.txt'), `${sha1Hex(indexBreached)}:12\n${sha1Hex(indexBreachedLater)}:3\n`);
+    buildBreachIndex(join(dir, 'corpus.txt'), join(dir, 'corpus.idx'));
+    const logs = logCapture();
+    const app = await startApp(
+      {
+        BREACH_CHECK: 'api',
+        HIBP_API_URL: own.url,
+        BREACH_CORPUS_PATH: join(dir, 'corpus.idx'),
+        HIBP_CIRCUIT_FAILURES: '1',
+        LOG_LEVEL: 'info',
+      },
+      { logger: { stream: logs.stream } },
+    );
+    const register = (password: string) =>
+      app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser({ password }) });
+    try {
+      const mode = logs.lines.map((l) => JSON.parse(l)).find((l) => l.breach_check);
+      assert.equal(mode?.breach_check, 'api');
+      assert.equal(mode?.fallback, 'offline index');
+      assert.match(
+        mode?.msg,
+        /^breach check: Pwned Passwords range API at http:\/\/127\.0\.0\.1:\d+, .*the index answers$/,
+      );
+      // The API answers: its breached password is refused; the index is only the API's stand-in.
+      assert.equal(json(await register(apiBreached)).code, 'PASSWORD_BREACHED');
+      assert.equal((await register(indexBreached)).statusCode, 201);
+      const asked = own.requests.length;
+      await own.close();
+      ownClosed = true;
+      // The API is gone: the index answers; after the first failure the API is not asked.
+      const refused = await register(indexBreachedLater);
+      assert.equal(refused.statusCode, 422, refused.body);
+      assert.equal(json(refused).code, 'PASSWORD_BREACHED');
+      for (let i = 0; i < 3; i++) assert.equal((await register(strongPassword())).statusCode, 201);
+      assert.equal(own.requests.length, asked, 'a closed server receives nothing');
+    } finally {
+      await app.close();
+      if (!ownClosed) await own.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
