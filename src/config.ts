@@ -5,7 +5,13 @@ import { join } from 'node:path';
 import { parseEnv } from 'node:util';
 import { checkEmail } from './domain/account-rules.ts';
 import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './domain/page-options.ts';
-import type { PasswordHasherName, PasswordPolicyPreset } from './domain/password-policy.ts';
+import {
+  DEFAULT_MIN_PASSWORD_LENGTH,
+  MAX_PASSWORD_LENGTH,
+  PASSWORD_MIN_LENGTH_FLOOR,
+  type PasswordHasherName,
+  type PasswordPolicyPreset,
+} from './domain/password-policy.ts';
 
 export type Environment = 'development' | 'test' | 'production';
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
@@ -52,6 +58,8 @@ export interface Config {
   hashConcurrency: number;
   hashQueueLimit: number;
   passwordPolicy: PasswordPolicyPreset;
+  /** Fewest characters a password may have: at least 8; default 12 (`strict`) or 15 (`nist`). */
+  passwordMinLength: number;
   breachCheck: BreachCheckMode;
   breachFailClosed: boolean;
   hibpApiUrl: string;
@@ -156,6 +164,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
   }
   const publicUrl = read.url('PUBLIC_URL', listenUrl(host, port)).replace(/\/+$/, '');
   const captchaProvider = read.optionalOneOf('CAPTCHA_PROVIDER', ['hcaptcha', 'recaptcha', 'turnstile']);
+  const passwordPolicy = read.oneOf('PASSWORD_POLICY', ['strict', 'nist'], 'strict');
   const smtpUrl = read.optional('SMTP_URL');
   const mailFrom = read.string('MAIL_FROM', 'Gatehouse <no-reply@localhost>');
   if (smtpUrl && !/^smtps?:\/\//.test(smtpUrl))
@@ -186,7 +195,13 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     bcryptRounds: read.integer('BCRYPT_ROUNDS', 14, 4, 31),
     hashConcurrency: read.integer('HASH_CONCURRENCY', availableParallelism(), 1, 256),
     hashQueueLimit: read.integer('HASH_QUEUE_LIMIT', 200, 0, 100_000),
-    passwordPolicy: read.oneOf('PASSWORD_POLICY', ['strict', 'nist'], 'strict'),
+    passwordPolicy,
+    passwordMinLength: read.integer(
+      'PASSWORD_MIN_LENGTH',
+      DEFAULT_MIN_PASSWORD_LENGTH[passwordPolicy],
+      PASSWORD_MIN_LENGTH_FLOOR,
+      MAX_PASSWORD_LENGTH,
+    ),
     breachCheck: read.oneOf('BREACH_CHECK', ['offline', 'api', 'off'], 'offline'),
     breachFailClosed: read.boolean('BREACH_FAIL_CLOSED', false),
     hibpApiUrl: read.url('HIBP_API_URL', 'https://api.pwnedpasswords.com').replace(/\/+$/, ''),

@@ -120,6 +120,7 @@ async function passwordProblem(
   const issues = passwordPolicyIssues(password, context, {
     preset: services.config.passwordPolicy,
     hasher: services.config.passwordHasher,
+    minLength: services.config.passwordMinLength,
   });
   if (issues.length > 0) return new AppError('PASSWORD_POLICY', { issues });
   if (await services.breach.isBreached(password)) {

@@ -456,3 +456,39 @@ describe('POST /api/v1/register', () => {
     }
   });
 });
+
+describe('POST /api/v1/register: configurable password rules', () => {
+  let app: FastifyInstance;
+  let nist8: FastifyInstance;
+  before(async () => {
+    app = await startApp();
+    nist8 = await startApp({ PASSWORD_POLICY: 'nist', PASSWORD_MIN_LENGTH: '8' });
+  });
+  after(async () => {
+    await app.close();
+    await nist8.close();
+  });
+  const post = (target: FastifyInstance, payload: Body) =>
+    target.inject({ method: 'POST', url: '/api/v1/register', payload });
+
+  test('PASSWORD_POLICY=nist PASSWORD_MIN_LENGTH=8 accepts a password failing only composition rules', async () => {
+    const res = await post(nist8, newUser({ password: 'securepassword123' }));
+    assert.equal(res.statusCode, 201, res.body);
+    const short = assertProblem(await post(nist8, newUser({ password: 'seven77' })), 422, 'PASSWORD_POLICY');
+    assert.deepEqual(short.issues, ['Password must be at least 8 characters long']);
+  });
+
+  test('the minimum is named in the message of the configured policy', async () => {
+    const body = assertProblem(await post(app, newUser({ password: 'Ab1!' })), 422, 'PASSWORD_POLICY');
+    assert.ok((body.issues as string[]).includes('Password must be at least 12 characters long'));
+  });
+
+  test('a common word in disguise is refused; with other words besides it registers', async () => {
+    for (const password of ['P@ssw0rd1234!', 'Qw3rty!!2024']) {
+      const body = assertProblem(await post(app, newUser({ password })), 422, 'PASSWORD_POLICY');
+      assert.deepEqual(body.issues, ['Password must not contain common patterns'], password);
+    }
+    const res = await post(app, newUser({ password: 'MySecureP@ssw0rd123!' }));
+    assert.equal(res.statusCode, 201, res.body);
+  });
+});
