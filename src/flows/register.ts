@@ -29,6 +29,8 @@ export interface RegistrationInput {
   confirm_password?: string | undefined;
   first_name?: string | null | undefined;
   last_name?: string | null | undefined;
+  /** A full name, stored as given (trimmed, NFC); optional. */
+  name?: string | null | undefined;
   organization_name?: string | null | undefined;
   language_code?: string | undefined;
 }
@@ -61,9 +63,13 @@ interface ValidRegistration {
   password: string;
   firstName: string | null;
   lastName: string | null;
+  name: string | null;
   organizationName: string | null;
   languageCode: string;
 }
+
+/** Longest full name (`name`) registration takes, in characters. */
+const FULL_NAME_MAX_LENGTH = 200;
 
 /** Field rules, every failing field reported at once. */
 export function validateRegistration(input: RegistrationInput): ValidRegistration {
@@ -85,6 +91,7 @@ export function validateRegistration(input: RegistrationInput): ValidRegistratio
   const username = take(checkUsername(input.username));
   const firstName = take(checkPersonName(input.first_name ?? '', 'first_name'));
   const lastName = take(checkPersonName(input.last_name ?? '', 'last_name'));
+  const name = take(checkPersonName(input.name ?? '', 'name', FULL_NAME_MAX_LENGTH));
   const organizationName =
     input.organization_name == null ? null : take(checkOrganizationName(input.organization_name));
   const languageCode = input.language_code == null ? 'en' : take(checkLanguageCode(input.language_code));
@@ -96,6 +103,7 @@ export function validateRegistration(input: RegistrationInput): ValidRegistratio
     password: normalizePassword(input.password),
     firstName: firstName ?? null,
     lastName: lastName ?? null,
+    name: name ?? null,
     organizationName: organizationName ?? null,
     languageCode: languageCode as string,
   };
@@ -234,6 +242,7 @@ export async function registerAccount(
     password_hash: passwordHash,
     first_name: valid.firstName,
     last_name: valid.lastName,
+    name: valid.name,
     language_code: valid.languageCode,
     email_verified_at: verify ? null : now,
     password_changed_at: now,
@@ -256,7 +265,7 @@ export async function registerAccount(
         template: 'verify_email',
         languageCode: valid.languageCode,
         data: {
-          name: valid.firstName ?? valid.username,
+          name: valid.firstName ?? valid.name ?? valid.username,
           link: publicLink(services.config.publicUrl, 'verify-email', { token }),
         },
       }),

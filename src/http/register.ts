@@ -12,6 +12,9 @@ const RegisterBody = Type.Object(
     confirm_password: Type.Optional(Type.String({ description: 'When present, must equal password' })),
     first_name: OptionalText,
     last_name: OptionalText,
+    name: Type.Optional(
+      Type.Union([Type.String(), Type.Null()], { description: 'Full name, at most 200 characters; optional' }),
+    ),
     organization_name: OptionalText,
     language_code: Type.Optional(Type.String({ description: 'BCP 47 tag such as en or pt-BR', default: 'en' })),
   },
@@ -56,6 +59,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         confirm_password: body.confirm_password,
         first_name: body.first_name,
         last_name: body.last_name,
+        name: body.name,
         organization_name: body.organization_name,
         language_code: body.language_code,
       };

@@ -45,6 +45,7 @@ describe('POST /api/v1/register', () => {
       'language_code',
       'last_name',
       'message',
+      'name',
       'organization',
       'username',
       'uuid',
@@ -308,6 +309,7 @@ describe('POST /api/v1/register', () => {
       'password',
       'first_name',
       'last_name',
+      'name',
       'organization_name',
       'language_code',
     ]) {
@@ -490,5 +492,77 @@ describe('POST /api/v1/register: configurable password rules', () => {
     }
     const res = await post(app, newUser({ password: 'MySecureP@ssw0rd123!' }));
     assert.equal(res.statusCode, 201, res.body);
+  });
+});
+
+describe('POST /api/v1/register: the optional full name', () => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('name')}:` });
+  });
+  after(() => app.close());
+  const post = (payload: Body) => app.inject({ method: 'POST', url: '/api/v1/register', payload });
+
+  test('is stored trimmed and NFC, and returned by registration and GET /me', async () => {
+    const user = newUser({ name: '  Zoe\u0301 Ada Lovelace ' });
+    const res = await post(user);
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(json(res).name, 'Zoé Ada Lovelace');
+    const row = await app.gatehouse.db
+      .selectFrom('users')
+      .select('name')
+      .where('id', '=', Number(json(res).id))
+      .executeTakeFirstOrThrow();
+    assert.equal(row.name, 'Zoé Ada Lovelace');
+    await app.gatehouse.db
+      .updateTable('users')
+      .set({ email_verified_at: new Date() })
+      .where('id', '=', Number(json(res).id))
+      .execute();
+    const login = await app.inject({
+      method: 'POST',
+      url: '/api/v1/login',
+      payload: { username: user.username, password: user.password },
+    });
+    assert.equal(login.statusCode, 200, login.body);
+    const me = await app.inject({
+      url: '/api/v1/me',
+      headers: { authorization: `Bearer ${json(login).access_token}` },
+    });
+    assert.equal(json(me).name, 'Zoé Ada Lovelace');
+  });
+
+  test('is null when absent, empty or null, and accepted in a form body', async () => {
+    for (const name of [undefined, '', '   ', null]) {
+      const res = await post(newUser({ name }));
+      assert.equal(res.statusCode, 201, res.body);
+      assert.equal(json(res).name, null);
+    }
+    const user = newUser({ name: 'Grace Hopper' });
+    const form = await app.inject({
+      method: 'POST',
+      url: '/api/v1/register',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams(user as Record<string, string>).toString(),
+    });
+    assert.equal(form.statusCode, 201, form.body);
+    assert.equal(json(form).name, 'Grace Hopper');
+  });
+
+  test('a name too long or with control characters answers 422 naming the field; a non-string 400', async () => {
+    for (const name of ['x'.repeat(201), 'Ada\nLovelace', 'Ada\u0000']) {
+      const body = assertProblem(await post(newUser({ name })), 422, 'VALIDATION_ERROR');
+      assert.deepEqual(
+        (body.errors as Body[]).map((e) => e.field),
+        ['name'],
+        JSON.stringify(body),
+      );
+    }
+    assert.equal((await post(newUser({ name: 'x'.repeat(200) }))).statusCode, 201);
+    for (const name of [['Ada'], { first: 'Ada' }, 42]) {
+      const res = await post(newUser({ name }));
+      assert.ok(res.statusCode === 400 || res.statusCode === 422, `${res.statusCode} ${res.body}`);
+      assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+    }
   });
 });
