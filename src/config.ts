@@ -70,6 +70,8 @@ export interface Config {
   abuseContact: string;
   requireEmailVerification: boolean;
   registrationEnumerationSafe: boolean;
+  /** false: a registration may leave out `username`, which is then made from the email address. */
+  usernameRequired: boolean;
   /** Mail outbox: poll interval, first retry delay (doubling), attempts before a mail is marked failed. */
   outboxPollMs: number;
   outboxRetryBaseMs: number;
@@ -211,6 +213,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     abuseContact: read.parsed('ABUSE_CONTACT', parseAbuseContact) ?? mailAddress(mailFrom),
     requireEmailVerification: read.boolean('REQUIRE_EMAIL_VERIFICATION', true),
     registrationEnumerationSafe: read.boolean('REGISTRATION_ENUMERATION_SAFE', false),
+    usernameRequired: read.boolean('USERNAME_REQUIRED', true),
     outboxPollMs: read.integer('OUTBOX_POLL_MS', 5_000, 10, 3_600_000),
     outboxRetryBaseMs: read.integer('OUTBOX_RETRY_BASE_MS', 30_000, 10, 3_600_000),
     outboxMaxAttempts: read.integer('OUTBOX_MAX_ATTEMPTS', 10, 1, 100),

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { type Insertable, type Kysely, type Selectable, sql } from 'kysely';
 import { executePrepared } from '../db/prepared.ts';
 import type { Database, EmailOutboxTable, UsersTable } from '../db/schema.ts';
@@ -9,6 +10,7 @@ import {
   checkPersonName,
   checkStorable,
   checkUsername,
+  usernameFromEmail,
 } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
@@ -24,7 +26,8 @@ import { createOrganizationWithOwner } from './organizations.ts';
 
 export interface RegistrationInput {
   email: string;
-  username: string;
+  /** Required unless USERNAME_REQUIRED=false, which generates one (`usernameFromEmail`) when absent or blank. */
+  username?: string | undefined;
   password: string;
   confirm_password?: string | undefined;
   first_name?: string | null | undefined;
@@ -88,7 +91,7 @@ export function validateRegistration(input: RegistrationInput): ValidRegistratio
     return undefined;
   };
   const email = take(checkEmail(input.email));
-  const username = take(checkUsername(input.username));
+  const username = take(checkUsername(input.username ?? ''));
   const firstName = take(checkPersonName(input.first_name ?? '', 'first_name'));
   const lastName = take(checkPersonName(input.last_name ?? '', 'last_name'));
   const name = take(checkPersonName(input.name ?? '', 'name', FULL_NAME_MAX_LENGTH));
@@ -175,7 +178,7 @@ async function validateAllAtOnce(services: Services, input: RegistrationInput): 
   }
   if (!errors.some((e) => e.field === 'password')) {
     const problem = await passwordProblem(services, normalizePassword(input.password), {
-      username: valid?.username ?? input.username.trim(),
+      username: valid?.username ?? (input.username ?? '').trim(),
       email: valid?.email ?? input.email.trim(),
     });
     if (problem?.options.issues) {
@@ -379,10 +382,22 @@ export async function register(
   context: RequestContext,
   options: RegistrationOptions = {},
 ): Promise<RegistrationOutcome> {
+  input = withUsername(services, input);
   if (services.config.registrationEnumerationSafe) {
     return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
   }
   return { created: await registerAccount(services, input, context, options) };
+}
+
+/**
+ * With USERNAME_REQUIRED=false, a registration without a username (absent or
+ * blank) gets one made from its email address and 8 random hex digits.
+ */
+function withUsername(services: Services, input: RegistrationInput): RegistrationInput {
+  if (services.config.usernameRequired || (input.username ?? '').trim() !== '' || typeof input.email !== 'string') {
+    return input;
+  }
+  return { ...input, username: usernameFromEmail(input.email, randomBytes(4).toString('hex')) };
 }
 
 /** The one answer to every accepted registration while REGISTRATION_ENUMERATION_SAFE is on. */

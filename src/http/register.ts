@@ -4,22 +4,32 @@ import { register } from '../flows/register.ts';
 import { requireCaptcha } from '../infra/captcha.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
-const RegisterBody = Type.Object(
-  {
-    email: Type.String({ description: 'Trimmed, at most 254 characters, stored lower-cased; unique' }),
-    username: Type.String({ description: '3–50 letters, digits, - or _; stored lower-cased; unique' }),
-    password: Type.String({ description: 'Must satisfy the password policy; checked against breach data' }),
-    confirm_password: Type.Optional(Type.String({ description: 'When present, must equal password' })),
-    first_name: OptionalText,
-    last_name: OptionalText,
-    name: Type.Optional(
-      Type.Union([Type.String(), Type.Null()], { description: 'Full name, at most 200 characters; optional' }),
-    ),
-    organization_name: OptionalText,
-    language_code: Type.Optional(Type.String({ description: 'BCP 47 tag such as en or pt-BR', default: 'en' })),
-  },
-  { additionalProperties: true },
+const Username = Type.String({ description: '3–50 letters, digits, - or _; stored lower-cased; unique' });
+const OptionalUsername = Type.Optional(
+  Type.String({
+    description:
+      '3–50 letters, digits, - or _; stored lower-cased; unique. With USERNAME_REQUIRED=false it may be left out (or blank): one is made from the email address (docs/registration.md)',
+  }),
 );
+
+/** The request body; `username` is required unless USERNAME_REQUIRED=false. */
+const registerBody = (usernameRequired: boolean) =>
+  Type.Object(
+    {
+      email: Type.String({ description: 'Trimmed, at most 254 characters, stored lower-cased; unique' }),
+      username: usernameRequired ? Username : OptionalUsername,
+      password: Type.String({ description: 'Must satisfy the password policy; checked against breach data' }),
+      confirm_password: Type.Optional(Type.String({ description: 'When present, must equal password' })),
+      first_name: OptionalText,
+      last_name: OptionalText,
+      name: Type.Optional(
+        Type.Union([Type.String(), Type.Null()], { description: 'Full name, at most 200 characters; optional' }),
+      ),
+      organization_name: OptionalText,
+      language_code: Type.Optional(Type.String({ description: 'BCP 47 tag such as en or pt-BR', default: 'en' })),
+    },
+    { additionalProperties: true },
+  );
 
 const RegisteredUser = Type.Object({
   ...UserBodyProperties,
@@ -38,7 +48,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'Creates a user (and optionally an organization with the user as admin) and mails a verification link. Accepts JSON or form bodies. With REGISTRATION_ENUMERATION_SAFE=true every registration that passes validation answers the same 202, taken email or username or not; a conflict is told by mail instead of 409.',
         consumes: ['application/json', 'application/x-www-form-urlencoded'],
-        body: RegisterBody,
+        body: registerBody(app.gatehouse.config.usernameRequired),
         response: {
           201: RegisteredUser,
           202: Type.Object(

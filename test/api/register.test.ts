@@ -566,3 +566,67 @@ describe('POST /api/v1/register: the optional full name', () => {
     }
   });
 });
+
+describe('POST /api/v1/register: USERNAME_REQUIRED', () => {
+  let required: FastifyInstance;
+  let optional: FastifyInstance;
+  before(async () => {
+    required = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('unreq')}:` });
+    optional = await startApp({ USERNAME_REQUIRED: 'false', REDIS_KEY_PREFIX: `t:${uniqueName('unopt')}:` });
+  });
+  after(async () => {
+    await required.close();
+    await optional.close();
+  });
+  const post = (app: FastifyInstance, payload: Body) =>
+    app.inject({ method: 'POST', url: '/api/v1/register', payload });
+
+  test('by default a registration without username answers 422 naming it', async () => {
+    const { username: _u, ...user } = newUser();
+    const body = assertProblem(await post(required, user), 422, 'VALIDATION_ERROR');
+    assert.deepEqual(
+      (body.errors as Body[]).map((e) => e.field),
+      ['username'],
+    );
+    const blank = assertProblem(await post(required, newUser({ username: '  ' })), 422, 'VALIDATION_ERROR');
+    assert.deepEqual(
+      (blank.errors as Body[]).map((e) => e.field),
+      ['username'],
+    );
+  });
+
+  test('USERNAME_REQUIRED=false makes one from the email address; it is stored and signs in', async () => {
+    const local = uniqueName('Mary.Jane');
+    const { username: _u, ...user } = newUser({ email: `${local}@example.com` });
+    const res = await post(optional, user);
+    assert.equal(res.statusCode, 201, res.body);
+    const username = String(json(res).username);
+    assert.match(username, /^mary_jane_[0-9a-f]+_\d+_[0-9a-f]{8}$/);
+    const blank = await post(optional, newUser({ username: '' }));
+    assert.equal(blank.statusCode, 201, blank.body);
+    assert.match(String(json(blank).username), /^user_[0-9a-f]+_\d+_[0-9a-f]{8}$/);
+    await optional.gatehouse.db
+      .updateTable('users')
+      .set({ email_verified_at: new Date() })
+      .where('username', '=', username)
+      .execute();
+    const login = await optional.inject({
+      method: 'POST',
+      url: '/api/v1/login',
+      payload: { username, password: user.password },
+    });
+    assert.equal(login.statusCode, 200, login.body);
+  });
+
+  test('USERNAME_REQUIRED=false still checks a username that is given', async () => {
+    const body = assertProblem(await post(optional, newUser({ username: 'a b' })), 422, 'VALIDATION_ERROR');
+    assert.deepEqual(
+      (body.errors as Body[]).map((e) => e.field),
+      ['username'],
+    );
+    const res = await post(optional, newUser({ username: ['x'] }));
+    assert.equal(res.statusCode, 400, res.body);
+    const missing = assertProblem(await post(optional, {}), 422, 'VALIDATION_ERROR');
+    assert.deepEqual((missing.errors as Body[]).map((e) => e.field).sort(), ['email', 'password']);
+  });
+});
