@@ -247,7 +247,8 @@ export async function registerAccount(
     last_name: valid.lastName,
     name: valid.name,
     language_code: valid.languageCode,
-    email_verified_at: verify ? null : now,
+    // Unverified until the owner follows a verification link, whether or not login waits for it.
+    email_verified_at: null,
     password_changed_at: now,
     created_at: now,
     updated_at: now,
