@@ -16,6 +16,7 @@ import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import type { RoleName } from '../domain/roles.ts';
+import { isStorableText } from '../domain/text.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
@@ -384,10 +385,56 @@ export async function register(
   options: RegistrationOptions = {},
 ): Promise<RegistrationOutcome> {
   input = withUsername(services, input);
-  if (services.config.registrationEnumerationSafe) {
-    return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
+  try {
+    if (services.config.registrationEnumerationSafe) {
+      return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
+    }
+    return { created: await registerAccount(services, input, context, options) };
+  } catch (error) {
+    if (error instanceof AppError && error.status < 500)
+      await recordRefusedRegistration(services, input, context, error.code);
+    throw error;
   }
-  return { created: await registerAccount(services, input, context, options) };
+}
+
+/** Longest email or username kept in `registration_attempts`: what was sent may be far longer than what is valid. */
+const ATTEMPT_TEXT_MAX = 254;
+
+function attemptText(value: unknown): string | null {
+  if (typeof value !== 'string') return null;
+  const text = [...value.trim()].slice(0, ATTEMPT_TEXT_MAX).join('');
+  return text !== '' && isStorableText(text) ? text.toLowerCase() : null;
+}
+
+/**
+ * A `registration_attempts` row for a refused registration: the email and
+ * username as sent (trimmed, lower-cased, cut to 254 characters; null when
+ * absent or not storable), the client and the problem code as `reason`. Never
+ * the password. Each refusal has already spent one of RATE_LIMIT_REGISTER, so
+ * a client writes no more rows than it may register. A failure to record is
+ * logged, never answered: the refusal is the answer.
+ */
+export async function recordRefusedRegistration(
+  services: Services,
+  input: { email?: unknown; username?: unknown },
+  context: RequestContext,
+  reason: string,
+): Promise<void> {
+  try {
+    await services.db
+      .insertInto('registration_attempts')
+      .values({
+        attempted_at: services.clock.now(),
+        email: attemptText(input.email),
+        username: attemptText(input.username),
+        ip_address: context.ip,
+        user_agent: context.userAgent,
+        reason,
+      })
+      .execute();
+  } catch (error) {
+    services.log.warn({ err: error, reason }, 'refused registration not recorded');
+  }
 }
 
 /**
@@ -424,6 +471,8 @@ async function registerAccountWithoutDisclosure(
     await registerAccount(services, input, context, options);
   } catch (error) {
     if (!(error instanceof AppError) || (error.code !== 'EMAIL_TAKEN' && error.code !== 'USERNAME_TAKEN')) throw error;
+    // Refused all the same, though the answer does not say so.
+    await recordRefusedRegistration(services, input, context, error.code);
     // registerAccount hashed the password before the insert failed, as for a new account.
     await notifyConflict(services, validateRegistration(input), error.code);
   }

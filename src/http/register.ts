@@ -1,7 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { register } from '../flows/register.ts';
+import { AppError } from '../domain/errors.ts';
+import { recordRefusedRegistration, register } from '../flows/register.ts';
 import { requireCaptcha } from '../infra/captcha.ts';
+import { toAppError } from './problem.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
 const Username = Type.String({ description: '3–50 letters, digits, - or _; stored lower-cased; unique' });
@@ -42,6 +44,16 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/register',
     {
       config: { rateLimit: 'register' },
+      // What the route refuses before the flow (the body's shape, the CAPTCHA) is recorded here; the flow
+      // records its own refusals. Rate-limited requests are not: each would be a write the limit exists to stop.
+      onError: async (request, _reply, error) => {
+        const refusal = toAppError(error);
+        const beforeFlow = !(error instanceof AppError) || refusal.code === 'CAPTCHA_FAILED';
+        if (beforeFlow && refusal.status < 500 && refusal.code !== 'RATE_LIMIT_EXCEEDED') {
+          const body = typeof request.body === 'object' && request.body !== null ? request.body : {};
+          await recordRefusedRegistration(app.gatehouse, body, request.caller, refusal.code);
+        }
+      },
       schema: {
         tags: ['registration'],
         summary: 'Create an account',

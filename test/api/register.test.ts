@@ -630,3 +630,102 @@ describe('POST /api/v1/register: USERNAME_REQUIRED', () => {
     assert.deepEqual((missing.errors as Body[]).map((e) => e.field).sort(), ['email', 'password']);
   });
 });
+
+describe('POST /api/v1/register: refused registrations are recorded', () => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('attempts')}:` });
+  });
+  after(() => app.close());
+  const post = (payload: unknown, agent: string, type = 'application/json') =>
+    app.inject({
+      method: 'POST',
+      url: '/api/v1/register',
+      headers: { 'content-type': type, 'user-agent': agent },
+      payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+    });
+  /** The rows of one user agent, as an operator would query them. */
+  const attempts = async (agent: string) =>
+    (
+      await sql<Body>`SELECT * FROM registration_attempts
+        WHERE attempted_at > NOW() - INTERVAL '24 hours' AND user_agent = ${agent} ORDER BY id`.execute(
+        app.gatehouse.db,
+      )
+    ).rows;
+
+  test('policy, duplicate and field refusals each leave a row with the reason, never the password', async () => {
+    const agent = uniqueName('agent');
+    const user = newUser();
+    assertProblem(await post({ ...user, password: 'weak' }, agent), 422, 'PASSWORD_POLICY');
+    assert.equal((await post(user, agent)).statusCode, 201);
+    const other = uniqueName();
+    assertProblem(await post({ ...user, username: other }, agent), 409, 'EMAIL_TAKEN');
+    assertProblem(await post({ ...user, email: 'not-an-email' }, agent), 422, 'VALIDATION_ERROR');
+    const rows = await attempts(agent);
+    assert.deepEqual(
+      rows.map((r) => [r.reason, r.email, r.username]),
+      [
+        ['PASSWORD_POLICY', user.email, user.username],
+        ['EMAIL_TAKEN', user.email, other],
+        ['VALIDATION_ERROR', 'not-an-email', user.username],
+      ],
+    );
+    for (const row of rows) {
+      assert.deepEqual(Object.keys(row).sort(), [
+        'attempted_at',
+        'email',
+        'id',
+        'ip_address',
+        'reason',
+        'user_agent',
+        'username',
+      ]);
+      assert.ok(row.ip_address);
+      assert.ok(!JSON.stringify(row).includes(user.password));
+    }
+  });
+
+  test('refusals before the flow (missing fields, bad types, bad JSON, NUL bytes) are recorded too, never 500', async () => {
+    const agent = uniqueName('agent');
+    assertProblem(await post({}, agent), 422, 'VALIDATION_ERROR');
+    assertProblem(
+      await post({ email: ['a@example.com'], username: 'x', password: 'y' }, agent),
+      400,
+      'MALFORMED_REQUEST',
+    );
+    assertProblem(await post('{"email":', agent), 400, 'MALFORMED_REQUEST');
+    assertProblem(await post(newUser({ email: 'a\u0000b@example.com' }), agent), 422, 'VALIDATION_ERROR');
+    const rows = await attempts(agent);
+    assert.deepEqual(
+      rows.map((r) => [r.reason, r.email]),
+      [
+        ['VALIDATION_ERROR', null],
+        ['MALFORMED_REQUEST', null],
+        ['MALFORMED_REQUEST', null],
+        ['VALIDATION_ERROR', null],
+      ],
+    );
+  });
+
+  test('rate-limited requests are not recorded', async () => {
+    const limited = await startApp({ RATE_LIMIT_REGISTER: '1/1h', REDIS_KEY_PREFIX: `t:${uniqueName('lim')}:` });
+    try {
+      const agent = uniqueName('agent');
+      const send = () =>
+        limited.inject({
+          method: 'POST',
+          url: '/api/v1/register',
+          headers: { 'user-agent': agent },
+          payload: newUser({ password: 'weak' }),
+        });
+      assert.equal((await send()).statusCode, 422);
+      for (let i = 0; i < 3; i++) assert.equal((await send()).statusCode, 429);
+      const { rows } = await sql<Body>`SELECT reason FROM registration_attempts WHERE user_agent = ${agent}`.execute(
+        limited.gatehouse.db,
+      );
+      assert.deepEqual(rows, [{ reason: 'PASSWORD_POLICY' }]);
+    } finally {
+      await limited.close();
+    }
+  });
+});
