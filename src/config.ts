@@ -72,6 +72,8 @@ export interface Config {
   registrationEnumerationSafe: boolean;
   /** false: a registration may leave out `username`, which is then made from the email address. */
   usernameRequired: boolean;
+  /** true: registration also signs in, adding the login body's tokens to its answer. */
+  registerReturnsTokens: boolean;
   /** Mail outbox: poll interval, first retry delay (doubling), attempts before a mail is marked failed. */
   outboxPollMs: number;
   outboxRetryBaseMs: number;
@@ -214,6 +216,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     requireEmailVerification: read.boolean('REQUIRE_EMAIL_VERIFICATION', true),
     registrationEnumerationSafe: read.boolean('REGISTRATION_ENUMERATION_SAFE', false),
     usernameRequired: read.boolean('USERNAME_REQUIRED', true),
+    registerReturnsTokens: read.boolean('REGISTER_RETURNS_TOKENS', false),
     outboxPollMs: read.integer('OUTBOX_POLL_MS', 5_000, 10, 3_600_000),
     outboxRetryBaseMs: read.integer('OUTBOX_RETRY_BASE_MS', 30_000, 10, 3_600_000),
     outboxMaxAttempts: read.integer('OUTBOX_MAX_ATTEMPTS', 10, 1, 100),
@@ -265,6 +268,18 @@ export function loadConfig(env: Env = readEnvironment()): Config {
   // A short token can be guessed over the network; 16 bytes is the least worth comparing.
   if (config.metricsToken !== undefined && Buffer.byteLength(config.metricsToken) < 16) {
     throw new ConfigError('METRICS_TOKEN', 'must be at least 16 bytes (e.g. openssl rand -hex 32)');
+  }
+  if (config.registerReturnsTokens && config.requireEmailVerification) {
+    throw new ConfigError(
+      'REGISTER_RETURNS_TOKENS',
+      'cannot be true while REQUIRE_EMAIL_VERIFICATION=true (the default): a new account may not sign in before it is verified; set REQUIRE_EMAIL_VERIFICATION=false or REGISTER_RETURNS_TOKENS=false',
+    );
+  }
+  if (config.registerReturnsTokens && config.registrationEnumerationSafe) {
+    throw new ConfigError(
+      'REGISTER_RETURNS_TOKENS',
+      'cannot be true while REGISTRATION_ENUMERATION_SAFE=true: every registration answers the same 202, without tokens',
+    );
   }
   if (captchaProvider && !config.captchaSecretKey) {
     throw new ConfigError('CAPTCHA_SECRET_KEY', `is required when CAPTCHA_PROVIDER=${captchaProvider}`);

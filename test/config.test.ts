@@ -237,3 +237,25 @@ test('PASSWORD_MIN_LENGTH: default 12 (strict) or 15 (nist), at least 8, at most
     );
   }
 });
+
+test('REGISTER_RETURNS_TOKENS=true is refused with REQUIRE_EMAIL_VERIFICATION=true, naming both', () => {
+  assert.equal(loadConfig({ DATA_DIR: dataDir() }).registerReturnsTokens, false);
+  const ok = loadConfig({ DATA_DIR: dataDir(), REGISTER_RETURNS_TOKENS: 'true', REQUIRE_EMAIL_VERIFICATION: 'false' });
+  assert.equal(ok.registerReturnsTokens, true);
+  for (const env of [
+    { REGISTER_RETURNS_TOKENS: 'true' },
+    { REGISTER_RETURNS_TOKENS: 'true', REQUIRE_EMAIL_VERIFICATION: 'true' },
+  ]) {
+    assert.throws(
+      () => loadConfig({ DATA_DIR: dataDir(), ...env }),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.message.includes('REGISTER_RETURNS_TOKENS') &&
+        error.message.includes('REQUIRE_EMAIL_VERIFICATION'),
+    );
+  }
+  assert.throws(
+    () => loadConfig({ DATA_DIR: dataDir(), REGISTER_RETURNS_TOKENS: 'maybe', REQUIRE_EMAIL_VERIFICATION: 'false' }),
+    (error: unknown) => error instanceof ConfigError && error.variable === 'REGISTER_RETURNS_TOKENS',
+  );
+});

@@ -23,6 +23,7 @@ import type { Services } from '../infra/container.ts';
 import { outboxRow, publicLink, type QueuedMail } from '../infra/mail.ts';
 import { MAILS_PER_HOUR } from '../infra/mailed-links.ts';
 import { newOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS } from '../infra/one-time-tokens.ts';
+import { newSession, type SessionUser, startedSession, type TokenPair } from '../infra/sessions.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
 
 export interface RegistrationInput {
@@ -47,6 +48,8 @@ export interface RegistrationOptions {
    * the API's documented answers: one problem kind at a time.
    */
   allProblemsAtOnce?: boolean;
+  /** With REGISTER_RETURNS_TOKENS=true, sign the new account in and add the tokens (the API; not the page). */
+  signIn?: boolean;
 }
 
 export interface UserOrganization {
@@ -56,7 +59,7 @@ export interface UserOrganization {
   role: RoleName;
 }
 
-export interface RegisteredAccount extends UserBody {
+export interface RegisteredAccount extends UserBody, Partial<TokenPair> {
   organization: UserOrganization | null;
   message: string;
 }
@@ -389,12 +392,25 @@ export async function register(
     if (services.config.registrationEnumerationSafe) {
       return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
     }
-    return { created: await registerAccount(services, input, context, options) };
+    const created = await registerAccount(services, input, context, options);
+    if (!services.config.registerReturnsTokens || !options.signIn) return { created };
+    return { created: { ...created, ...(await signIn(services, created, context)) } };
   } catch (error) {
     if (error instanceof AppError && error.status < 500)
       await recordRefusedRegistration(services, input, context, error.code);
     throw error;
   }
+}
+
+/**
+ * REGISTER_RETURNS_TOKENS: the new account's first session (an API session,
+ * as a password login starts), whose tokens join the registration body.
+ */
+async function signIn(services: Services, user: SessionUser, context: RequestContext): Promise<TokenPair> {
+  const session = newSession(services, user, context, { kind: 'api' });
+  const row = await services.db.insertInto('sessions').values(session.row).returning('id').executeTakeFirstOrThrow();
+  await services.db.updateTable('users').set({ last_login_at: session.issuedAt }).where('id', '=', user.id).execute();
+  return (await startedSession(services, user, session, row.id)).tokens;
 }
 
 /** Longest email or username kept in `registration_attempts`: what was sent may be far longer than what is valid. */

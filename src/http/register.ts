@@ -5,6 +5,7 @@ import { recordRefusedRegistration, register } from '../flows/register.ts';
 import { requireCaptcha } from '../infra/captcha.ts';
 import { toAppError } from './problem.ts';
 import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
+import { TokenResponse } from './token-response.ts';
 
 const Username = Type.String({ description: '3–50 letters, digits, - or _; stored lower-cased; unique' });
 const OptionalUsername = Type.Optional(
@@ -37,6 +38,8 @@ const RegisteredUser = Type.Object({
   ...UserBodyProperties,
   organization: Type.Union([UserOrganization, Type.Null()]),
   message: Type.String(),
+  // With REGISTER_RETURNS_TOKENS=true: the login body's members.
+  ...Type.Partial(TokenResponse).properties,
 });
 
 export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -85,8 +88,10 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         organization_name: body.organization_name,
         language_code: body.language_code,
       };
-      const outcome = await register(app.gatehouse, input, request.caller);
-      return 'created' in outcome ? reply.code(201).send(outcome.created) : reply.code(202).send(outcome.accepted);
+      const outcome = await register(app.gatehouse, input, request.caller, { signIn: true });
+      if (!('created' in outcome)) return reply.code(202).send(outcome.accepted);
+      if (outcome.created.access_token) reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
+      return reply.code(201).send(outcome.created);
     },
   );
 };

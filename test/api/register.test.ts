@@ -729,3 +729,55 @@ describe('POST /api/v1/register: refused registrations are recorded', () => {
     }
   });
 });
+
+describe('POST /api/v1/register: REGISTER_RETURNS_TOKENS', () => {
+  test('adds the login body to the registration body; the tokens work', async () => {
+    const app = await startApp({
+      REGISTER_RETURNS_TOKENS: 'true',
+      REQUIRE_EMAIL_VERIFICATION: 'false',
+      REDIS_KEY_PREFIX: `t:${uniqueName('tokens')}:`,
+    });
+    try {
+      const user = newUser({ name: 'Ada' });
+      const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: user });
+      assert.equal(res.statusCode, 201, res.body);
+      const body = json(res);
+      assert.equal(body.username, user.username);
+      assert.equal(body.token_type, 'bearer');
+      assert.equal(typeof body.access_token, 'string');
+      assert.equal(typeof body.refresh_token, 'string');
+      assert.equal(body.expires_in, 30 * 60);
+      assert.equal(typeof body.refresh_expires_in, 'number');
+      assert.equal(res.headers['cache-control'], 'no-store');
+      const me = await app.inject({ url: '/api/v1/me', headers: { authorization: `Bearer ${body.access_token}` } });
+      assert.equal(me.statusCode, 200, me.body);
+      assert.equal(json(me).username, user.username);
+      const refreshed = await app.inject({
+        method: 'POST',
+        url: '/api/v1/refresh',
+        payload: { refresh_token: body.refresh_token },
+      });
+      assert.equal(refreshed.statusCode, 200, refreshed.body);
+      // A refused registration gets no tokens.
+      const weak = assertProblem(
+        await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser({ password: 'weak' }) }),
+        422,
+        'PASSWORD_POLICY',
+      );
+      assert.equal(weak.access_token, undefined);
+    } finally {
+      await app.close();
+    }
+  });
+
+  test('by default the registration body carries no tokens', async () => {
+    const app = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('notokens')}:` });
+    try {
+      const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });
+      assert.equal(res.statusCode, 201, res.body);
+      assert.equal(json(res).access_token, undefined);
+    } finally {
+      await app.close();
+    }
+  });
+});
