@@ -5,7 +5,13 @@ import { join } from 'node:path';
 import { parseEnv } from 'node:util';
 import { checkEmail } from './domain/account-rules.ts';
 import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './domain/page-options.ts';
-import type { PasswordHasherName, PasswordPolicyPreset } from './domain/password-policy.ts';
+import {
+  DEFAULT_MIN_PASSWORD_LENGTH,
+  MAX_PASSWORD_LENGTH,
+  PASSWORD_MIN_LENGTH_FLOOR,
+  type PasswordHasherName,
+  type PasswordPolicyPreset,
+} from './domain/password-policy.ts';
 
 export type Environment = 'development' | 'test' | 'production';
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
@@ -54,6 +60,8 @@ export interface Config {
   hashConcurrency: number;
   hashQueueLimit: number;
   passwordPolicy: PasswordPolicyPreset;
+  /** Fewest characters a password may have: at least 8; default 12 (`strict`) or 15 (`nist`). */
+  passwordMinLength: number;
   breachCheck: BreachCheckMode;
   breachFailClosed: boolean;
   hibpApiUrl: string;
@@ -64,6 +72,10 @@ export interface Config {
   abuseContact: string;
   requireEmailVerification: boolean;
   registrationEnumerationSafe: boolean;
+  /** false: a registration may leave out `username`, which is then made from the email address. */
+  usernameRequired: boolean;
+  /** true: registration also signs in, adding the login body's tokens to its answer. */
+  registerReturnsTokens: boolean;
   /** Mail outbox: poll interval, first retry delay (doubling), attempts before a mail is marked failed. */
   outboxPollMs: number;
   outboxRetryBaseMs: number;
@@ -164,6 +176,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
   const publicUrl = read.url('PUBLIC_URL', listenUrl(host, port)).replace(/\/+$/, '');
   const captchaProvider = read.optionalOneOf('CAPTCHA_PROVIDER', ['hcaptcha', 'recaptcha', 'turnstile']);
   const warnings: string[] = [];
+  const passwordPolicy = read.oneOf('PASSWORD_POLICY', ['strict', 'nist'], 'strict');
   const smtpUrl = read.optional('SMTP_URL');
   const mailFrom = read.string('MAIL_FROM', 'Gatehouse <no-reply@localhost>');
   if (smtpUrl && !/^smtps?:\/\//.test(smtpUrl))
@@ -194,7 +207,13 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     bcryptRounds: read.integer('BCRYPT_ROUNDS', 14, 4, 31),
     hashConcurrency: read.integer('HASH_CONCURRENCY', availableParallelism(), 1, 256),
     hashQueueLimit: read.integer('HASH_QUEUE_LIMIT', 200, 0, 100_000),
-    passwordPolicy: read.oneOf('PASSWORD_POLICY', ['strict', 'nist'], 'strict'),
+    passwordPolicy,
+    passwordMinLength: read.integer(
+      'PASSWORD_MIN_LENGTH',
+      DEFAULT_MIN_PASSWORD_LENGTH[passwordPolicy],
+      PASSWORD_MIN_LENGTH_FLOOR,
+      MAX_PASSWORD_LENGTH,
+    ),
     breachCheck: read.oneOf('BREACH_CHECK', ['offline', 'api', 'off'], 'offline'),
     breachFailClosed: read.boolean('BREACH_FAIL_CLOSED', false),
     hibpApiUrl: read.url('HIBP_API_URL', 'https://api.pwnedpasswords.com').replace(/\/+$/, ''),
@@ -204,6 +223,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     abuseContact: read.parsed('ABUSE_CONTACT', parseAbuseContact) ?? mailAddress(mailFrom),
     requireEmailVerification: read.boolean('REQUIRE_EMAIL_VERIFICATION', true),
     registrationEnumerationSafe: read.boolean('REGISTRATION_ENUMERATION_SAFE', false),
+    usernameRequired: read.boolean('USERNAME_REQUIRED', true),
+    registerReturnsTokens: read.boolean('REGISTER_RETURNS_TOKENS', false),
     outboxPollMs: read.integer('OUTBOX_POLL_MS', 5_000, 10, 3_600_000),
     outboxRetryBaseMs: read.integer('OUTBOX_RETRY_BASE_MS', 30_000, 10, 3_600_000),
     outboxMaxAttempts: read.integer('OUTBOX_MAX_ATTEMPTS', 10, 1, 100),
@@ -262,6 +283,18 @@ export function loadConfig(env: Env = readEnvironment()): Config {
   // A short token can be guessed over the network; 16 bytes is the least worth comparing.
   if (config.metricsToken !== undefined && Buffer.byteLength(config.metricsToken) < 16) {
     throw new ConfigError('METRICS_TOKEN', 'must be at least 16 bytes (e.g. openssl rand -hex 32)');
+  }
+  if (config.registerReturnsTokens && config.requireEmailVerification) {
+    throw new ConfigError(
+      'REGISTER_RETURNS_TOKENS',
+      'cannot be true while REQUIRE_EMAIL_VERIFICATION=true (the default): a new account may not sign in before it is verified; set REQUIRE_EMAIL_VERIFICATION=false or REGISTER_RETURNS_TOKENS=false',
+    );
+  }
+  if (config.registerReturnsTokens && config.registrationEnumerationSafe) {
+    throw new ConfigError(
+      'REGISTER_RETURNS_TOKENS',
+      'cannot be true while REGISTRATION_ENUMERATION_SAFE=true: every registration answers the same 202, without tokens',
+    );
   }
   if (captchaProvider && !config.captchaSecretKey) {
     throw new ConfigError('CAPTCHA_SECRET_KEY', `is required when CAPTCHA_PROVIDER=${captchaProvider}`);

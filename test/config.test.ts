@@ -24,6 +24,7 @@ test('defaults follow DESIGN.md', () => {
   assert.equal(c.passwordHasher, 'argon2id');
   assert.equal(c.bcryptRounds, 14);
   assert.equal(c.passwordPolicy, 'strict');
+  assert.equal(c.passwordMinLength, 12);
   assert.equal(c.breachCheck, 'offline');
   assert.equal(c.requireEmailVerification, true);
   assert.deepEqual(c.rateLimitRegister, { points: 5, durationSeconds: 3600, blockSeconds: 0 });
@@ -296,4 +297,42 @@ test('the server refuses to start in production without SECRET_KEY', () => {
   const r = spawnSync(process.execPath, ['src/main.ts'], { env, encoding: 'utf8', timeout: 20_000 });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /SECRET_KEY/);
+});
+
+test('PASSWORD_MIN_LENGTH: default 12 (strict) or 15 (nist), at least 8, at most 128', () => {
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), PASSWORD_POLICY: 'nist' }).passwordMinLength, 15);
+  assert.equal(
+    loadConfig({ DATA_DIR: dataDir(), PASSWORD_POLICY: 'nist', PASSWORD_MIN_LENGTH: '8' }).passwordMinLength,
+    8,
+  );
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), PASSWORD_MIN_LENGTH: '20' }).passwordMinLength, 20);
+  for (const bad of ['7', '0', '129', 'twelve', '-1']) {
+    assert.throws(
+      () => loadConfig({ DATA_DIR: dataDir(), PASSWORD_MIN_LENGTH: bad }),
+      (error: unknown) => error instanceof ConfigError && error.variable === 'PASSWORD_MIN_LENGTH',
+      bad,
+    );
+  }
+});
+
+test('REGISTER_RETURNS_TOKENS=true is refused with REQUIRE_EMAIL_VERIFICATION=true, naming both', () => {
+  assert.equal(loadConfig({ DATA_DIR: dataDir() }).registerReturnsTokens, false);
+  const ok = loadConfig({ DATA_DIR: dataDir(), REGISTER_RETURNS_TOKENS: 'true', REQUIRE_EMAIL_VERIFICATION: 'false' });
+  assert.equal(ok.registerReturnsTokens, true);
+  for (const env of [
+    { REGISTER_RETURNS_TOKENS: 'true' },
+    { REGISTER_RETURNS_TOKENS: 'true', REQUIRE_EMAIL_VERIFICATION: 'true' },
+  ]) {
+    assert.throws(
+      () => loadConfig({ DATA_DIR: dataDir(), ...env }),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.message.includes('REGISTER_RETURNS_TOKENS') &&
+        error.message.includes('REQUIRE_EMAIL_VERIFICATION'),
+    );
+  }
+  assert.throws(
+    () => loadConfig({ DATA_DIR: dataDir(), REGISTER_RETURNS_TOKENS: 'maybe', REQUIRE_EMAIL_VERIFICATION: 'false' }),
+    (error: unknown) => error instanceof ConfigError && error.variable === 'REGISTER_RETURNS_TOKENS',
+  );
 });

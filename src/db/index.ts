@@ -19,6 +19,7 @@ import * as scaleIndexes from './migrations/0003_scale_indexes.ts';
 import * as accountView from './migrations/0004_account_view.ts';
 import * as housekeepingIndexes from './migrations/0005_housekeeping_indexes.ts';
 import * as lockoutSources from './migrations/0006_lockout_sources.ts';
+import * as registrationFields from './migrations/0007_registration_fields.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -232,6 +233,7 @@ const migrations: Record<string, Migration> = {
   '0004_account_view': accountView,
   '0005_housekeeping_indexes': housekeepingIndexes,
   '0006_lockout_sources': lockoutSources,
+  '0007_registration_fields': registrationFields,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

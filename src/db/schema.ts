@@ -12,6 +12,8 @@ export interface UsersTable {
   password_hash: string;
   first_name: string | null;
   last_name: string | null;
+  /** A full name, as given at registration; optional. */
+  name: ColumnType<string | null, string | null | undefined, string | null>;
   language_code: Generated<string>;
   is_active: Generated<boolean>;
   is_superuser: Generated<boolean>;
@@ -105,6 +107,17 @@ interface LoginAttemptsTable {
   attempted_at: Generated<Date>;
 }
 
+interface RegistrationAttemptsTable {
+  id: Generated<number>;
+  attempted_at: Generated<Date>;
+  email: string | null;
+  username: string | null;
+  ip_address: string | null;
+  user_agent: string | null;
+  /** The refusal's problem code (PASSWORD_POLICY, EMAIL_TAKEN, RATE_LIMITED, …). */
+  reason: string;
+}
+
 export interface AuditLogsTable {
   id: Generated<number>;
   action: string;
@@ -170,6 +183,7 @@ export interface Database {
   sessions: SessionsTable;
   one_time_tokens: OneTimeTokensTable;
   login_attempts: LoginAttemptsTable;
+  registration_attempts: RegistrationAttemptsTable;
   audit_logs: AuditLogsTable;
   audit_chain: AuditChainTable;
   email_outbox: EmailOutboxTable;

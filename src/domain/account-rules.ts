@@ -50,6 +50,26 @@ export function checkUsername(raw: string): Check<string> {
   return { ok: true, value: value.toLowerCase() };
 }
 
+/**
+ * A username for a registration that gave none (USERNAME_REQUIRED=false): the
+ * email address's local part, accents dropped, lower-cased, every run of
+ * characters other than a-z, 0-9, - and _ made one `_`, cut to 40 characters
+ * (`user` when fewer than 3 remain), then `_` and `suffix` (random hex from
+ * the caller): `Zoë.O'Brien+news@x.org` → `zoe_o_brien_news_1a2b3c4d`.
+ */
+export function usernameFromEmail(email: string, suffix: string): string {
+  const local = email.trim().split('@')[0] ?? '';
+  const base = local
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, '_')
+    .replace(/^[_-]+|[_-]+$/g, '')
+    .slice(0, 40)
+    .replace(/[_-]+$/, '');
+  return `${base.length >= 3 ? base : 'user'}_${suffix}`;
+}
+
 /** Trimmed, NFC, at most `max` characters, no control characters; empty → null. */
 export function checkPersonName(raw: string, field: string, max = 100): Check<string | null> {
   const value = raw.normalize('NFC').trim();

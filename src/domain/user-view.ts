@@ -6,6 +6,7 @@ export interface UserColumns {
   username: string;
   first_name: string | null;
   last_name: string | null;
+  name: string | null;
   language_code: string;
   is_active: boolean;
   email_verified_at: Date | null;
@@ -27,6 +28,7 @@ export function userBody(user: UserColumns): UserBody {
     username: user.username,
     first_name: user.first_name,
     last_name: user.last_name,
+    name: user.name,
     language_code: user.language_code,
     is_active: user.is_active,
     email_verified: user.email_verified_at !== null,

@@ -28,6 +28,7 @@ function selectAccount(db: Kysely<Database>) {
     'users.username',
     'users.first_name',
     'users.last_name',
+    'users.name',
     'users.language_code',
     'users.is_active',
     'users.email_verified_at',

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { type Insertable, type Kysely, type Selectable, sql } from 'kysely';
 import { executePrepared } from '../db/prepared.ts';
 import type { Database, EmailOutboxTable, UsersTable } from '../db/schema.ts';
@@ -9,26 +10,32 @@ import {
   checkPersonName,
   checkStorable,
   checkUsername,
+  usernameFromEmail,
 } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import type { RoleName } from '../domain/roles.ts';
+import { isStorableText } from '../domain/text.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { outboxRow, publicLink, type QueuedMail } from '../infra/mail.ts';
 import { MAILS_PER_HOUR } from '../infra/mailed-links.ts';
 import { newOneTimeToken, ONE_TIME_TOKEN_TTL_SECONDS } from '../infra/one-time-tokens.ts';
+import { newSession, type SessionUser, startedSession, type TokenPair } from '../infra/sessions.ts';
 import { createOrganizationWithOwner } from './organizations.ts';
 
 export interface RegistrationInput {
   email: string;
-  username: string;
+  /** Required unless USERNAME_REQUIRED=false, which generates one (`usernameFromEmail`) when absent or blank. */
+  username?: string | undefined;
   password: string;
   confirm_password?: string | undefined;
   first_name?: string | null | undefined;
   last_name?: string | null | undefined;
+  /** A full name, stored as given (trimmed, NFC); optional. */
+  name?: string | null | undefined;
   organization_name?: string | null | undefined;
   language_code?: string | undefined;
 }
@@ -41,6 +48,8 @@ export interface RegistrationOptions {
    * the API's documented answers: one problem kind at a time.
    */
   allProblemsAtOnce?: boolean;
+  /** With REGISTER_RETURNS_TOKENS=true, sign the new account in and add the tokens (the API; not the page). */
+  signIn?: boolean;
 }
 
 export interface UserOrganization {
@@ -50,7 +59,7 @@ export interface UserOrganization {
   role: RoleName;
 }
 
-export interface RegisteredAccount extends UserBody {
+export interface RegisteredAccount extends UserBody, Partial<TokenPair> {
   organization: UserOrganization | null;
   message: string;
 }
@@ -61,9 +70,13 @@ interface ValidRegistration {
   password: string;
   firstName: string | null;
   lastName: string | null;
+  name: string | null;
   organizationName: string | null;
   languageCode: string;
 }
+
+/** Longest full name (`name`) registration takes, in characters. */
+const FULL_NAME_MAX_LENGTH = 200;
 
 /** Field rules, every failing field reported at once. */
 export function validateRegistration(input: RegistrationInput): ValidRegistration {
@@ -82,9 +95,10 @@ export function validateRegistration(input: RegistrationInput): ValidRegistratio
     return undefined;
   };
   const email = take(checkEmail(input.email));
-  const username = take(checkUsername(input.username));
+  const username = take(checkUsername(input.username ?? ''));
   const firstName = take(checkPersonName(input.first_name ?? '', 'first_name'));
   const lastName = take(checkPersonName(input.last_name ?? '', 'last_name'));
+  const name = take(checkPersonName(input.name ?? '', 'name', FULL_NAME_MAX_LENGTH));
   const organizationName =
     input.organization_name == null ? null : take(checkOrganizationName(input.organization_name));
   const languageCode = input.language_code == null ? 'en' : take(checkLanguageCode(input.language_code));
@@ -96,6 +110,7 @@ export function validateRegistration(input: RegistrationInput): ValidRegistratio
     password: normalizePassword(input.password),
     firstName: firstName ?? null,
     lastName: lastName ?? null,
+    name: name ?? null,
     organizationName: organizationName ?? null,
     languageCode: languageCode as string,
   };
@@ -120,6 +135,7 @@ async function passwordProblem(
   const issues = passwordPolicyIssues(password, context, {
     preset: services.config.passwordPolicy,
     hasher: services.config.passwordHasher,
+    minLength: services.config.passwordMinLength,
   });
   if (issues.length > 0) return new AppError('PASSWORD_POLICY', { issues });
   if (await services.breach.isBreached(password)) {
@@ -166,7 +182,7 @@ async function validateAllAtOnce(services: Services, input: RegistrationInput): 
   }
   if (!errors.some((e) => e.field === 'password')) {
     const problem = await passwordProblem(services, normalizePassword(input.password), {
-      username: valid?.username ?? input.username.trim(),
+      username: valid?.username ?? (input.username ?? '').trim(),
       email: valid?.email ?? input.email.trim(),
     });
     if (problem?.options.issues) {
@@ -233,8 +249,10 @@ export async function registerAccount(
     password_hash: passwordHash,
     first_name: valid.firstName,
     last_name: valid.lastName,
+    name: valid.name,
     language_code: valid.languageCode,
-    email_verified_at: verify ? null : now,
+    // Unverified until the owner follows a verification link, whether or not login waits for it.
+    email_verified_at: null,
     password_changed_at: now,
     created_at: now,
     updated_at: now,
@@ -255,7 +273,7 @@ export async function registerAccount(
         template: 'verify_email',
         languageCode: valid.languageCode,
         data: {
-          name: valid.firstName ?? valid.username,
+          name: valid.firstName ?? valid.name ?? valid.username,
           link: publicLink(services.config.publicUrl, 'verify-email', { token }),
         },
       }),
@@ -369,10 +387,81 @@ export async function register(
   context: RequestContext,
   options: RegistrationOptions = {},
 ): Promise<RegistrationOutcome> {
-  if (services.config.registrationEnumerationSafe) {
-    return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
+  input = withUsername(services, input);
+  try {
+    if (services.config.registrationEnumerationSafe) {
+      return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
+    }
+    const created = await registerAccount(services, input, context, options);
+    if (!services.config.registerReturnsTokens || !options.signIn) return { created };
+    return { created: { ...created, ...(await signIn(services, created, context)) } };
+  } catch (error) {
+    if (error instanceof AppError && error.status < 500)
+      await recordRefusedRegistration(services, input, context, error.code);
+    throw error;
   }
-  return { created: await registerAccount(services, input, context, options) };
+}
+
+/**
+ * REGISTER_RETURNS_TOKENS: the new account's first session (an API session,
+ * as a password login starts), whose tokens join the registration body.
+ */
+async function signIn(services: Services, user: SessionUser, context: RequestContext): Promise<TokenPair> {
+  const session = newSession(services, user, context, { kind: 'api' });
+  const row = await services.db.insertInto('sessions').values(session.row).returning('id').executeTakeFirstOrThrow();
+  await services.db.updateTable('users').set({ last_login_at: session.issuedAt }).where('id', '=', user.id).execute();
+  return (await startedSession(services, user, session, row.id)).tokens;
+}
+
+/** Longest email or username kept in `registration_attempts`: what was sent may be far longer than what is valid. */
+const ATTEMPT_TEXT_MAX = 254;
+
+function attemptText(value: unknown): string | null {
+  if (typeof value !== 'string') return null;
+  const text = [...value.trim()].slice(0, ATTEMPT_TEXT_MAX).join('');
+  return text !== '' && isStorableText(text) ? text.toLowerCase() : null;
+}
+
+/**
+ * A `registration_attempts` row for a refused registration: the email and
+ * username as sent (trimmed, lower-cased, cut to 254 characters; null when
+ * absent or not storable), the client and the problem code as `reason`. Never
+ * the password. Each refusal has already spent one of RATE_LIMIT_REGISTER, so
+ * a client writes no more rows than it may register. A failure to record is
+ * logged, never answered: the refusal is the answer.
+ */
+export async function recordRefusedRegistration(
+  services: Services,
+  input: { email?: unknown; username?: unknown },
+  context: RequestContext,
+  reason: string,
+): Promise<void> {
+  try {
+    await services.db
+      .insertInto('registration_attempts')
+      .values({
+        attempted_at: services.clock.now(),
+        email: attemptText(input.email),
+        username: attemptText(input.username),
+        ip_address: context.ip,
+        user_agent: context.userAgent,
+        reason,
+      })
+      .execute();
+  } catch (error) {
+    services.log.warn({ err: error, reason }, 'refused registration not recorded');
+  }
+}
+
+/**
+ * With USERNAME_REQUIRED=false, a registration without a username (absent or
+ * blank) gets one made from its email address and 8 random hex digits.
+ */
+function withUsername(services: Services, input: RegistrationInput): RegistrationInput {
+  if (services.config.usernameRequired || (input.username ?? '').trim() !== '' || typeof input.email !== 'string') {
+    return input;
+  }
+  return { ...input, username: usernameFromEmail(input.email, randomBytes(4).toString('hex')) };
 }
 
 /** The one answer to every accepted registration while REGISTRATION_ENUMERATION_SAFE is on. */
@@ -398,6 +487,8 @@ async function registerAccountWithoutDisclosure(
     await registerAccount(services, input, context, options);
   } catch (error) {
     if (!(error instanceof AppError) || (error.code !== 'EMAIL_TAKEN' && error.code !== 'USERNAME_TAKEN')) throw error;
+    // Refused all the same, though the answer does not say so.
+    await recordRefusedRegistration(services, input, context, error.code);
     // registerAccount hashed the password before the insert failed, as for a new account.
     await notifyConflict(services, validateRegistration(input), error.code);
   }

@@ -15,6 +15,7 @@ const AdminUser = Type.Object({
   username: Type.String(),
   first_name: Nullable(Type.String()),
   last_name: Nullable(Type.String()),
+  name: Nullable(Type.String()),
   language_code: Type.String(),
   is_active: Type.Boolean(),
   is_superuser: Type.Boolean(),

@@ -43,6 +43,7 @@ export const UserBodyProperties = {
   username: Type.String(),
   first_name: Type.Union([Type.String(), Type.Null()]),
   last_name: Type.Union([Type.String(), Type.Null()]),
+  name: Type.Union([Type.String(), Type.Null()], { description: 'Full name, when one was given' }),
   language_code: Type.String(),
   is_active: Type.Boolean(),
   email_verified: Type.Boolean(),

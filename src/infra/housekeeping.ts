@@ -6,7 +6,7 @@ import { FORGET_AFTER_SECONDS } from './lockout.ts';
 
 /** How long rows nobody can use any more are kept before they are deleted. */
 export interface Retention {
-  /** `login_attempts` rows older than this many days go. */
+  /** `login_attempts` and `registration_attempts` rows older than this many days go. */
   loginAttemptsDays: number;
   /** Delivered or abandoned `email_outbox` rows (their bodies hold links) older than this many days go. */
   mailDays: number;
@@ -17,6 +17,7 @@ export interface Purged {
   sessions: number;
   one_time_tokens: number;
   login_attempts: number;
+  registration_attempts: number;
   email_outbox: number;
   lockouts: number;
 }
@@ -30,7 +31,7 @@ const CHUNK = 5_000;
 /**
  * Deletes rows that can no longer matter: sessions a day past their expiry
  * (no token of theirs is accepted any more), one-time tokens a day past use or
- * expiry, login attempts and sent or failed mail past their retention, and
+ * expiry, login and registration attempts and sent or failed mail past their retention, and
  * lockout rows whose failures and lock history are already forgotten. The
  * audit log is never touched: its rows form a hash chain.
  */
@@ -51,6 +52,9 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
     ),
     login_attempts: await deleteInChunks(db, 'login_attempts', () =>
       db.selectFrom('login_attempts').select('id').where('attempted_at', '<', attemptsEnd),
+    ),
+    registration_attempts: await deleteInChunks(db, 'registration_attempts', () =>
+      db.selectFrom('registration_attempts').select('id').where('attempted_at', '<', attemptsEnd),
     ),
     email_outbox: await deleteInChunks(db, 'email_outbox', () =>
       db
@@ -75,7 +79,7 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
   };
 }
 
-type ChunkedTable = 'sessions' | 'one_time_tokens' | 'login_attempts' | 'email_outbox';
+type ChunkedTable = 'sessions' | 'one_time_tokens' | 'login_attempts' | 'registration_attempts' | 'email_outbox';
 
 /** Deletes the rows whose ids `which` selects, CHUNK at a time, until none is left; returns how many went. */
 async function deleteInChunks(

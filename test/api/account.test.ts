@@ -75,6 +75,7 @@ describe('the account: /api/v1/me', () => {
       'language_code',
       'last_login_at',
       'last_name',
+      'name',
       'organizations',
       'username',
       'uuid',

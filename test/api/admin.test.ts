@@ -127,6 +127,12 @@ describe('administration API', () => {
       assert.deepEqual(seen, [...made].reverse());
     });
 
+    test('a user registered with a full name shows it', async () => {
+      const user = await register({ name: 'Ada Lovelace' });
+      const [item] = json<Page>(await get(`/api/v1/admin/users?search=${user.username}`)).items;
+      assert.equal(item?.name, 'Ada Lovelace');
+    });
+
     test('each user carries the documented fields and never a password hash', async () => {
       const res = await get(`/api/v1/admin/users?search=${tag}_0`);
       const [user] = json<Page>(res).items;
@@ -141,6 +147,7 @@ describe('administration API', () => {
         'language_code',
         'last_login_at',
         'last_name',
+        'name',
         'username',
         'uuid',
       ]);

@@ -235,3 +235,34 @@ describe('email verification', () => {
     assert.match(mail.text, /^Hello <script>alert\(1\)<\/script>,/);
   });
 });
+
+describe('email verification with REQUIRE_EMAIL_VERIFICATION=false', () => {
+  let app: FastifyInstance;
+  let smtp: TestMailServer;
+  let close: () => Promise<void>;
+  before(async () => {
+    ({ app, smtp, close } = await startAppWithMail({ REQUIRE_EMAIL_VERIFICATION: 'false' }));
+  });
+  after(() => close());
+  const post = (url: string, payload: Body) => app.inject({ method: 'POST', url, payload });
+
+  test('a new account is unverified until it follows a link asked for with resend-verification', async () => {
+    const user = newUser();
+    const res = await post('/api/v1/register', user);
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(json(res).email_verified, false);
+    assert.equal(json(res).message, 'User account created successfully.');
+    assert.equal((await post('/api/v1/resend-verification', { email: user.email })).statusCode, 202);
+    const [mail] = await smtp.waitFor(String(user.email));
+    const link = mail?.links.find((l) => l.includes('/verify-email?token='));
+    assert.ok(link);
+    const verified = await post('/api/v1/verify-email', { token: tokenFrom(link) });
+    assert.deepEqual(json(verified), { email_verified: true });
+    const row = await app.gatehouse.db
+      .selectFrom('users')
+      .select('email_verified_at')
+      .where('email', '=', String(user.email))
+      .executeTakeFirstOrThrow();
+    assert.ok(row.email_verified_at instanceof Date);
+  });
+});

@@ -4,7 +4,7 @@ import { OAuth2Client, OAuth2HttpError } from '@badgateway/oauth2-client';
 import * as argon2 from '@node-rs/argon2';
 import * as bcrypt from '@node-rs/bcrypt';
 import type { FastifyInstance } from 'fastify';
-import { json, uniqueName } from '../helpers.ts';
+import { json, newUser, uniqueName } from '../helpers.ts';
 import { assertProblem } from '../support/problem.ts';
 import { type Body, bearer, createAccount, login, loginRequest, startAuthApp, type Tokens } from './auth-helpers.ts';
 
@@ -368,17 +368,23 @@ describe('POST /api/v1/login', () => {
 });
 
 describe('login without the verification requirement', () => {
-  test('REQUIRE_EMAIL_VERIFICATION=false lets an unverified account log in', async () => {
+  test('REQUIRE_EMAIL_VERIFICATION=false lets an unverified account log in; it stays unverified until verified', async () => {
     const app = await startAuthApp({ REQUIRE_EMAIL_VERIFICATION: 'false' });
     try {
+      const registered = await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });
+      assert.equal(registered.statusCode, 201, registered.body);
+      assert.equal(json(registered).email_verified, false);
       const account = await createAccount(app, {}, { verified: false });
-      await app.gatehouse.db
-        .updateTable('users')
-        .set({ email_verified_at: null })
+      const row = await app.gatehouse.db
+        .selectFrom('users')
+        .select('email_verified_at')
         .where('id', '=', account.id)
-        .execute();
+        .executeTakeFirstOrThrow();
+      assert.equal(row.email_verified_at, null);
       const res = await loginRequest(app, account.username, account.password);
       assert.equal(res.statusCode, 200, res.body);
+      const me = await app.inject({ url: '/api/v1/me', headers: bearer(String(json(res).access_token)) });
+      assert.equal(json(me).email_verified, false);
     } finally {
       await app.close();
     }

@@ -124,6 +124,7 @@ describe('HTML pages', () => {
     for (const name of [
       'first_name',
       'last_name',
+      'name',
       'email',
       'username',
       'password',

@@ -45,6 +45,7 @@ describe('POST /api/v1/register', () => {
       'language_code',
       'last_name',
       'message',
+      'name',
       'organization',
       'username',
       'uuid',
@@ -308,6 +309,7 @@ describe('POST /api/v1/register', () => {
       'password',
       'first_name',
       'last_name',
+      'name',
       'organization_name',
       'language_code',
     ]) {
@@ -453,6 +455,329 @@ describe('POST /api/v1/register', () => {
     for (const line of logs.lines) {
       assert.ok(!line.includes(String(user.password)), `password leaked: ${line}`);
       assert.ok(!line.includes('weakpassword-in-log?'), `password leaked: ${line}`);
+    }
+  });
+});
+
+describe('POST /api/v1/register: configurable password rules', () => {
+  let app: FastifyInstance;
+  let nist8: FastifyInstance;
+  before(async () => {
+    app = await startApp();
+    nist8 = await startApp({ PASSWORD_POLICY: 'nist', PASSWORD_MIN_LENGTH: '8' });
+  });
+  after(async () => {
+    await app.close();
+    await nist8.close();
+  });
+  const post = (target: FastifyInstance, payload: Body) =>
+    target.inject({ method: 'POST', url: '/api/v1/register', payload });
+
+  test('PASSWORD_POLICY=nist PASSWORD_MIN_LENGTH=8 accepts a password failing only composition rules', async () => {
+    const res = await post(nist8, newUser({ password: 'securepassword123' }));
+    assert.equal(res.statusCode, 201, res.body);
+    const short = assertProblem(await post(nist8, newUser({ password: 'seven77' })), 422, 'PASSWORD_POLICY');
+    assert.deepEqual(short.issues, ['Password must be at least 8 characters long']);
+  });
+
+  test('the minimum is named in the message of the configured policy', async () => {
+    const body = assertProblem(await post(app, newUser({ password: 'Ab1!' })), 422, 'PASSWORD_POLICY');
+    assert.ok((body.issues as string[]).includes('Password must be at least 12 characters long'));
+  });
+
+  test('a common word in disguise is refused; with other words besides it registers', async () => {
+    for (const password of ['P@ssw0rd1234!', 'Qw3rty!!2024']) {
+      const body = assertProblem(await post(app, newUser({ password })), 422, 'PASSWORD_POLICY');
+      assert.deepEqual(body.issues, ['Password must not contain common patterns'], password);
+    }
+    const res = await post(app, newUser({ password: 'MySecureP@ssw0rd123!' }));
+    assert.equal(res.statusCode, 201, res.body);
+  });
+});
+
+describe('POST /api/v1/register: the optional full name', () => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('name')}:` });
+  });
+  after(() => app.close());
+  const post = (payload: Body) => app.inject({ method: 'POST', url: '/api/v1/register', payload });
+
+  test('is stored trimmed and NFC, and returned by registration and GET /me', async () => {
+    const user = newUser({ name: '  Zoe\u0301 Ada Lovelace ' });
+    const res = await post(user);
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal(json(res).name, 'Zoé Ada Lovelace');
+    const row = await app.gatehouse.db
+      .selectFrom('users')
+      .select('name')
+      .where('id', '=', Number(json(res).id))
+      .executeTakeFirstOrThrow();
+    assert.equal(row.name, 'Zoé Ada Lovelace');
+    await app.gatehouse.db
+      .updateTable('users')
+      .set({ email_verified_at: new Date() })
+      .where('id', '=', Number(json(res).id))
+      .execute();
+    const login = await app.inject({
+      method: 'POST',
+      url: '/api/v1/login',
+      payload: { username: user.username, password: user.password },
+    });
+    assert.equal(login.statusCode, 200, login.body);
+    const me = await app.inject({
+      url: '/api/v1/me',
+      headers: { authorization: `Bearer ${json(login).access_token}` },
+    });
+    assert.equal(json(me).name, 'Zoé Ada Lovelace');
+  });
+
+  test('is null when absent, empty or null, and accepted in a form body', async () => {
+    for (const name of [undefined, '', '   ', null]) {
+      const res = await post(newUser({ name }));
+      assert.equal(res.statusCode, 201, res.body);
+      assert.equal(json(res).name, null);
+    }
+    const user = newUser({ name: 'Grace Hopper' });
+    const form = await app.inject({
+      method: 'POST',
+      url: '/api/v1/register',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams(user as Record<string, string>).toString(),
+    });
+    assert.equal(form.statusCode, 201, form.body);
+    assert.equal(json(form).name, 'Grace Hopper');
+  });
+
+  test('a name too long or with control characters answers 422 naming the field; a non-string 400', async () => {
+    for (const name of ['x'.repeat(201), 'Ada\nLovelace', 'Ada\u0000']) {
+      const body = assertProblem(await post(newUser({ name })), 422, 'VALIDATION_ERROR');
+      assert.deepEqual(
+        (body.errors as Body[]).map((e) => e.field),
+        ['name'],
+        JSON.stringify(body),
+      );
+    }
+    assert.equal((await post(newUser({ name: 'x'.repeat(200) }))).statusCode, 201);
+    for (const name of [['Ada'], { first: 'Ada' }, 42]) {
+      const res = await post(newUser({ name }));
+      assert.ok(res.statusCode === 400 || res.statusCode === 422, `${res.statusCode} ${res.body}`);
+      assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
+    }
+  });
+});
+
+describe('POST /api/v1/register: USERNAME_REQUIRED', () => {
+  let required: FastifyInstance;
+  let optional: FastifyInstance;
+  before(async () => {
+    required = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('unreq')}:` });
+    optional = await startApp({ USERNAME_REQUIRED: 'false', REDIS_KEY_PREFIX: `t:${uniqueName('unopt')}:` });
+  });
+  after(async () => {
+    await required.close();
+    await optional.close();
+  });
+  const post = (app: FastifyInstance, payload: Body) =>
+    app.inject({ method: 'POST', url: '/api/v1/register', payload });
+
+  test('by default a registration without username answers 422 naming it', async () => {
+    const { username: _u, ...user } = newUser();
+    const body = assertProblem(await post(required, user), 422, 'VALIDATION_ERROR');
+    assert.deepEqual(
+      (body.errors as Body[]).map((e) => e.field),
+      ['username'],
+    );
+    const blank = assertProblem(await post(required, newUser({ username: '  ' })), 422, 'VALIDATION_ERROR');
+    assert.deepEqual(
+      (blank.errors as Body[]).map((e) => e.field),
+      ['username'],
+    );
+  });
+
+  test('USERNAME_REQUIRED=false makes one from the email address; it is stored and signs in', async () => {
+    const local = uniqueName('Mary.Jane');
+    const { username: _u, ...user } = newUser({ email: `${local}@example.com` });
+    const res = await post(optional, user);
+    assert.equal(res.statusCode, 201, res.body);
+    const username = String(json(res).username);
+    assert.match(username, /^mary_jane_[0-9a-f]+_\d+_[0-9a-f]{8}$/);
+    const blank = await post(optional, newUser({ username: '' }));
+    assert.equal(blank.statusCode, 201, blank.body);
+    assert.match(String(json(blank).username), /^user_[0-9a-f]+_\d+_[0-9a-f]{8}$/);
+    await optional.gatehouse.db
+      .updateTable('users')
+      .set({ email_verified_at: new Date() })
+      .where('username', '=', username)
+      .execute();
+    const login = await optional.inject({
+      method: 'POST',
+      url: '/api/v1/login',
+      payload: { username, password: user.password },
+    });
+    assert.equal(login.statusCode, 200, login.body);
+  });
+
+  test('USERNAME_REQUIRED=false still checks a username that is given', async () => {
+    const body = assertProblem(await post(optional, newUser({ username: 'a b' })), 422, 'VALIDATION_ERROR');
+    assert.deepEqual(
+      (body.errors as Body[]).map((e) => e.field),
+      ['username'],
+    );
+    const res = await post(optional, newUser({ username: ['x'] }));
+    assert.equal(res.statusCode, 400, res.body);
+    const missing = assertProblem(await post(optional, {}), 422, 'VALIDATION_ERROR');
+    assert.deepEqual((missing.errors as Body[]).map((e) => e.field).sort(), ['email', 'password']);
+  });
+});
+
+describe('POST /api/v1/register: refused registrations are recorded', () => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('attempts')}:` });
+  });
+  after(() => app.close());
+  const post = (payload: unknown, agent: string, type = 'application/json') =>
+    app.inject({
+      method: 'POST',
+      url: '/api/v1/register',
+      headers: { 'content-type': type, 'user-agent': agent },
+      payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+    });
+  /** The rows of one user agent, as an operator would query them. */
+  const attempts = async (agent: string) =>
+    (
+      await sql<Body>`SELECT * FROM registration_attempts
+        WHERE attempted_at > NOW() - INTERVAL '24 hours' AND user_agent = ${agent} ORDER BY id`.execute(
+        app.gatehouse.db,
+      )
+    ).rows;
+
+  test('policy, duplicate and field refusals each leave a row with the reason, never the password', async () => {
+    const agent = uniqueName('agent');
+    const user = newUser();
+    assertProblem(await post({ ...user, password: 'weak' }, agent), 422, 'PASSWORD_POLICY');
+    assert.equal((await post(user, agent)).statusCode, 201);
+    const other = uniqueName();
+    assertProblem(await post({ ...user, username: other }, agent), 409, 'EMAIL_TAKEN');
+    assertProblem(await post({ ...user, email: 'not-an-email' }, agent), 422, 'VALIDATION_ERROR');
+    const rows = await attempts(agent);
+    assert.deepEqual(
+      rows.map((r) => [r.reason, r.email, r.username]),
+      [
+        ['PASSWORD_POLICY', user.email, user.username],
+        ['EMAIL_TAKEN', user.email, other],
+        ['VALIDATION_ERROR', 'not-an-email', user.username],
+      ],
+    );
+    for (const row of rows) {
+      assert.deepEqual(Object.keys(row).sort(), [
+        'attempted_at',
+        'email',
+        'id',
+        'ip_address',
+        'reason',
+        'user_agent',
+        'username',
+      ]);
+      assert.ok(row.ip_address);
+      assert.ok(!JSON.stringify(row).includes(user.password));
+    }
+  });
+
+  test('refusals before the flow (missing fields, bad types, bad JSON, NUL bytes) are recorded too, never 500', async () => {
+    const agent = uniqueName('agent');
+    assertProblem(await post({}, agent), 422, 'VALIDATION_ERROR');
+    assertProblem(
+      await post({ email: ['a@example.com'], username: 'x', password: 'y' }, agent),
+      400,
+      'MALFORMED_REQUEST',
+    );
+    assertProblem(await post('{"email":', agent), 400, 'MALFORMED_REQUEST');
+    assertProblem(await post(newUser({ email: 'a\u0000b@example.com' }), agent), 422, 'VALIDATION_ERROR');
+    const rows = await attempts(agent);
+    assert.deepEqual(
+      rows.map((r) => [r.reason, r.email]),
+      [
+        ['VALIDATION_ERROR', null],
+        ['MALFORMED_REQUEST', null],
+        ['MALFORMED_REQUEST', null],
+        ['VALIDATION_ERROR', null],
+      ],
+    );
+  });
+
+  test('rate-limited requests are not recorded', async () => {
+    const limited = await startApp({ RATE_LIMIT_REGISTER: '1/1h', REDIS_KEY_PREFIX: `t:${uniqueName('lim')}:` });
+    try {
+      const agent = uniqueName('agent');
+      const send = () =>
+        limited.inject({
+          method: 'POST',
+          url: '/api/v1/register',
+          headers: { 'user-agent': agent },
+          payload: newUser({ password: 'weak' }),
+        });
+      assert.equal((await send()).statusCode, 422);
+      for (let i = 0; i < 3; i++) assert.equal((await send()).statusCode, 429);
+      const { rows } = await sql<Body>`SELECT reason FROM registration_attempts WHERE user_agent = ${agent}`.execute(
+        limited.gatehouse.db,
+      );
+      assert.deepEqual(rows, [{ reason: 'PASSWORD_POLICY' }]);
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
+describe('POST /api/v1/register: REGISTER_RETURNS_TOKENS', () => {
+  test('adds the login body to the registration body; the tokens work', async () => {
+    const app = await startApp({
+      REGISTER_RETURNS_TOKENS: 'true',
+      REQUIRE_EMAIL_VERIFICATION: 'false',
+      REDIS_KEY_PREFIX: `t:${uniqueName('tokens')}:`,
+    });
+    try {
+      const user = newUser({ name: 'Ada' });
+      const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: user });
+      assert.equal(res.statusCode, 201, res.body);
+      const body = json(res);
+      assert.equal(body.username, user.username);
+      assert.equal(body.token_type, 'bearer');
+      assert.equal(typeof body.access_token, 'string');
+      assert.equal(typeof body.refresh_token, 'string');
+      assert.equal(body.expires_in, 30 * 60);
+      assert.equal(typeof body.refresh_expires_in, 'number');
+      assert.equal(res.headers['cache-control'], 'no-store');
+      const me = await app.inject({ url: '/api/v1/me', headers: { authorization: `Bearer ${body.access_token}` } });
+      assert.equal(me.statusCode, 200, me.body);
+      assert.equal(json(me).username, user.username);
+      const refreshed = await app.inject({
+        method: 'POST',
+        url: '/api/v1/refresh',
+        payload: { refresh_token: body.refresh_token },
+      });
+      assert.equal(refreshed.statusCode, 200, refreshed.body);
+      // A refused registration gets no tokens.
+      const weak = assertProblem(
+        await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser({ password: 'weak' }) }),
+        422,
+        'PASSWORD_POLICY',
+      );
+      assert.equal(weak.access_token, undefined);
+    } finally {
+      await app.close();
+    }
+  });
+
+  test('by default the registration body carries no tokens', async () => {
+    const app = await startApp({ REDIS_KEY_PREFIX: `t:${uniqueName('notokens')}:` });
+    try {
+      const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });
+      assert.equal(res.statusCode, 201, res.body);
+      assert.equal(json(res).access_token, undefined);
+    } finally {
+      await app.close();
     }
   });
 });

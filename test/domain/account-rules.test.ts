@@ -7,6 +7,7 @@ import {
   checkPersonName,
   checkUsername,
   slugify,
+  usernameFromEmail,
 } from '../../src/domain/account-rules.ts';
 
 test('emails are trimmed and lower-cased', () => {
@@ -68,4 +69,19 @@ test('slugs are derived from names', () => {
   assert.equal(slugify('Acme Corporation'), 'acme-corporation');
   assert.equal(slugify('  Ça va? Très bien! '), 'ca-va-tres-bien');
   assert.equal(slugify('日本'), 'organization');
+});
+
+test('usernameFromEmail: the local part made a valid username, plus the suffix', () => {
+  assert.equal(usernameFromEmail("Zoë.O'Brien+news@x.org", '1a2b3c4d'), 'zoe_o_brien_news_1a2b3c4d');
+  assert.equal(usernameFromEmail('  JOHN@example.com ', 'ff00ff00'), 'john_ff00ff00');
+  assert.equal(usernameFromEmail('ab@example.com', '00000000'), 'user_00000000');
+  assert.equal(usernameFromEmail('日本@example.com', '00000000'), 'user_00000000');
+  assert.equal(usernameFromEmail('', '00000000'), 'user_00000000');
+  const long = usernameFromEmail(`${'a.'.repeat(60)}@example.com`, '12345678');
+  assert.ok(long.length <= 50, long);
+  for (const email of ["Zoë.O'Brien+news@x.org", '--__--@x.org', `${'é'.repeat(64)}@x.org`, 'a-b_c@x', '"q u"@x.org']) {
+    const username = usernameFromEmail(email, 'abcdef12');
+    const check = checkUsername(username);
+    assert.ok(check.ok && check.value === username, `${email} → ${username}`);
+  }
 });

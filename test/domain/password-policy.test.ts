@@ -28,7 +28,7 @@ test('only the listed special characters count', () => {
   }
 });
 
-test('common patterns are refused case-insensitively', () => {
+test('strict: common patterns are refused case-insensitively', () => {
   for (const p of ['PassWord', '123456', 'QWERTY', 'Admin', 'LetMeIn']) {
     assert.ok(
       passwordPolicyIssues(`Xy9!${p}zzzzzz`, {}, strict).includes('Password must not contain common patterns'),
@@ -84,7 +84,11 @@ const HINT_FOR_ISSUE: [RegExp, (issue: string) => RegExp][] = [
   [/lowercase letter/, () => /a lowercase letter/],
   [/one digit/, () => /a digit/],
   [/special character/, () => /a special character \(one of !@#\$%\^&\*\(\)_\+-=\[\]\{\}\|;:,\.<>\?\)/],
-  [/common patterns/, () => /No common patterns \("password", "123456", "qwerty", "admin", "letmein"\)/],
+  [
+    /common patterns/,
+    () =>
+      /No common patterns \("password", "123456", "qwerty", "admin", "letmein"\)( as the whole password)?, not a common word in disguise/,
+  ],
   [/your username/, () => /not your username/],
   [/your email address/, () => /username or email address/],
 ];
@@ -92,7 +96,7 @@ const HINT_FOR_ISSUE: [RegExp, (issue: string) => RegExp][] = [
 test('the hint names every rule the policy can report, and no rule it does not have', () => {
   const context = { username: 'johndoe', email: 'jsmith@example.com' };
   // Between them these break every rule of the policy they are checked against.
-  const breakers = ['', 'password johndoe jsmith', `Aa1!${'x'.repeat(125)}`, `Aa1!${'é'.repeat(40)}`];
+  const breakers = ['', 'password johndoe jsmith', 'P@ssw0rd1!', `Aa1!${'x'.repeat(125)}`, `Aa1!${'é'.repeat(40)}`];
   for (const policy of [
     strict,
     nist,
@@ -112,4 +116,54 @@ test('the hint names every rule the policy can report, and no rule it does not h
       }
     }
   }
+});
+
+test('PASSWORD_MIN_LENGTH replaces the preset minimum in the rules, their messages and the hint', () => {
+  const short: PasswordPolicy = { preset: 'nist', hasher: 'argon2id', minLength: 8 };
+  assert.deepEqual(passwordPolicyIssues('securepassword123', {}, short), []);
+  assert.deepEqual(passwordPolicyIssues('abc', {}, short), ['Password must be at least 8 characters long']);
+  assert.match(passwordPolicyHint(short), /^At least 8 characters /);
+  const long: PasswordPolicy = { preset: 'strict', hasher: 'argon2id', minLength: 20 };
+  assert.deepEqual(passwordPolicyIssues('Correct-Horse-7-Bat', {}, long), [
+    'Password must be at least 20 characters long',
+  ]);
+  assert.match(passwordPolicyHint(long), /^At least 20 characters /);
+});
+
+test('a common word in disguise (look-alikes, any case, digits and symbols around) is refused', () => {
+  for (const p of [
+    'P@ssw0rd1234!',
+    'Qw3rty!!2024',
+    'PA$$W0RD-2024!',
+    '4dm1n!!123456',
+    'L3tM31n#2025',
+    'W3lc0m3!2024xx'.slice(0, 12),
+    '!!M0nk3y99##',
+    '2024Dr4g0n!!',
+  ]) {
+    for (const policy of [strict, nist]) {
+      assert.ok(
+        passwordPolicyIssues(p.padEnd(15, '!'), {}, policy).includes('Password must not contain common patterns'),
+        `${policy.preset}: ${p}`,
+      );
+    }
+  }
+});
+
+test('other words besides a disguised common word are accepted', () => {
+  assert.deepEqual(passwordPolicyIssues('MySecureP@ssw0rd123!', {}, strict), []);
+  assert.deepEqual(passwordPolicyIssues('Qw3rty-Harbour-Lamp-9', {}, strict), []);
+  assert.deepEqual(passwordPolicyIssues('my secure p@ssw0rd 123', {}, nist), []);
+});
+
+test('nist refuses a common pattern only as the whole password; strict anywhere', () => {
+  assert.deepEqual(passwordPolicyIssues('securepassword123', {}, { ...nist, minLength: 8 }), []);
+  assert.ok(
+    passwordPolicyIssues('password', {}, { ...nist, minLength: 8 }).includes(
+      'Password must not contain common patterns',
+    ),
+  );
+  assert.ok(
+    passwordPolicyIssues('Secure-password-123', {}, strict).includes('Password must not contain common patterns'),
+  );
 });

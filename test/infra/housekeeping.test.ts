@@ -147,7 +147,30 @@ describe('housekeeping', () => {
     assert.equal(Number(auditAfter.n), Number(auditBefore.n));
 
     const again = await purgeExpired(db, NOW, retention);
-    assert.deepEqual(again, { sessions: 0, one_time_tokens: 0, login_attempts: 0, email_outbox: 0, lockouts: 0 });
+    assert.deepEqual(again, {
+      sessions: 0,
+      one_time_tokens: 0,
+      login_attempts: 0,
+      registration_attempts: 0,
+      email_outbox: 0,
+      lockouts: 0,
+    });
+  });
+
+  test('registration attempts go after the login-attempt retention', async () => {
+    const db = database.db;
+    const tag = `housekeeping-${Date.now()}`;
+    const insert = (days: number) =>
+      db
+        .insertInto('registration_attempts')
+        .values({ attempted_at: ago(days * DAY), email: tag, reason: 'PASSWORD_POLICY' })
+        .returning('attempted_at')
+        .executeTakeFirstOrThrow();
+    await insert(91);
+    const kept = await insert(89);
+    await purgeExpired(db, NOW, { loginAttemptsDays: 90, mailDays: 7 });
+    const rows = await db.selectFrom('registration_attempts').select('attempted_at').where('email', '=', tag).execute();
+    assert.deepEqual(rows, [kept]);
   });
 
   test('the retention settings move the cut-off', async () => {

@@ -219,7 +219,11 @@ export class Pages {
       stylesheet: `${this.path('/gatehouse.css')}?v=${this.stylesheet.version}`,
       csrfToken: csrfToken(config, state.csrfSecret, state.sessionCookie),
       readOnly: this.settings.readOnly,
-      passwordHint: passwordPolicyHint({ preset: config.passwordPolicy, hasher: config.passwordHasher }),
+      passwordHint: passwordPolicyHint({
+        preset: config.passwordPolicy,
+        hasher: config.passwordHasher,
+        minLength: config.passwordMinLength,
+      }),
     });
     return reply
       .code(errors.status)

@@ -8,6 +8,7 @@ import type { Pages } from './page.ts';
 const LABELS = {
   first_name: 'First name',
   last_name: 'Last name',
+  name: 'Full name',
   email: 'Email address',
   username: 'Username',
   password: 'Password',
@@ -46,6 +47,7 @@ export function registerPages(app: FastifyInstance, pages: Pages): void {
       confirm_password: sent(body, 'confirm_password') ? field(body, 'confirm_password') : undefined,
       first_name: value('first_name'),
       last_name: value('last_name'),
+      name: sent(body, 'name') ? field(body, 'name') : undefined,
       // An empty organization field means none, not an invalid name.
       organization_name: organization?.trim() ? organization : undefined,
       language_code: value('language_code') || undefined,
