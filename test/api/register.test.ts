@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { json, logCapture, newUser, startApp, strongPassword, uniqueName } from '../helpers.ts';
+import { Browser } from '../support/browser.ts';
 import { assertProblem } from '../support/problem.ts';
 
 type Body = Record<string, unknown>;
@@ -628,6 +629,29 @@ describe('POST /api/v1/register: USERNAME_REQUIRED', () => {
     assert.equal(res.statusCode, 400, res.body);
     const missing = assertProblem(await post(optional, {}), 422, 'VALIDATION_ERROR');
     assert.deepEqual((missing.errors as Body[]).map((e) => e.field).sort(), ['email', 'password']);
+  });
+  test('the registration page marks username optional with USERNAME_REQUIRED=false, and registers without one', async () => {
+    const field = (html: string) => /<input[^>]*name="username"[^>]*>/.exec(html)?.[0] ?? '';
+    const requiredPage = await new Browser(required).get('/register');
+    assert.match(field(requiredPage.body), / required/);
+    const browser = new Browser(optional);
+    const page = await browser.get('/register');
+    assert.doesNotMatch(field(page.body), / required/);
+    assert.match(page.body, /Leave it empty to have one made from your email address/);
+    const user = newUser();
+    const res = await browser.submit('/register', {
+      email: user.email,
+      username: '',
+      password: user.password,
+      confirm_password: user.password,
+    });
+    assert.equal(res.statusCode, 303, res.body);
+    const row = await optional.gatehouse.db
+      .selectFrom('users')
+      .select('username')
+      .where('email', '=', user.email)
+      .executeTakeFirstOrThrow();
+    assert.match(row.username, /^[a-z0-9_]+_[0-9a-f]{8}$/);
   });
 });
 

@@ -413,6 +413,7 @@ describe('fuzzing every endpoint', () => {
             'confirm_password',
             'first_name',
             'last_name',
+            'name',
             'organization_name',
             'token',
             'new_password',

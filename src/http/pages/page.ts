@@ -224,6 +224,7 @@ export class Pages {
         hasher: config.passwordHasher,
         minLength: config.passwordMinLength,
       }),
+      usernameRequired: config.usernameRequired,
     });
     return reply
       .code(errors.status)
