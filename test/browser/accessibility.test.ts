@@ -223,6 +223,7 @@ describe('pages are accessible and responsive', { skip: skipWithoutChromium() },
     await page.keyboard.type('Grace');
     for (const [name, text] of [
       ['last_name', 'Hopper'],
+      ['name', 'Grace Brewster Hopper'],
       ['email', user.email],
       ['username', user.username],
       ['password', user.password],

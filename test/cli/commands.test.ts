@@ -364,6 +364,7 @@ describe('gatehouse CLI', () => {
         'lockouts',
         'login_attempts',
         'one_time_tokens',
+        'registration_attempts',
         'sessions',
       ]);
       assert.ok((purged.sessions ?? 0) >= 1);
