@@ -4,6 +4,7 @@ import { AppError } from '../domain/errors.ts';
 import { canonicalUuid, normalizeIdentifier } from '../domain/identifiers.ts';
 import { DEFAULT_PAGE_SIZE, decodeCursor, type Page, pageOf } from '../domain/paging.ts';
 import type { RequestContext } from '../domain/request-context.ts';
+import { isStorableText } from '../domain/text.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { type AuditAction, type AuditLogView, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
@@ -164,16 +165,30 @@ export async function updateUserByUuid(
 async function readAsAdmin<T>(
   services: Services,
   action: Extract<AuditAction, 'admin_users_viewed' | 'admin_audit_logs_viewed' | 'admin_login_attempts_viewed'>,
-  viewer: { actor: AdminActor; context: RequestContext; filters: object },
+  viewer: { actor: AdminActor; context: RequestContext; filters: object; known: readonly string[] },
   read: () => Promise<T>,
 ): Promise<T> {
   const result = await read();
   await recordAudit(
     services.db,
-    { action, userId: viewer.actor.userId, details: { filters: viewer.filters } },
+    { action, userId: viewer.actor.userId, details: { filters: recordedFilters(viewer.filters, viewer.known) } },
     viewer.context,
   );
   return result;
+}
+
+/**
+ * The filters as the audit row keeps them: the route's own parameters only (a
+ * query string may carry any other name and value, NUL included, which a
+ * `jsonb` column refuses), and text only when it can be stored.
+ */
+function recordedFilters(filters: object, known: readonly string[]): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(filters).filter(
+      ([key, value]) =>
+        known.includes(key) && value !== undefined && (typeof value !== 'string' || isStorableText(value)),
+    ),
+  );
 }
 
 /** `%`, `_` and `\` are literal in a search term. */
@@ -195,29 +210,34 @@ export async function listUsers(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<Page<AdminUserView>> {
-  return readAsAdmin(services, 'admin_users_viewed', { actor, context, filters: query }, async () => {
-    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const after = decodeCursor(query.cursor);
-    let q = services.db.selectFrom('users').selectAll();
-    const term = query.search?.trim();
-    if (term) {
-      const pattern = likePattern(term.toLowerCase());
-      q = q.where((eb) =>
-        eb.or([
-          eb('email', 'like', pattern),
-          eb('username', 'like', pattern),
-          eb(sql`lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))`, 'like', pattern),
-        ]),
-      );
-    }
-    if (query.is_active !== undefined) q = q.where('is_active', '=', query.is_active);
-    if (after !== undefined) q = q.where('id', '<', after);
-    const rows = await q
-      .orderBy('id', 'desc')
-      .limit(limit + 1)
-      .execute();
-    return pageOf(rows, limit, adminUserView);
-  });
+  return readAsAdmin(
+    services,
+    'admin_users_viewed',
+    { actor, context, filters: query, known: ['search', 'is_active', 'cursor', 'limit'] },
+    async () => {
+      const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+      const after = decodeCursor(query.cursor);
+      let q = services.db.selectFrom('users').selectAll();
+      const term = query.search?.trim();
+      if (term) {
+        const pattern = likePattern(term.toLowerCase());
+        q = q.where((eb) =>
+          eb.or([
+            eb('email', 'like', pattern),
+            eb('username', 'like', pattern),
+            eb(sql`lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))`, 'like', pattern),
+          ]),
+        );
+      }
+      if (query.is_active !== undefined) q = q.where('is_active', '=', query.is_active);
+      if (after !== undefined) q = q.where('id', '<', after);
+      const rows = await q
+        .orderBy('id', 'desc')
+        .limit(limit + 1)
+        .execute();
+      return pageOf(rows, limit, adminUserView);
+    },
+  );
 }
 
 export interface AuditLogQuery {
@@ -235,33 +255,38 @@ export async function listAuditLogs(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<Page<AuditLogView>> {
-  return readAsAdmin(services, 'admin_audit_logs_viewed', { actor, context, filters: query }, async () => {
-    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const after = decodeCursor(query.cursor);
-    let q = services.db
-      .selectFrom('audit_logs as a')
-      .leftJoin('users as u', 'u.id', 'a.user_id')
-      .leftJoin('organizations as o', 'o.id', 'a.organization_id')
-      .select([
-        'a.id',
-        'a.action',
-        'u.uuid as user_uuid',
-        'o.uuid as organization_uuid',
-        'a.ip_address',
-        'a.user_agent',
-        'a.details',
-        'a.created_at',
-      ]);
-    if (query.action) q = q.where('a.action', '=', query.action);
-    if (query.since) q = q.where('a.created_at', '>=', new Date(query.since));
-    if (query.user) q = q.where('u.uuid', '=', query.user);
-    if (after !== undefined) q = q.where('a.id', '<', after);
-    const rows = await q
-      .orderBy('a.id', 'desc')
-      .limit(limit + 1)
-      .execute();
-    return pageOf(rows, limit, (r) => ({ ...r, created_at: r.created_at.toISOString() }));
-  });
+  return readAsAdmin(
+    services,
+    'admin_audit_logs_viewed',
+    { actor, context, filters: query, known: ['action', 'since', 'user', 'cursor', 'limit'] },
+    async () => {
+      const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+      const after = decodeCursor(query.cursor);
+      let q = services.db
+        .selectFrom('audit_logs as a')
+        .leftJoin('users as u', 'u.id', 'a.user_id')
+        .leftJoin('organizations as o', 'o.id', 'a.organization_id')
+        .select([
+          'a.id',
+          'a.action',
+          'u.uuid as user_uuid',
+          'o.uuid as organization_uuid',
+          'a.ip_address',
+          'a.user_agent',
+          'a.details',
+          'a.created_at',
+        ]);
+      if (query.action) q = q.where('a.action', '=', query.action);
+      if (query.since) q = q.where('a.created_at', '>=', new Date(query.since));
+      if (query.user) q = q.where('u.uuid', '=', query.user);
+      if (after !== undefined) q = q.where('a.id', '<', after);
+      const rows = await q
+        .orderBy('a.id', 'desc')
+        .limit(limit + 1)
+        .execute();
+      return pageOf(rows, limit, (r) => ({ ...r, created_at: r.created_at.toISOString() }));
+    },
+  );
 }
 
 export interface LoginAttemptView {
@@ -290,30 +315,35 @@ export async function listLoginAttempts(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<Page<LoginAttemptView>> {
-  return readAsAdmin(services, 'admin_login_attempts_viewed', { actor, context, filters: query }, async () => {
-    const limit = query.limit ?? DEFAULT_PAGE_SIZE;
-    const after = decodeCursor(query.cursor);
-    let q = services.db
-      .selectFrom('login_attempts as l')
-      .leftJoin('users as u', 'u.id', 'l.user_id')
-      .select([
-        'l.id',
-        'l.identifier',
-        'u.uuid as user_uuid',
-        'l.ip_address',
-        'l.user_agent',
-        'l.success',
-        'l.failure_reason',
-        'l.attempted_at',
-      ]);
-    if (query.since) q = q.where('l.attempted_at', '>=', new Date(query.since));
-    if (query.identifier) q = q.where('l.identifier', '=', normalizeIdentifier(query.identifier));
-    if (query.success !== undefined) q = q.where('l.success', '=', query.success);
-    if (after !== undefined) q = q.where('l.id', '<', after);
-    const rows = await q
-      .orderBy('l.id', 'desc')
-      .limit(limit + 1)
-      .execute();
-    return pageOf(rows, limit, (r) => ({ ...r, attempted_at: r.attempted_at.toISOString() }));
-  });
+  return readAsAdmin(
+    services,
+    'admin_login_attempts_viewed',
+    { actor, context, filters: query, known: ['since', 'identifier', 'success', 'cursor', 'limit'] },
+    async () => {
+      const limit = query.limit ?? DEFAULT_PAGE_SIZE;
+      const after = decodeCursor(query.cursor);
+      let q = services.db
+        .selectFrom('login_attempts as l')
+        .leftJoin('users as u', 'u.id', 'l.user_id')
+        .select([
+          'l.id',
+          'l.identifier',
+          'u.uuid as user_uuid',
+          'l.ip_address',
+          'l.user_agent',
+          'l.success',
+          'l.failure_reason',
+          'l.attempted_at',
+        ]);
+      if (query.since) q = q.where('l.attempted_at', '>=', new Date(query.since));
+      if (query.identifier) q = q.where('l.identifier', '=', normalizeIdentifier(query.identifier));
+      if (query.success !== undefined) q = q.where('l.success', '=', query.success);
+      if (after !== undefined) q = q.where('l.id', '<', after);
+      const rows = await q
+        .orderBy('l.id', 'desc')
+        .limit(limit + 1)
+        .execute();
+      return pageOf(rows, limit, (r) => ({ ...r, attempted_at: r.attempted_at.toISOString() }));
+    },
+  );
 }

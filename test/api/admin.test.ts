@@ -315,6 +315,22 @@ describe('administration API', () => {
       );
       assert.deepEqual((rows[0]?.details as { filters?: Body } | undefined)?.filters, { success: true, limit: 1 });
     });
+
+    test('a query parameter the route does not know, NUL included, reads fine and stays out of the audit row', async () => {
+      for (const path of ['/api/v1/admin/audit-logs', '/api/v1/admin/users', '/api/v1/admin/login-attempts']) {
+        const res = await get(`${path}?limit=2&%2A%5EB=%00&other=x`);
+        assert.equal(res.statusCode, 200, `${path}: ${res.body}`);
+      }
+      const [row] = await app.gatehouse.db
+        .selectFrom('audit_logs')
+        .select(['action', 'details'])
+        .where('user_id', '=', admin.id)
+        .where('action', '=', 'admin_login_attempts_viewed')
+        .orderBy('id', 'desc')
+        .limit(1)
+        .execute();
+      assert.deepEqual((row?.details as { filters?: Body } | undefined)?.filters, { limit: 2 });
+    });
   });
 
   test('the admin routes are in the OpenAPI document under the administration tag', async () => {
