@@ -241,6 +241,9 @@ async function connectRedis(url: string, keyPrefix: string, log: FastifyBaseLogg
     enableOfflineQueue: false,
     // Concurrent requests' commands (revocation checks, limits) share one write and one round trip.
     enableAutoPipelining: true,
+    // Scripts defined with defineCommand (the lockout's, rate-limiter-flexible's) go on their own: an auto
+    // pipeline made before a command was defined lacks it, and its callbacks then throw outside any request.
+    autoPipeliningIgnoredCommands: ['gatehouseLockoutReserve', 'gatehouseLockoutRefund', 'rlflxIncr'],
     maxRetriesPerRequest: 1,
     connectTimeout: 2_000,
     // A Redis that keeps the connection but stops answering (paused, swapped out, a slow script) fails each
