@@ -13,6 +13,7 @@ interface ProblemBody {
   recommendation?: string;
   retry_after?: number;
   error?: string;
+  [extension: string]: unknown;
 }
 
 interface AjvIssue {
@@ -108,6 +109,7 @@ function capitalise(s: string): string {
 function problemBody(error: AppError): ProblemBody {
   const o = error.options;
   const body: ProblemBody = {
+    ...o.extensions,
     type: problemType(error.code),
     title: PROBLEMS[error.code].title,
     status: error.status,
