@@ -108,6 +108,8 @@ export class Pages {
     return {
       register: this.path('/register'),
       login: this.path('/login'),
+      loginMfa: this.path('/login/mfa'),
+      mfa: this.path('/account/mfa'),
       logout: this.path('/logout'),
       forgotPassword: this.path('/forgot-password'),
       resetPassword: this.path('/reset-password'),
