@@ -455,17 +455,11 @@ export async function reauthenticateSession(
   return { auth_time: now.toISOString(), expires_at: until.toISOString() };
 }
 
-/** Who turned a user's second factor off on their behalf. */
-export interface MfaResetActor {
-  userId: number | null;
-  via: 'api' | 'cli';
-}
-
 /** `POST /admin/users/{uuid}/mfa/reset`, `gatehouse users mfa-reset`: false when none was on. */
 export async function resetMfaAsAdmin(
   services: Services,
   target: FactorUser,
-  actor: MfaResetActor,
+  actor: { userId: number | null; via: 'api' | 'cli' },
   context: RequestContext,
 ): Promise<boolean> {
   return removeSecondFactor(services, target, context, {
