@@ -230,33 +230,50 @@ export interface TotpSetup {
 /**
  * Starts enrolment: a new secret, stored encrypted and unconfirmed (nothing
  * changes at login until `confirmTotp`). Asking again replaces a pending
- * secret; with TOTP already on it is 409 (turn it off first).
+ * secret (the page, with `reusePending`, shows the pending one again while it
+ * is fresh, so that a reload does not change the QR code already scanned);
+ * with TOTP already on it is 409 (turn it off first).
  */
-export async function startTotpSetup(services: Services, auth: AuthContext): Promise<TotpSetup> {
+export async function startTotpSetup(
+  services: Services,
+  auth: AuthContext,
+  options: { reusePending?: boolean } = {},
+): Promise<TotpSetup> {
   await assertRecentlyAuthenticated(services, auth);
   const user = await accountOf(services, auth);
-  const secret = newTotpSecret();
-  const key = mfaKeys(services.config).current;
-  const ciphertext = encryptSecret(key, user.id, secret);
   const now = services.clock.now();
-  const row = await services.db
-    .insertInto('mfa_totp')
-    .values({ user_id: user.id, secret_ciphertext: ciphertext, key_id: key.id, created_at: now })
-    .onConflict((oc) =>
-      oc
-        .column('user_id')
-        .doUpdateSet({
-          secret_ciphertext: ciphertext,
-          key_id: key.id,
-          last_step: 0,
-          created_at: now,
-        })
-        .where('mfa_totp.confirmed_at', 'is', null),
-    )
-    .returning('user_id')
-    .executeTakeFirst();
-  if (!row) {
-    throw new AppError('CONFLICT', { detail: 'An authenticator app is already on; turn it off before adding another' });
+  const ring = mfaKeys(services.config);
+  let secret: Buffer | undefined;
+  if (options.reusePending) {
+    const pending = await services.db
+      .selectFrom('mfa_totp')
+      .select(['secret_ciphertext', 'key_id', 'created_at'])
+      .where('user_id', '=', user.id)
+      .where('confirmed_at', 'is', null)
+      .executeTakeFirst();
+    if (pending && now.getTime() - pending.created_at.getTime() <= SETUP_VALID_MS / 2) {
+      secret = decryptSecret(ring, pending.key_id, user.id, pending.secret_ciphertext);
+    }
+  }
+  if (!secret) {
+    secret = newTotpSecret();
+    const ciphertext = encryptSecret(ring.current, user.id, secret);
+    const row = await services.db
+      .insertInto('mfa_totp')
+      .values({ user_id: user.id, secret_ciphertext: ciphertext, key_id: ring.current.id, created_at: now })
+      .onConflict((oc) =>
+        oc
+          .column('user_id')
+          .doUpdateSet({ secret_ciphertext: ciphertext, key_id: ring.current.id, last_step: 0, created_at: now })
+          .where('mfa_totp.confirmed_at', 'is', null),
+      )
+      .returning('user_id')
+      .executeTakeFirst();
+    if (!row) {
+      throw new AppError('CONFLICT', {
+        detail: 'An authenticator app is already on; turn it off before adding another',
+      });
+    }
   }
   const url = otpauthUrl(new URL(services.config.publicUrl).host, user.email, secret);
   const qr = await QRCode.toString(url, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 });

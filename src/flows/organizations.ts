@@ -252,8 +252,8 @@ export async function updateOrganization(
             organizationId: access.organizationId,
             details: {
               uuid: after.uuid,
-              from: { name: before.name, slug: before.slug, require_mfa: before.require_mfa },
-              to: { name: after.name, slug: after.slug, require_mfa: after.require_mfa },
+              from: { name: before.name, slug: before.slug, ...(policyChanged && { require_mfa: before.require_mfa }) },
+              to: { name: after.name, slug: after.slug, ...(policyChanged && { require_mfa: after.require_mfa }) },
             },
           },
           context,

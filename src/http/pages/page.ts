@@ -25,6 +25,7 @@ const NOTICES = {
   password_changed: 'Your password was changed. Your other sessions were signed out.',
   session_revoked: 'That session was signed out.',
   invitation_accepted: 'You joined the organization. It is listed under your organizations.',
+  mfa_disabled: 'Two-step verification is off. Signing in asks only for your password now.',
 } as const;
 export type Notice = keyof typeof NOTICES;
 
