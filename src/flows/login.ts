@@ -229,7 +229,7 @@ async function upgradeHash(services: Services, user: User, password: string): Pr
 }
 
 /** The `mfa_token` lives this long. */
-export const MFA_TOKEN_SECONDS = 5 * 60;
+const MFA_TOKEN_SECONDS = 5 * 60;
 
 /**
  * The right password of an account with a second factor: no session yet, only

@@ -19,7 +19,7 @@ export interface OrganizationAccess {
 }
 
 /** Where a member refused for want of a second factor turns one on (the account page's enrolment). */
-export const MFA_ENROLMENT_PATH = '/account/mfa';
+const MFA_ENROLMENT_PATH = '/account/mfa';
 
 /** The user's membership in the organization, or undefined (not a member, unknown or malformed uuid). */
 export async function findMembership(

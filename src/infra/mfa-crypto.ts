@@ -92,17 +92,17 @@ export function backupCodeHash(key: MfaKey, userId: number, normalized: string):
 }
 
 /** RFC 6238 defaults, as every authenticator app assumes them: SHA-1, 6 digits, 30 seconds. */
-export const TOTP_PERIOD_SECONDS = 30;
+const TOTP_PERIOD_SECONDS = 30;
 const TOTP_DIGITS = 6;
 /** Steps of clock skew accepted either side of now. */
-export const TOTP_SKEW_STEPS = 1;
+const TOTP_SKEW_STEPS = 1;
 
-export function totpStep(now: Date): number {
+function totpStep(now: Date): number {
   return Math.floor(now.getTime() / 1000 / TOTP_PERIOD_SECONDS);
 }
 
 /** RFC 4226 HOTP of one counter value (RFC 6238 passes the time step). */
-export function hotp(secret: Buffer, counter: number): string {
+function hotp(secret: Buffer, counter: number): string {
   const message = Buffer.alloc(8);
   message.writeBigUInt64BE(BigInt(counter));
   const digest = createHmac('sha1', secret).update(message).digest();

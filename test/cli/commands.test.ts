@@ -413,6 +413,7 @@ describe('gatehouse CLI', () => {
         'email_outbox',
         'lockouts',
         'login_attempts',
+        'mfa_challenges',
         'one_time_tokens',
         'registration_attempts',
         'sessions',
