@@ -490,4 +490,28 @@ describe('second factor: TOTP and backup codes', () => {
     );
     assert.equal(changed.statusCode, 204, changed.body);
   });
+
+  test('the OpenAPI document describes the new routes, and each new problem has its page', async () => {
+    const doc = json<{ paths: Record<string, Record<string, unknown>> }>(await app.inject('/openapi.json'));
+    for (const [path, method] of [
+      ['/api/v1/mfa/totp/setup', 'post'],
+      ['/api/v1/mfa/totp/confirm', 'post'],
+      ['/api/v1/mfa/totp', 'delete'],
+      ['/api/v1/mfa/backup-codes', 'post'],
+      ['/api/v1/reauthenticate', 'post'],
+      ['/api/v1/login/mfa', 'post'],
+      ['/api/v1/admin/users/{uuid}/mfa/reset', 'post'],
+    ] as const) {
+      assert.ok(doc.paths[path]?.[method], `${method.toUpperCase()} ${path} in /openapi.json`);
+    }
+    for (const code of [
+      'mfa-required',
+      'mfa-required-by-organization',
+      'reauthentication-required',
+      'invalid-mfa-code',
+    ]) {
+      const page = await app.inject(`/problems/${code}`);
+      assert.equal(page.statusCode, 200, code);
+    }
+  });
 });

@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppError } from '../../domain/errors.ts';
-import type { LoggedIn } from '../../flows/login.ts';
-import { loginWithPassword } from '../../flows/login.ts';
+import { type LoggedIn, loginWithPassword } from '../../flows/login.ts';
 import { completeMfaLogin } from '../../flows/login-mfa.ts';
 import { captchaToken } from '../../infra/captcha.ts';
 import { setDeviceCookie, trustedDevice } from '../device-cookie.ts';
