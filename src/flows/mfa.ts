@@ -371,6 +371,7 @@ export async function disableTotp(
   await reauthenticate(services, auth, user, normalizePassword(password), context, {
     via: 'disable_mfa',
     detail: 'The password is incorrect',
+    secondFactorFollows: true,
   });
   await checkSecondFactor(services, user, factor, `session:${auth.sessionUuid}`, context, 'disable_mfa');
   await removeSecondFactor(services, user, context, { action: 'mfa_disabled', details: { by: 'user' } });
@@ -451,6 +452,7 @@ export async function reauthenticateSession(
   await reauthenticate(services, auth, user, normalizePassword(password), context, {
     via: 'reauthenticate',
     detail: 'The password is incorrect',
+    secondFactorFollows: factor !== undefined,
   });
   const amr = ['pwd'];
   if (factor)

@@ -514,4 +514,22 @@ describe('second factor: TOTP and backup codes', () => {
       assert.equal(page.statusCode, 200, code);
     }
   });
+
+  test('a stolen access token and the password cannot guess codes at the step-up: the password does not reset the count', async () => {
+    const { account, tokens, authenticator } = await enrolled();
+    const auth = bearer(tokens.access_token);
+    const wrong = String((Number(authenticator.code()) + 500_000) % 1_000_000).padStart(6, '0');
+    for (let i = 0; i < 5; i++) {
+      assertProblem(
+        await postJson(app, '/api/v1/reauthenticate', { password: account.password, code: wrong }, auth),
+        401,
+        'INVALID_MFA_CODE',
+      );
+    }
+    assertProblem(
+      await postJson(app, '/api/v1/reauthenticate', { password: account.password, code: authenticator.code() }, auth),
+      423,
+      'ACCOUNT_LOCKED',
+    );
+  });
 });
