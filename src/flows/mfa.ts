@@ -220,6 +220,9 @@ async function accountOf(services: Services, auth: AuthContext) {
   return user;
 }
 
+/** Pending enrolments older than this must be started again. */
+const SETUP_VALID_MS = 15 * 60_000;
+
 /** `POST /mfa/totp/setup`. */
 export interface TotpSetup {
   secret: string;
@@ -279,9 +282,6 @@ export async function startTotpSetup(
   const qr = await QRCode.toString(url, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 });
   return { secret: base32(secret), otpauth_url: url, qr_svg: qr };
 }
-
-/** Pending enrolments older than this must be started again. */
-const SETUP_VALID_MS = 15 * 60_000;
 
 /**
  * Finishes enrolment with a first code: TOTP is on, and the 10 backup codes

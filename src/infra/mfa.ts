@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { executePrepared } from '../db/prepared.ts';
 import type { Database } from '../db/schema.ts';
 
 /** What `GET /me` says of the second factor. */
@@ -25,12 +26,11 @@ export async function mfaStatus(db: Kysely<Database>, userId: number): Promise<M
   return { totp: totp !== undefined, backup_codes_left: totp ? Number(codes.n) : 0 };
 }
 
+/** Whether an authenticator app is on; asked on every successful password login, so a prepared statement. */
 export async function hasTotp(db: Kysely<Database>, userId: number): Promise<boolean> {
-  const row = await db
-    .selectFrom('mfa_totp')
-    .select('user_id')
-    .where('user_id', '=', userId)
-    .where('confirmed_at', 'is not', null)
-    .executeTakeFirst();
+  const [row] = await executePrepared(
+    db,
+    db.selectFrom('mfa_totp').select('user_id').where('user_id', '=', userId).where('confirmed_at', 'is not', null),
+  );
   return row !== undefined;
 }
