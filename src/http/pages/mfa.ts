@@ -40,10 +40,16 @@ export function mfaPages(app: FastifyInstance, pages: Pages): void {
     request: FastifyRequest,
     reply: FastifyReply,
     session: BrowserSession,
-    errors?: FormErrors,
+    failed?: { errors: FormErrors; section: string },
   ): Promise<FastifyReply> {
     const account = await getAccount(services, session.auth.userId);
-    const data = { title, labels: LABELS, signedIn: true, account, ...(errors ? { errors } : {}) };
+    const data = {
+      title,
+      labels: LABELS,
+      signedIn: true,
+      account,
+      ...(failed ? { errors: failed.errors, section: failed.section } : {}),
+    };
     try {
       if (account.mfa.totp) {
         // Managing an active factor needs a recent authentication too; ask for it before the forms.
@@ -123,7 +129,7 @@ export function mfaPages(app: FastifyInstance, pages: Pages): void {
         fields: FIELDS,
         placement: { INVALID_MFA_CODE: 'code', INVALID_CREDENTIALS: 'password' },
       });
-      return show(request, reply, session, errors);
+      return show(request, reply, session, { errors, section: action });
     }
   });
 }
