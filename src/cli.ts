@@ -12,7 +12,7 @@ import { keysGenerateCommand, keysRotateCommand } from './cli/keys.ts';
 import { migrateCommand } from './cli/migrate.ts';
 import { psqlCommand } from './cli/psql.ts';
 import { CliError, type Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './cli/shared.ts';
-import { usersDisableCommand, usersEnableCommand, usersUnlockCommand } from './cli/users.ts';
+import { usersDisableCommand, usersEnableCommand, usersMfaResetCommand, usersUnlockCommand } from './cli/users.ts';
 
 const COMMANDS: readonly Command[] = [
   migrateCommand,
@@ -20,6 +20,7 @@ const COMMANDS: readonly Command[] = [
   usersUnlockCommand,
   usersDisableCommand,
   usersEnableCommand,
+  usersMfaResetCommand,
   auditVerifyCommand,
   cleanupCommand,
   breachImportCommand,

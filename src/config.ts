@@ -98,6 +98,12 @@ export interface Config {
   invitationLimitPerAddress: RateLimit;
   /** Invitations one organization sends per window (counted in PostgreSQL). */
   invitationLimitPerOrganization: RateLimit;
+  /** Seconds after a login or POST /reauthenticate during which the session counts as recently authenticated. */
+  reauthenticationWindowSeconds: number;
+  /** Key material of the second factor (TOTP secrets, backup-code hashes); default: derived from SECRET_KEY. */
+  mfaEncryptionKey: string | undefined;
+  /** Keys replaced by a rotation, still read until their secrets and codes are rewritten. */
+  mfaEncryptionKeysPrevious: string[];
   lockoutThreshold: number;
   lockoutMinutes: number;
   /** Cap of the doubling lock duration. */
@@ -243,6 +249,9 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     rateLimitReauthenticate: read.rateLimit('RATE_LIMIT_REAUTHENTICATE', '10/15m', { block: true }),
     invitationLimitPerAddress: read.rateLimit('INVITATION_LIMIT_PER_ADDRESS', '3/24h'),
     invitationLimitPerOrganization: read.rateLimit('INVITATION_LIMIT_PER_ORGANIZATION', '50/24h'),
+    reauthenticationWindowSeconds: read.integer('REAUTHENTICATION_WINDOW_SECONDS', 300, 10, 86_400),
+    mfaEncryptionKey: read.optional('MFA_ENCRYPTION_KEY'),
+    mfaEncryptionKeysPrevious: read.list('MFA_ENCRYPTION_KEY_PREVIOUS'),
     lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),
     lockoutMinutes: read.integer('LOCKOUT_MINUTES', 15, 1, 7 * 24 * 60),
     lockoutMaxMinutes: read.integer('LOCKOUT_MAX_MINUTES', 24 * 60, 1, 365 * 24 * 60),
@@ -299,6 +308,14 @@ export function loadConfig(env: Env = readEnvironment()): Config {
       'REGISTER_RETURNS_TOKENS',
       'cannot be true while REGISTRATION_ENUMERATION_SAFE=true: every registration answers the same 202, without tokens',
     );
+  }
+  for (const [name, keys] of [
+    ['MFA_ENCRYPTION_KEY', config.mfaEncryptionKey === undefined ? [] : [config.mfaEncryptionKey]],
+    ['MFA_ENCRYPTION_KEY_PREVIOUS', config.mfaEncryptionKeysPrevious],
+  ] as const) {
+    if (keys.some((key) => Buffer.byteLength(key) < 32)) {
+      throw new ConfigError(name, 'must be at least 32 bytes (e.g. openssl rand -base64 32)');
+    }
   }
   if (captchaProvider && !config.captchaSecretKey) {
     throw new ConfigError('CAPTCHA_SECRET_KEY', `is required when CAPTCHA_PROVIDER=${captchaProvider}`);

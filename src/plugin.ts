@@ -22,6 +22,7 @@ import { loginRoutes } from './http/login.ts';
 import { logoutRoutes } from './http/logout.ts';
 import { memberRoutes } from './http/members.ts';
 import { metricsRoutes, metricsServer, observeRequests } from './http/metrics.ts';
+import { mfaRoutes } from './http/mfa.ts';
 import { addMultipartParser } from './http/multipart.ts';
 import { organizationRoutes } from './http/organizations.ts';
 import { pageJsonRoutes } from './http/page-json.ts';
@@ -210,6 +211,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(logoutRoutes);
         await api.register(sessionRoutes);
         await api.register(accountRoutes);
+        await api.register(mfaRoutes);
         await api.register(adminRoutes);
         await api.register(organizationRoutes);
         await api.register(memberRoutes);

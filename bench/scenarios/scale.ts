@@ -287,7 +287,10 @@ export async function holdSessions(url: string, env: Record<string, string>, use
     const now = new Date();
     return Promise.all(
       rows.map(async (r) => ({
-        access: await tokens.signAccessToken({ sub: r.user_uuid, email: r.email, sid: r.uuid }, now),
+        access: await tokens.signAccessToken(
+          { sub: r.user_uuid, email: r.email, sid: r.uuid, amr: ['pwd'], authTime: Math.floor(now.getTime() / 1000) },
+          now,
+        ),
         refresh: await tokens.signRefreshToken({
           sub: r.user_uuid,
           sid: r.uuid,

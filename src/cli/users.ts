@@ -1,5 +1,6 @@
 import { AppError } from '../domain/errors.ts';
 import { type AdminUserChanges, updateUserAsAdmin } from '../flows/admin.ts';
+import { resetMfaAsAdmin } from '../flows/mfa.ts';
 import { findUserByIdentifier } from '../infra/users.ts';
 import {
   CLI_CONTEXT,
@@ -70,3 +71,28 @@ export const usersEnableCommand = userCommand(
   { is_active: true },
   'Enabled',
 );
+
+export const usersMfaResetCommand: Command = {
+  name: 'users mfa-reset',
+  summary: "Turn a user's second factor off",
+  usage: 'gatehouse users mfa-reset <email-or-username>',
+  help: 'For a user who lost their authenticator app and backup codes: removes the TOTP\nsecret and the backup codes; the password alone signs in again. The user is mailed.\nAudited as mfa_reset_by_admin (via: cli).',
+  async run(args) {
+    const { positionals } = parseCommandLine(args, {}, true);
+    if (positionals.length !== 1 || !positionals[0]?.trim()) {
+      throw new CliError(`expected exactly one email or username, got ${positionals.length}`, EXIT_USAGE);
+    }
+    const login = positionals[0];
+    return withServices(async (services) => {
+      const user = await findUserByIdentifier(services.db, login);
+      if (!user) throw new CliError(`no user with email or username "${login}"`);
+      const removed = await resetMfaAsAdmin(services, user, { userId: null, via: 'cli' }, CLI_CONTEXT);
+      process.stdout.write(
+        removed
+          ? `Second factor turned off: ${user.username} <${user.email}>\n`
+          : `No second factor was on: ${user.username} <${user.email}>\n`,
+      );
+      return EXIT_OK;
+    });
+  },
+};

@@ -20,6 +20,7 @@ import * as accountView from './migrations/0004_account_view.ts';
 import * as housekeepingIndexes from './migrations/0005_housekeeping_indexes.ts';
 import * as lockoutSources from './migrations/0006_lockout_sources.ts';
 import * as registrationFields from './migrations/0007_registration_fields.ts';
+import * as mfa from './migrations/0008_mfa.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -234,6 +235,7 @@ const migrations: Record<string, Migration> = {
   '0005_housekeeping_indexes': housekeepingIndexes,
   '0006_lockout_sources': lockoutSources,
   '0007_registration_fields': registrationFields,
+  '0008_mfa': mfa,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

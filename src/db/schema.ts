@@ -29,6 +29,8 @@ interface OrganizationsTable {
   uuid: Generated<string>;
   name: string;
   slug: string;
+  /** Members without a second factor are refused by the organization's routes. */
+  require_mfa: Generated<boolean>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
 }
@@ -80,6 +82,10 @@ export interface SessionsTable {
   expires_at: Timestamp;
   revoked_at: NullableTimestamp;
   revoked_reason: string | null;
+  /** When the session's owner last proved who they are (login, or POST /reauthenticate). */
+  auth_time: Generated<Date>;
+  /** How (RFC 8176 methods, comma-separated): `pwd`, `pwd,otp`, `pwd,backup_code`. */
+  amr: Generated<string>;
 }
 
 export type OneTimeTokenPurpose = 'verify_email' | 'reset_password' | 'invitation';
@@ -174,6 +180,43 @@ interface LockoutsTable {
   updated_at: Generated<Date>;
 }
 
+interface MfaTotpTable {
+  user_id: number;
+  /** `<iv>.<tag>.<ciphertext>`, base64url, AES-256-GCM under the key `key_id` names. */
+  secret_ciphertext: string;
+  key_id: string;
+  /** The last RFC 6238 time step accepted: a code is good once. */
+  last_step: ColumnType<number, number | undefined, number>;
+  created_at: Generated<Date>;
+  /** Null while enrolment waits for the first code. */
+  confirmed_at: NullableTimestamp;
+}
+
+interface MfaBackupCodesTable {
+  id: Generated<number>;
+  user_id: number;
+  key_id: string;
+  /** HMAC-SHA-256 of the normalised code under the key `key_id` names. */
+  code_hash: string;
+  created_at: Generated<Date>;
+}
+
+interface MfaChallengesTable {
+  id: Generated<number>;
+  /** SHA-256 of the `mfa_token`. */
+  token_hash: string;
+  user_id: number;
+  /** The identifier typed at the password step, for the login_attempts rows. */
+  identifier: string;
+  /** The lockout source of the login attempt (`untrusted`, `device:<id>`). */
+  source: string;
+  /** The session kind the login will start (`api`, `browser`). */
+  kind: string;
+  created_at: Generated<Date>;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -189,6 +232,9 @@ export interface Database {
   email_outbox: EmailOutboxTable;
   password_history: PasswordHistoryTable;
   lockouts: LockoutsTable;
+  mfa_totp: MfaTotpTable;
+  mfa_backup_codes: MfaBackupCodesTable;
+  mfa_challenges: MfaChallengesTable;
 }
 
 export type User = Selectable<UsersTable>;

@@ -83,6 +83,26 @@ export const PROBLEMS = {
     title: 'Email address is not verified',
     fix: 'Follow the link in the verification email, or ask for a new one.',
   },
+  MFA_REQUIRED: {
+    status: 403,
+    title: 'Second factor required',
+    fix: 'Send the `mfa_token` with a code from the authenticator app (or a backup code) to POST /api/v1/login/mfa within 5 minutes.',
+  },
+  MFA_REQUIRED_BY_ORGANIZATION: {
+    status: 403,
+    title: 'This organization requires a second factor',
+    fix: 'Turn on an authenticator app for your account (the account page, or POST /api/v1/mfa/totp/setup), then try again.',
+  },
+  REAUTHENTICATION_REQUIRED: {
+    status: 403,
+    title: 'Recent authentication required',
+    fix: 'Confirm your password (and a second-factor code when one is on) with POST /api/v1/reauthenticate, then repeat the request within the window.',
+  },
+  INVALID_MFA_CODE: {
+    status: 401,
+    title: 'Invalid authentication code',
+    fix: 'Enter the current code from the authenticator app, or an unused backup code. Each code works once.',
+  },
   ACCOUNT_DISABLED: { status: 403, title: 'Account is disabled', fix: 'Contact an administrator.' },
   FORBIDDEN: { status: 403, title: 'Forbidden', fix: 'Your role does not allow this action.' },
   CSRF_INVALID: { status: 403, title: 'Invalid CSRF token', fix: 'Reload the form and submit it again.' },
@@ -132,7 +152,9 @@ export interface AppErrorOptions {
   recommendation?: string;
   retryAfter?: number;
   /** RFC 6749 `error` on the token endpoints. */
-  oauthError?: 'invalid_request' | 'invalid_grant' | 'unsupported_grant_type' | 'invalid_client';
+  oauthError?: 'invalid_request' | 'invalid_grant' | 'unsupported_grant_type' | 'invalid_client' | 'mfa_required';
+  /** Further members of the problem body (RFC 9457 §3.2 extensions), e.g. `mfa_token`. */
+  extensions?: Record<string, unknown>;
   headers?: Record<string, string>;
   cause?: unknown;
 }

@@ -10,7 +10,9 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
+import { hasTotp, type MfaStatus } from '../infra/mfa.ts';
 import { type AuthContext, revokeUserSessions } from '../infra/sessions.ts';
+import { assertRecentlyAuthenticated } from './mfa.ts';
 import { reauthenticate } from './reauthenticate.ts';
 import type { UserOrganization } from './register.ts';
 
@@ -18,6 +20,7 @@ import type { UserOrganization } from './register.ts';
 export interface AccountView extends UserBody {
   last_login_at: string | null;
   organizations: UserOrganization[];
+  mfa: MfaStatus;
 }
 
 function selectAccount(db: Kysely<Database>) {
@@ -36,6 +39,12 @@ function selectAccount(db: Kysely<Database>) {
     'users.last_login_at',
     // One statement with a cached plan: see migrations/0004_account_view.ts.
     sql<UserOrganization[]>`gatehouse_user_organizations(${sql.ref('users.id')})`.as('organizations'),
+    sql<boolean>`exists (select 1 from mfa_totp where mfa_totp.user_id = ${sql.ref('users.id')} and mfa_totp.confirmed_at is not null)`.as(
+      'mfa_totp',
+    ),
+    sql<number>`(select count(*)::int from mfa_backup_codes where mfa_backup_codes.user_id = ${sql.ref('users.id')})`.as(
+      'mfa_backup_codes_left',
+    ),
   ]);
 }
 
@@ -55,6 +64,7 @@ function toView(row: AccountRow | undefined): AccountView {
     ...userBody(row),
     last_login_at: row.last_login_at?.toISOString() ?? null,
     organizations: row.organizations,
+    mfa: { totp: row.mfa_totp, backup_codes_left: row.mfa_totp ? Number(row.mfa_backup_codes_left) : 0 },
   };
 }
 
@@ -209,6 +219,8 @@ export async function deleteAccount(
     .where('id', '=', auth.userId)
     .executeTakeFirst();
   if (!user) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
+  // With a second factor on, the password alone is not enough: the session must have proved both recently.
+  if (await hasTotp(services.db, user.id)) await assertRecentlyAuthenticated(services, auth);
   await reauthenticate(services, auth, user, normalizePassword(password), context, {
     via: 'delete_account',
     detail: 'The password is incorrect',

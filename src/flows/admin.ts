@@ -11,6 +11,7 @@ import type { Services } from '../infra/container.ts';
 import { unlockAccount } from '../infra/lockout.ts';
 import { revokeUserSessions } from '../infra/sessions.ts';
 import { findUserByIdentifier } from '../infra/users.ts';
+import { resetMfaAsAdmin } from './mfa.ts';
 import { assertAcceptablePassword, validateRegistration } from './register.ts';
 
 /** Who performs an administrative action: a superuser over the API, or an operator at the CLI. */
@@ -159,6 +160,19 @@ export async function updateUserByUuid(
   const target = id && (await services.db.selectFrom('users').selectAll().where('uuid', '=', id).executeTakeFirst());
   if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
   return updateUserAsAdmin(services, target, changes, actor, context);
+}
+
+/** `POST /admin/users/{uuid}/mfa/reset`; NOT_FOUND for an unknown or malformed uuid. */
+export async function resetMfaByUuid(
+  services: Services,
+  uuid: string,
+  actor: AdminActor,
+  context: RequestContext,
+): Promise<boolean> {
+  const id = canonicalUuid(uuid);
+  const target = id && (await services.db.selectFrom('users').selectAll().where('uuid', '=', id).executeTakeFirst());
+  if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
+  return resetMfaAsAdmin(services, target, actor, context);
 }
 
 /** Reads by superusers are audited too: who looked at whose data, and with which filters (after a successful read). */

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { executePrepared } from '../db/prepared.ts';
 import type { User } from '../db/schema.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
@@ -9,7 +10,9 @@ import { auditRow, recordAudit } from '../infra/audit.ts';
 import { loginNeedsCaptcha } from '../infra/captcha.ts';
 import type { Services } from '../infra/container.ts';
 import { type LockoutSource, lockoutSubject, type Reservation } from '../infra/lockout.ts';
+import { hasTotp } from '../infra/mfa.ts';
 import { type IssuedSession, newSession, type SessionKind, startedSession } from '../infra/sessions.ts';
+import { sha256Hex } from '../infra/sha256.ts';
 import { findUserByIdentifier } from '../infra/users.ts';
 
 export interface LoginInput {
@@ -35,7 +38,8 @@ type LoginFailureReason =
   | 'account_disabled'
   | 'email_not_verified'
   | 'account_locked'
-  | 'captcha_failed';
+  | 'captcha_failed'
+  | 'invalid_mfa_code';
 
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
@@ -141,7 +145,19 @@ export async function loginWithPassword(
     services.metrics.logins.inc({ outcome: error.code.toLowerCase() });
     throw error;
   }
-  const issued = await recordLoginSuccess(services, identifier, user, password, needsRehash, context, options.kind);
+  const hashUpgraded = needsRehash && (await upgradeHash(services, user, password));
+  if (await hasTotp(services.db, user.id)) {
+    // The password alone proves nothing yet: its reservation is given back, not reset, so
+    // that a right password cannot clear the wrong codes counted against the account.
+    await services.lockout.cancelled(reservation);
+    services.metrics.logins.inc({ outcome: 'mfa_required' });
+    throw await mfaChallenge(services, user, identifier, source, options.kind);
+  }
+  const issued = await recordLoginSuccess(services, identifier, user, context, {
+    kind: options.kind,
+    amr: ['pwd'],
+    hashUpgraded,
+  });
   await services.lockout.succeeded(reservation);
   services.metrics.logins.inc({ outcome: 'success' });
   return { ...issued, userId: user.id };
@@ -198,34 +214,72 @@ export async function recordLoginFailure(
   });
 }
 
+/** Rehashes a password verified under outdated parameters; true when the new hash was stored. */
+async function upgradeHash(services: Services, user: User, password: string): Promise<boolean> {
+  const upgraded = await services.hasher.hash(password);
+  // Only if unchanged since it was read: a concurrent password change wins.
+  const row = await services.db
+    .updateTable('users')
+    .set({ password_hash: upgraded })
+    .where('id', '=', user.id)
+    .where('password_hash', '=', user.password_hash)
+    .returning('id')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** The `mfa_token` lives this long. */
+const MFA_TOKEN_SECONDS = 5 * 60;
+
 /**
- * After a success: upgrade an outdated hash, then the session, `last_login_at`,
- * the attempt and audit rows in one transaction. Lockout reset belongs here.
+ * The right password of an account with a second factor: no session yet, only
+ * a challenge, `403 MFA_REQUIRED` with its `mfa_token` (random, stored as
+ * SHA-256, single use, MFA_TOKEN_SECONDS), bound to this attempt's user,
+ * lockout source and session kind.
  */
-async function recordLoginSuccess(
+async function mfaChallenge(
+  services: Services,
+  user: User,
+  identifier: string,
+  source: LockoutSource,
+  kind: SessionKind,
+): Promise<AppError> {
+  const token = randomBytes(32).toString('base64url');
+  const now = services.clock.now();
+  await services.db
+    .insertInto('mfa_challenges')
+    .values({
+      token_hash: sha256Hex(token),
+      user_id: user.id,
+      identifier,
+      source,
+      kind,
+      created_at: now,
+      expires_at: new Date(now.getTime() + MFA_TOKEN_SECONDS * 1000),
+    })
+    .execute();
+  return new AppError('MFA_REQUIRED', {
+    detail: 'Enter a code from your authenticator app, or a backup code',
+    oauthError: 'mfa_required',
+    extensions: { mfa_token: token, methods: ['totp', 'backup_code'], expires_in: MFA_TOKEN_SECONDS },
+  });
+}
+
+/**
+ * After a success: the session, `last_login_at`, the attempt and audit rows
+ * in one statement. `amr` says how the user proved who they are (RFC 8176).
+ * Lockout reset belongs here.
+ */
+export async function recordLoginSuccess(
   services: Services,
   identifier: string,
   user: User,
-  password: string,
-  needsRehash: boolean,
   context: RequestContext,
-  kind: SessionKind,
+  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean },
 ): Promise<IssuedSession> {
-  let hashUpgraded = false;
-  if (needsRehash) {
-    const upgraded = await services.hasher.hash(password);
-    // Only if unchanged since it was read: a concurrent password change wins.
-    const row = await services.db
-      .updateTable('users')
-      .set({ password_hash: upgraded })
-      .where('id', '=', user.id)
-      .where('password_hash', '=', user.password_hash)
-      .returning('id')
-      .executeTakeFirst();
-    hashUpgraded = row !== undefined;
-  }
+  const { kind, amr, hashUpgraded } = options;
   const now = services.clock.now();
-  const session = newSession(services, user, context, { kind });
+  const session = newSession(services, user, context, { kind, amr });
   // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
   const query = services.db
     .with('touched', (db) =>
@@ -253,7 +307,7 @@ async function recordLoginSuccess(
             {
               action: 'login_success',
               userId: user.id,
-              details: { session_uuid: session.uuid, kind, hash_upgraded: hashUpgraded },
+              details: { session_uuid: session.uuid, kind, hash_upgraded: hashUpgraded, amr },
             },
             context,
           ),

@@ -14,7 +14,12 @@ export interface OrganizationAccess {
   role: RoleName;
   /** The permissions of the member's role row. */
   permissions: readonly string[];
+  /** The organization requires a second factor, and this member has none: its routes refuse them. */
+  missingRequiredMfa: boolean;
 }
+
+/** Where a member refused for want of a second factor turns one on (the account page's enrolment). */
+const MFA_ENROLMENT_PATH = '/account/mfa';
 
 /** The user's membership in the organization, or undefined (not a member, unknown or malformed uuid). */
 export async function findMembership(
@@ -34,6 +39,10 @@ export async function findMembership(
       'organizations.slug',
       'roles.name as role',
       'roles.permissions',
+      'organizations.require_mfa',
+      sql<boolean>`exists (select 1 from mfa_totp where mfa_totp.user_id = ${sql.ref('memberships.user_id')} and mfa_totp.confirmed_at is not null)`.as(
+        'has_mfa',
+      ),
     ])
     .where('organizations.uuid', '=', organizationUuid.toLowerCase())
     .where('memberships.user_id', '=', userId)
@@ -47,6 +56,7 @@ export async function findMembership(
     userId,
     role: row.role,
     permissions: Array.isArray(row.permissions) ? row.permissions : [],
+    missingRequiredMfa: row.require_mfa && !row.has_mfa,
   };
 }
 
@@ -64,8 +74,11 @@ export function requirePermission(access: OrganizationAccess, requirement: Requi
 }
 
 /**
- * Membership, then the permission check. A non-member learns nothing: the
- * organization is NOT_FOUND (also when it does not exist), never FORBIDDEN.
+ * Membership, then the organization's second-factor policy, then the
+ * permission check. A non-member learns nothing: the organization is
+ * NOT_FOUND (also when it does not exist), never FORBIDDEN. A member without
+ * a second factor in an organization that requires one is
+ * 403 MFA_REQUIRED_BY_ORGANIZATION, whatever the role, with `enrol_url`.
  */
 export async function authorizeMember(
   db: Kysely<Database>,
@@ -75,6 +88,12 @@ export async function authorizeMember(
 ): Promise<OrganizationAccess> {
   const access = await findMembership(db, userId, organizationUuid);
   if (!access) throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+  if (access.missingRequiredMfa) {
+    throw new AppError('MFA_REQUIRED_BY_ORGANIZATION', {
+      detail: `${access.name} requires a second factor: turn on an authenticator app for your account first`,
+      extensions: { enrol_url: MFA_ENROLMENT_PATH },
+    });
+  }
   requirePermission(access, requirement);
   return access;
 }

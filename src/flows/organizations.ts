@@ -7,6 +7,7 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
 import { type AuditLogView, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
+import { hasTotp } from '../infra/mfa.ts';
 import { lockAndAuthorize, type OrganizationAccess } from './org-access.ts';
 
 export interface OrganizationSummary {
@@ -22,6 +23,8 @@ export interface OrganizationView {
   name: string;
   slug: string;
   role: RoleName;
+  /** Members without a second factor are refused by the organization's routes (403 MFA_REQUIRED_BY_ORGANIZATION). */
+  require_mfa: boolean;
   created_at: string;
   updated_at: string;
 }
@@ -101,7 +104,7 @@ function validName(raw: unknown): string {
 }
 
 function organizationView(
-  row: { uuid: string; name: string; slug: string; created_at: Date; updated_at: Date },
+  row: { uuid: string; name: string; slug: string; require_mfa: boolean; created_at: Date; updated_at: Date },
   role: RoleName,
 ): OrganizationView {
   return {
@@ -109,6 +112,7 @@ function organizationView(
     name: row.name,
     slug: row.slug,
     role,
+    require_mfa: row.require_mfa,
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
   };
@@ -124,6 +128,7 @@ export async function listOrganizations(services: Services, userId: number): Pro
       'organizations.uuid',
       'organizations.name',
       'organizations.slug',
+      'organizations.require_mfa',
       'organizations.created_at',
       'organizations.updated_at',
       'roles.name as role',
@@ -174,12 +179,20 @@ export async function getOrganization(services: Services, access: OrganizationAc
   return organizationView(row, access.role);
 }
 
-const EDITABLE = new Set(['name']);
+const EDITABLE = new Set(['name', 'require_mfa']);
+
+function validRequireMfa(value: unknown): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'boolean') return value;
+  throw invalid([{ field: 'require_mfa', message: 'Must be true or false', code: 'type' }]);
+}
 
 /**
- * `PATCH /organizations/{uuid}`: renames. The slug follows the name (first
- * free one), except that a name whose slug is the current one's stem keeps
- * the current slug, so that "Acme" → "ACME" does not move `acme-2`.
+ * `PATCH /organizations/{uuid}`: renames, and sets `require_mfa`. The slug
+ * follows the name (first free one), except that a name whose slug is the
+ * current one's stem keeps the current slug, so that "Acme" → "ACME" does not
+ * move `acme-2`. An admin turns `require_mfa` on only with a second factor of
+ * their own: otherwise the change would shut them out at once.
  */
 export async function updateOrganization(
   services: Services,
@@ -192,6 +205,12 @@ export async function updateOrganization(
     .map((field) => ({ field, message: 'Field cannot be changed here', code: 'not_allowed' }));
   if (refused.length > 0) throw invalid(refused);
   const name = input.name === undefined ? undefined : validName(input.name);
+  const requireMfa = validRequireMfa(input.require_mfa);
+  if (requireMfa === true && !(await hasTotp(services.db, access.userId))) {
+    throw new AppError('CONFLICT', {
+      detail: 'Turn on a second factor for your own account before requiring one of every member',
+    });
+  }
 
   // A concurrent rename can take the chosen slug between the check and the update: try again.
   for (let attempt = 1; ; attempt++) {
@@ -203,14 +222,25 @@ export async function updateOrganization(
           .selectAll()
           .where('id', '=', access.organizationId)
           .executeTakeFirstOrThrow();
-        if (name === undefined || name === before.name) return organizationView(before, access.role);
-        const base = slugify(name);
-        const keepsSlug = before.slug === base || new RegExp(`^${base}-\\d+$`).test(before.slug);
-        const slug = keepsSlug ? before.slug : freeSlugs(base, await takenSlugs(trx, base)).next().value;
-        if (!slug) throw new Error('no free organization slug');
+        const renamed = name !== undefined && name !== before.name;
+        const policyChanged = requireMfa !== undefined && requireMfa !== before.require_mfa;
+        if (!renamed && !policyChanged) return organizationView(before, access.role);
+        let slug = before.slug;
+        if (renamed) {
+          const base = slugify(name);
+          const keepsSlug = before.slug === base || new RegExp(`^${base}-\\d+$`).test(before.slug);
+          const free = keepsSlug ? before.slug : freeSlugs(base, await takenSlugs(trx, base)).next().value;
+          if (!free) throw new Error('no free organization slug');
+          slug = free;
+        }
         const after = await trx
           .updateTable('organizations')
-          .set({ name, slug, updated_at: services.clock.now() })
+          .set({
+            name: renamed ? name : before.name,
+            slug,
+            require_mfa: requireMfa ?? before.require_mfa,
+            updated_at: services.clock.now(),
+          })
           .where('id', '=', access.organizationId)
           .returningAll()
           .executeTakeFirstOrThrow();
@@ -220,7 +250,11 @@ export async function updateOrganization(
             action: 'organization_updated',
             userId: access.userId,
             organizationId: access.organizationId,
-            details: { uuid: after.uuid, from: { name: before.name, slug: before.slug }, to: { name, slug } },
+            details: {
+              uuid: after.uuid,
+              from: { name: before.name, slug: before.slug, ...(policyChanged && { require_mfa: before.require_mfa }) },
+              to: { name: after.name, slug: after.slug, ...(policyChanged && { require_mfa: after.require_mfa }) },
+            },
           },
           context,
         );

@@ -7,7 +7,9 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { publicLink, queueMail } from '../infra/mail.ts';
+import { hasTotp } from '../infra/mfa.ts';
 import { type AuthContext, revokeUserSessions } from '../infra/sessions.ts';
+import { assertRecentlyAuthenticated } from './mfa.ts';
 import { reauthenticate } from './reauthenticate.ts';
 import { assertAcceptablePassword } from './register.ts';
 
@@ -105,6 +107,8 @@ export async function changePassword(
     .executeTakeFirst();
   if (!user) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
   if (!user.is_active) throw new AppError('ACCOUNT_DISABLED');
+  // With a second factor on, the password alone is not enough: the session must have proved both recently.
+  if (await hasTotp(services.db, user.id)) await assertRecentlyAuthenticated(services, auth);
 
   const current = normalizePassword(input.current_password);
   await reauthenticate(services, auth, user, current, context, {

@@ -7,7 +7,7 @@ import type { AuthContext } from '../infra/sessions.ts';
 import { recordLoginFailure } from './login.ts';
 
 /** What the password is asked for, as the attempt's audit row says (`details.via`). */
-type Reauthentication = 'change_password' | 'delete_account';
+type Reauthentication = 'change_password' | 'delete_account' | 'disable_mfa' | 'reauthenticate';
 
 /**
  * Checks the password of a signed-in user before a change that demands it.
@@ -24,7 +24,7 @@ export async function reauthenticate(
   user: Pick<User, 'id' | 'username' | 'password_hash'>,
   password: string,
   context: RequestContext,
-  purpose: { via: Reauthentication; detail: string },
+  purpose: { via: Reauthentication; detail: string; secondFactorFollows?: boolean },
 ): Promise<void> {
   services.hashPool.assertCapacity();
   let reservation: Reservation;
@@ -48,5 +48,8 @@ export async function reauthenticate(
     await services.lockout.failed(reservation, { userId: user.id, context });
     throw new AppError('INVALID_CREDENTIALS', { detail: purpose.detail });
   }
-  await services.lockout.succeeded(reservation);
+  // With a code still to check, the password's reservation is given back rather than the count reset:
+  // a right password must not clear the wrong codes counted against this session.
+  if (purpose.secondFactorFollows) await services.lockout.cancelled(reservation);
+  else await services.lockout.succeeded(reservation);
 }

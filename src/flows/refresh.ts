@@ -4,7 +4,14 @@ import { decideRefresh, type RefreshableSession } from '../domain/refresh-reuse.
 import type { RequestContext } from '../domain/request-context.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { type IssuedSession, sessionEnd, sessionExpiry, tokenPair } from '../infra/sessions.ts';
+import {
+  amrOf,
+  type IssuedSession,
+  type SessionAuthentication,
+  sessionEnd,
+  sessionExpiry,
+  tokenPair,
+} from '../infra/sessions.ts';
 import { sha256Hex } from '../infra/sha256.ts';
 
 /**
@@ -41,6 +48,8 @@ export async function rotateRefreshToken(
         'sessions.created_at',
         'sessions.expires_at',
         'sessions.revoked_at',
+        'sessions.amr',
+        'sessions.auth_time',
         'users.uuid as user_uuid',
         'users.email',
         'users.is_active',
@@ -79,14 +88,25 @@ export async function rotateRefreshToken(
         { action: 'token_refresh', userId: row.user_id, details: { session_uuid: row.uuid, generation } },
         context,
       );
-      const tokens = await tokenPair(services, user, { uuid: row.uuid, generation, issuedAt: now, expiresAt }, now);
+      const tokens = await tokenPair(
+        services,
+        user,
+        { uuid: row.uuid, generation, issuedAt: now, expiresAt, ...authenticationOf(row) },
+        now,
+      );
       return { kind: 'issued', issued: { tokens, session: { id: row.id, uuid: row.uuid, expiresAt } } } as const;
     }
 
     if (decision.kind === 'successor') {
       // Same successor as the refresh that won the race: byte-identical except with ES256's random signatures.
       const issuedAt = row.rotated_at ?? row.created_at;
-      const session = { uuid: row.uuid, generation: row.generation, issuedAt, expiresAt: row.expires_at };
+      const session = {
+        uuid: row.uuid,
+        generation: row.generation,
+        issuedAt,
+        expiresAt: row.expires_at,
+        ...authenticationOf(row),
+      };
       const tokens = await tokenPair(services, user, session, now);
       const issued = { tokens, session: { id: row.id, uuid: row.uuid, expiresAt: row.expires_at } };
       return { kind: 'issued', issued } as const;
@@ -155,6 +175,8 @@ async function rotateCurrent(
         'sessions.generation',
         'sessions.expires_at',
         'sessions.revoked_at',
+        'sessions.amr',
+        'sessions.auth_time',
         'users.uuid as user_uuid',
         'users.email',
         'users.is_active',
@@ -200,8 +222,17 @@ async function rotateCurrent(
   );
   if (!swapped) return undefined;
   const user = { uuid: row.user_uuid, email: row.email };
-  const tokens = await tokenPair(services, user, { uuid: sessionUuid, generation, issuedAt: now, expiresAt }, now);
+  const tokens = await tokenPair(
+    services,
+    user,
+    { uuid: sessionUuid, generation, issuedAt: now, expiresAt, ...authenticationOf(row) },
+    now,
+  );
   return { tokens, session: { id: row.id, uuid: sessionUuid, expiresAt } };
+}
+
+function authenticationOf(row: { amr: string; auth_time: Date }): SessionAuthentication {
+  return { amr: amrOf(row.amr), authTime: row.auth_time };
 }
 
 interface SessionRow {

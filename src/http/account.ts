@@ -8,6 +8,13 @@ const Account = Type.Object({
   ...UserBodyProperties,
   last_login_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   organizations: Type.Array(UserOrganization),
+  mfa: Type.Object(
+    {
+      totp: Type.Boolean({ description: 'An authenticator app is on' }),
+      backup_codes_left: Type.Integer({ description: 'Unused backup codes' }),
+    },
+    { description: 'The second factor' },
+  ),
 });
 
 const AccountUpdate = Type.Object(
@@ -64,13 +71,13 @@ export const accountRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['account'],
         summary: 'Delete the account',
         description:
-          'Needs the password, checked as a login attempt of this session: a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout (then 423 ACCOUNT_LOCKED), and the route shares the RATE_LIMIT_REAUTHENTICATE limit. Refused with 409 while the user is the last admin of an organization that has other members; ' +
+          'With a second factor on, the session must also be recently authenticated (403 REAUTHENTICATION_REQUIRED otherwise; see POST /reauthenticate). Needs the password, checked as a login attempt of this session: a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout (then 423 ACCOUNT_LOCKED), and the route shares the RATE_LIMIT_REAUTHENTICATE limit. Refused with 409 while the user is the last admin of an organization that has other members; ' +
           'organizations where the user is the only member are deleted with the account.',
         security,
         body: Type.Object({ password: Type.String() }, { additionalProperties: true }),
         response: {
           204: Type.Null({ description: 'No content' }),
-          ...problems(400, 401, 409, 413, 415, 422, 423, 429),
+          ...problems(400, 401, 403, 409, 413, 415, 422, 423, 429),
         },
       },
     },

@@ -2,7 +2,14 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { AppError } from '../domain/errors.ts';
-import { type AdminActor, listAuditLogs, listLoginAttempts, listUsers, updateUserByUuid } from '../flows/admin.ts';
+import {
+  type AdminActor,
+  listAuditLogs,
+  listLoginAttempts,
+  listUsers,
+  resetMfaByUuid,
+  updateUserByUuid,
+} from '../flows/admin.ts';
 import { requireSuperuser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 
@@ -129,6 +136,25 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       const changes = { is_active, unlock };
       return updateUserByUuid(app.gatehouse, request.params.uuid, changes, actor(request), request.caller);
+    },
+  );
+
+  app.post(
+    '/admin/users/:uuid/mfa/reset',
+    {
+      schema: {
+        tags: ['administration'],
+        summary: "Turn a user's second factor off",
+        description:
+          'For a user who lost their authenticator app and backup codes: removes the TOTP secret and the backup codes. Audited as `mfa_reset_by_admin`; the user is mailed. 204 also when none was on.',
+        security,
+        params: Type.Object({ uuid: Type.String() }),
+        response: { 204: Type.Null(), ...problems(401, 403, 404) },
+      },
+    },
+    async (request, reply) => {
+      await resetMfaByUuid(app.gatehouse, request.params.uuid, actor(request), request.caller);
+      return reply.code(204).send(null);
     },
   );
 

@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { loginWithPassword } from '../flows/login.ts';
+import { completeMfaLogin } from '../flows/login-mfa.ts';
 import { rotateRefreshToken } from '../flows/refresh.ts';
 import { captchaToken } from '../infra/captcha.ts';
 import { setDeviceCookie, trustedDevice } from './device-cookie.ts';
@@ -49,7 +50,18 @@ function credentials(body: LoginFields): { identifier: string; password: string;
 
 const description =
   'The OAuth2 password grant (RFC 6749 §4.3). Errors are problem+json and also carry the RFC 6749 `error` member. ' +
-  'Unknown user and wrong password get the same answer.';
+  'Unknown user and wrong password get the same answer. With a second factor on, the right password answers ' +
+  '403 MFA_REQUIRED (`error: "mfa_required"`) with an `mfa_token` (single use, 5 minutes) and `methods`: ' +
+  'complete the login with POST /login/mfa. No session exists before then.';
+
+const MfaLoginBody = Type.Object(
+  {
+    mfa_token: Type.String({ maxLength: 128, description: 'From the 403 MFA_REQUIRED answer of POST /login' }),
+    code: Type.Optional(Type.String({ maxLength: 64, description: 'The 6-digit code of the authenticator app' })),
+    backup_code: Type.Optional(Type.String({ maxLength: 64, description: 'Or an unused backup code' })),
+  },
+  { additionalProperties: true },
+);
 
 export interface LoginRoutesOptions {
   /** Where the API is mounted (the refresh cookie's path); default: this plugin's prefix. */
@@ -107,6 +119,31 @@ export const loginRoutes: FastifyPluginAsyncTypebox<LoginRoutesOptions> = async 
         });
       }
       return logIn(request, reply, body);
+    },
+  );
+
+  app.post(
+    '/login/mfa',
+    {
+      config: { rateLimit: 'login' },
+      errorHandler: oauthErrorHandler,
+      schema: {
+        tags: ['tokens'],
+        summary: 'Complete a login with the second factor',
+        description:
+          '`{"mfa_token", "code"}` or `{"mfa_token", "backup_code"}` → the login body; the access token carries `amr: ["pwd","otp"]` (or `["pwd","backup_code"]`). ' +
+          'A wrong code is 401 INVALID_MFA_CODE and counts toward the lockout of the account; the token may be tried again until it expires. ' +
+          'A spent, expired or unknown `mfa_token` is 401 TOKEN_INVALID.',
+        consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
+        body: MfaLoginBody,
+        response: { 200: TokenResponse, ...problems(400, 401, 403, 413, 415, 422, 423, 429) },
+      },
+    },
+    async (request, reply) => {
+      const { clock } = app.gatehouse;
+      const issued = await completeMfaLogin(app.gatehouse, request.body, context(request), 'api');
+      setDeviceCookie(reply, config, clock.now(), trustedDevice(request, config, clock.now()), issued.userId);
+      return sendTokens(reply, issued, config, apiPrefix);
     },
   );
 

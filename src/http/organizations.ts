@@ -17,6 +17,9 @@ export const OrganizationSchema = Type.Object({
   name: Type.String(),
   slug: Type.String({ description: 'Unique; derived from the name, with a -2, -3… suffix on collision' }),
   role: RoleSchema,
+  require_mfa: Type.Boolean({
+    description: 'Members without a second factor get 403 MFA_REQUIRED_BY_ORGANIZATION from its routes',
+  }),
   created_at: Type.String({ format: 'date-time' }),
   updated_at: Type.String({ format: 'date-time' }),
 });
@@ -44,8 +47,16 @@ const NameBody = Type.Object(
 );
 
 const UpdateBody = Type.Object(
-  { name: Type.Optional(Type.String({ description: '1–100 characters after trimming' })) },
-  { additionalProperties: true, description: 'Only `name`; any other field is refused with 422' },
+  {
+    name: Type.Optional(Type.String({ description: '1–100 characters after trimming' })),
+    require_mfa: Type.Optional(
+      Type.Boolean({
+        description:
+          'true: members without a second factor are refused by this organization’s routes; the admin setting it needs one (409 otherwise)',
+      }),
+    ),
+  },
+  { additionalProperties: true, description: 'Only `name` and `require_mfa`; any other field is refused with 422' },
 );
 
 const AuditQuery = Type.Object({
@@ -113,12 +124,12 @@ export const organizationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: requireOrgPermission('organization:update'),
       schema: {
         tags,
-        summary: 'Rename an organization (admin)',
+        summary: 'Rename an organization, or require a second factor of its members (admin)',
         description: 'The slug follows the new name unless the name still slugifies to the current slug’s stem.',
         security,
         params: OrganizationParams,
         body: UpdateBody,
-        response: { 200: OrganizationSchema, ...problems(400, 401, 403, 404, 413, 415, 422) },
+        response: { 200: OrganizationSchema, ...problems(400, 401, 403, 404, 409, 413, 415, 422) },
       },
     },
     async (request) => updateOrganization(services, request.membership, request.body, request.caller),

@@ -20,7 +20,7 @@ export const passwordChangeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['password'],
         summary: 'Change the password',
         description:
-          'Checks the current password as a login attempt of this session (a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout, then 423 ACCOUNT_LOCKED; RATE_LIMIT_REAUTHENTICATE per client IP), refuses the last 5 passwords, revokes every other session and mails a notice.',
+          'With a second factor on, the session must also be recently authenticated (403 REAUTHENTICATION_REQUIRED otherwise; see POST /reauthenticate). Checks the current password as a login attempt of this session (a wrong one is 401 INVALID_CREDENTIALS and counts towards the lockout, then 423 ACCOUNT_LOCKED; RATE_LIMIT_REAUTHENTICATE per client IP), refuses the last 5 passwords, revokes every other session and mails a notice.',
         security: [{ bearer: [] }, { oauth2: [] }],
         consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
         body: ChangeBody,

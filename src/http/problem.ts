@@ -14,6 +14,7 @@ interface ProblemBody {
   recommendation?: string;
   retry_after?: number;
   error?: string;
+  [extension: string]: unknown;
 }
 
 interface AjvIssue {
@@ -109,6 +110,7 @@ function capitalise(s: string): string {
 function problemBody(error: AppError): ProblemBody {
   const o = error.options;
   const body: ProblemBody = {
+    ...o.extensions,
     type: problemType(error.code),
     title: PROBLEMS[error.code].title,
     status: error.status,

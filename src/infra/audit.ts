@@ -30,7 +30,14 @@ export type AuditAction =
   | 'admin_users_viewed'
   | 'admin_audit_logs_viewed'
   | 'admin_login_attempts_viewed'
-  | 'superuser_created';
+  | 'superuser_created'
+  | 'reauthenticated'
+  | 'mfa_enabled'
+  | 'mfa_disabled'
+  | 'mfa_challenge_failed'
+  | 'mfa_backup_code_used'
+  | 'mfa_backup_codes_regenerated'
+  | 'mfa_reset_by_admin';
 
 export interface AuditEntry {
   action: AuditAction;

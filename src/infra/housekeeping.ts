@@ -16,6 +16,7 @@ export interface Retention {
 export interface Purged {
   sessions: number;
   one_time_tokens: number;
+  mfa_challenges: number;
   login_attempts: number;
   registration_attempts: number;
   email_outbox: number;
@@ -30,8 +31,8 @@ const CHUNK = 5_000;
 
 /**
  * Deletes rows that can no longer matter: sessions a day past their expiry
- * (no token of theirs is accepted any more), one-time tokens a day past use or
- * expiry, login and registration attempts and sent or failed mail past their retention, and
+ * (no token of theirs is accepted any more), one-time tokens and second-factor
+ * challenges a day past use or expiry, login and registration attempts and sent or failed mail past their retention, and
  * lockout rows whose failures and lock history are already forgotten. The
  * audit log is never touched: its rows form a hash chain.
  */
@@ -49,6 +50,9 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
         .selectFrom('one_time_tokens')
         .select('id')
         .where((w) => w.or([w('expires_at', '<', graceEnd), w('used_at', '<', graceEnd)])),
+    ),
+    mfa_challenges: await deleteInChunks(db, 'mfa_challenges', () =>
+      db.selectFrom('mfa_challenges').select('id').where('expires_at', '<', graceEnd),
     ),
     login_attempts: await deleteInChunks(db, 'login_attempts', () =>
       db.selectFrom('login_attempts').select('id').where('attempted_at', '<', attemptsEnd),
@@ -79,7 +83,13 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
   };
 }
 
-type ChunkedTable = 'sessions' | 'one_time_tokens' | 'login_attempts' | 'registration_attempts' | 'email_outbox';
+type ChunkedTable =
+  | 'sessions'
+  | 'one_time_tokens'
+  | 'mfa_challenges'
+  | 'login_attempts'
+  | 'registration_attempts'
+  | 'email_outbox';
 
 /** Deletes the rows whose ids `which` selects, CHUNK at a time, until none is left; returns how many went. */
 async function deleteInChunks(

@@ -19,6 +19,11 @@ export interface MailDataByTemplate {
    * the subject on one line and cut short (`oneLine`). `abuseContact` is where
    * the recipient reports an unwanted invitation (ABUSE_CONTACT).
    */
+  /** `link` leads to the account page, `resetLink` to forgot-password, for the owner who did not do it. */
+  mfa_enabled: { name: string; link: string; resetLink: string };
+  /** `byAdmin`: an administrator turned it off (POST /admin/users/{uuid}/mfa/reset, `gatehouse users mfa-reset`). */
+  mfa_disabled: { name: string; link: string; resetLink: string; byAdmin: boolean };
+  mfa_backup_code_used: { name: string; remaining: number; link: string; resetLink: string };
   invitation: {
     organizationName: string;
     inviterName: string;
@@ -37,6 +42,9 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'password_changed',
   'registration_attempt',
   'registration_username_taken',
+  'mfa_enabled',
+  'mfa_disabled',
+  'mfa_backup_code_used',
   'invitation',
 ];
 
@@ -131,6 +139,47 @@ const CATALOGS: Record<string, Catalog> = {
       actions: [{ label: 'Register with another username', link: registerLink }],
       footer: 'If it was not you, you can ignore this message: no account was created for this address.',
     }),
+    mfa_enabled: ({ name, link, resetLink }) => ({
+      subject: 'Two-step verification is on',
+      greeting: `Hello ${name},`,
+      lines: [
+        'An authenticator app was just added to your account: from now on, signing in asks for a code from it.',
+        'Keep your backup codes somewhere safe; each one works once if you lose the app.',
+      ],
+      actions: [
+        { label: 'Review your account', link },
+        { label: 'I did not do this: reset my password', link: resetLink },
+      ],
+      footer: 'If you did not turn this on, reset your password now: someone else may know it.',
+    }),
+    mfa_disabled: ({ name, link, resetLink, byAdmin }) => ({
+      subject: 'Two-step verification is off',
+      greeting: `Hello ${name},`,
+      lines: [
+        byAdmin
+          ? 'An administrator turned off two-step verification for your account: signing in asks only for your password now.'
+          : 'Two-step verification was turned off for your account: signing in asks only for your password now.',
+        'Your backup codes no longer work. You can turn it on again from your account page.',
+      ],
+      actions: [
+        { label: 'Turn it on again', link },
+        { label: 'I did not do this: reset my password', link: resetLink },
+      ],
+      footer: 'If you did not expect this, reset your password now and turn two-step verification on again.',
+    }),
+    mfa_backup_code_used: ({ name, remaining, link, resetLink }) => ({
+      subject: 'A backup code was used to sign in',
+      greeting: `Hello ${name},`,
+      lines: [
+        'One of your backup codes was just used in place of a code from your authenticator app.',
+        `${remaining} unused backup ${remaining === 1 ? 'code is' : 'codes are'} left. You can make a new set from your account page.`,
+      ],
+      actions: [
+        { label: 'Review your account', link },
+        { label: 'I did not do this: reset my password', link: resetLink },
+      ],
+      footer: 'If it was not you, reset your password now and make a new set of backup codes.',
+    }),
     invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
       subject: `${inSubject(inviterName)} invited you to join ${inSubject(organizationName)}`,
       greeting: 'Hello,',
@@ -195,6 +244,47 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       actions: [{ label: 'Registrarme con otro nombre de usuario', link: registerLink }],
       footer: 'Si no fuiste tú, puedes ignorar este mensaje: no se creó ninguna cuenta para esta dirección.',
+    }),
+    mfa_enabled: ({ name, link, resetLink }) => ({
+      subject: 'La verificación en dos pasos está activada',
+      greeting: `Hola ${name}:`,
+      lines: [
+        'Se acaba de añadir una aplicación de autenticación a tu cuenta: a partir de ahora, iniciar sesión pide un código de ella.',
+        'Guarda tus códigos de respaldo en un lugar seguro; cada uno funciona una vez si pierdes la aplicación.',
+      ],
+      actions: [
+        { label: 'Revisar tu cuenta', link },
+        { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
+      ],
+      footer: 'Si no la activaste tú, restablece tu contraseña ahora: otra persona podría conocerla.',
+    }),
+    mfa_disabled: ({ name, link, resetLink, byAdmin }) => ({
+      subject: 'La verificación en dos pasos está desactivada',
+      greeting: `Hola ${name}:`,
+      lines: [
+        byAdmin
+          ? 'Un administrador desactivó la verificación en dos pasos de tu cuenta: iniciar sesión pide ahora solo tu contraseña.'
+          : 'Se desactivó la verificación en dos pasos de tu cuenta: iniciar sesión pide ahora solo tu contraseña.',
+        'Tus códigos de respaldo ya no funcionan. Puedes activarla de nuevo desde la página de tu cuenta.',
+      ],
+      actions: [
+        { label: 'Activarla de nuevo', link },
+        { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
+      ],
+      footer: 'Si no lo esperabas, restablece tu contraseña ahora y activa de nuevo la verificación en dos pasos.',
+    }),
+    mfa_backup_code_used: ({ name, remaining, link, resetLink }) => ({
+      subject: 'Se usó un código de respaldo para iniciar sesión',
+      greeting: `Hola ${name}:`,
+      lines: [
+        'Se acaba de usar uno de tus códigos de respaldo en lugar de un código de tu aplicación de autenticación.',
+        `Quedan ${remaining} ${remaining === 1 ? 'código de respaldo sin usar' : 'códigos de respaldo sin usar'}. Puedes crear un juego nuevo desde la página de tu cuenta.`,
+      ],
+      actions: [
+        { label: 'Revisar tu cuenta', link },
+        { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
+      ],
+      footer: 'Si no fuiste tú, restablece tu contraseña ahora y crea un juego nuevo de códigos de respaldo.',
     }),
     invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
       subject: `${inSubject(inviterName)} te invitó a unirte a ${inSubject(organizationName)}`,

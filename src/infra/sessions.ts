@@ -53,6 +53,18 @@ export interface NewSession {
   uuid: string;
   issuedAt: Date;
   expiresAt: Date;
+  amr: string[];
+}
+
+/** How a session's user proved who they are, and when: the access token's `amr` and `auth_time`. */
+export interface SessionAuthentication {
+  amr: string[];
+  authTime: Date;
+}
+
+/** `sessions.amr` (comma-separated) as the claim carries it. */
+export function amrOf(stored: string): string[] {
+  return stored.split(',').filter(Boolean);
 }
 
 /**
@@ -75,8 +87,9 @@ export function newSession(
   services: Services,
   user: SessionUser,
   context: RequestContext,
-  options: { kind: SessionKind },
+  options: { kind: SessionKind; amr?: string[] },
 ): NewSession {
+  const amr = options.amr ?? ['pwd'];
   const now = services.clock.now();
   const uuid = randomUUID();
   const expiresAt = sessionExpiry(services, now, now);
@@ -84,6 +97,7 @@ export function newSession(
     uuid,
     issuedAt: now,
     expiresAt,
+    amr,
     row: {
       uuid,
       user_id: user.id,
@@ -94,6 +108,8 @@ export function newSession(
       created_at: now,
       last_used_at: now,
       expires_at: expiresAt,
+      auth_time: now,
+      amr: amr.join(','),
     },
   };
 }
@@ -109,7 +125,14 @@ export async function startedSession(
   const tokens = await tokenPair(
     services,
     user,
-    { uuid: session.uuid, generation: 0, issuedAt: session.issuedAt, expiresAt: session.expiresAt },
+    {
+      uuid: session.uuid,
+      generation: 0,
+      issuedAt: session.issuedAt,
+      expiresAt: session.expiresAt,
+      amr: session.amr,
+      authTime: session.issuedAt,
+    },
     session.issuedAt,
   );
   return { tokens, session: { id: sessionId, uuid: session.uuid, expiresAt: session.expiresAt } };
@@ -119,12 +142,21 @@ export async function startedSession(
 export async function tokenPair(
   services: Services,
   user: { uuid: string; email: string },
-  session: { uuid: string; generation: number; issuedAt: Date; expiresAt: Date },
+  session: { uuid: string; generation: number; issuedAt: Date; expiresAt: Date } & SessionAuthentication,
   now: Date,
 ): Promise<TokenPair> {
   const { tokens } = services;
   const [accessToken, refreshToken] = await Promise.all([
-    tokens.signAccessToken({ sub: user.uuid, email: user.email, sid: session.uuid }, now),
+    tokens.signAccessToken(
+      {
+        sub: user.uuid,
+        email: user.email,
+        sid: session.uuid,
+        amr: session.amr,
+        authTime: Math.floor(session.authTime.getTime() / 1000),
+      },
+      now,
+    ),
     tokens.signRefreshToken({
       sub: user.uuid,
       sid: session.uuid,

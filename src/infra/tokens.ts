@@ -161,10 +161,14 @@ export class TokenService {
     return { keys: [...this.#keys.values()].flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])) };
   }
 
-  async signAccessToken(claims: { sub: string; email: string; sid: string }, issuedAt: Date): Promise<string> {
+  /** `amr` (RFC 8176) and `auth_time` say how and when the session's user last proved who they are. */
+  async signAccessToken(
+    claims: { sub: string; email: string; sid: string; amr: string[]; authTime: number },
+    issuedAt: Date,
+  ): Promise<string> {
     const iat = Math.floor(issuedAt.getTime() / 1000);
     return this.#sign(
-      { email: claims.email, type: 'access', sid: claims.sid },
+      { email: claims.email, type: 'access', sid: claims.sid, amr: claims.amr, auth_time: claims.authTime },
       claims.sub,
       randomBytes(16).toString('base64url'),
       iat,

@@ -75,6 +75,7 @@ describe('the account: /api/v1/me', () => {
       'language_code',
       'last_login_at',
       'last_name',
+      'mfa',
       'name',
       'organizations',
       'username',
@@ -91,6 +92,7 @@ describe('the account: /api/v1/me', () => {
     assert.equal(body.email_verified, true);
     assert.match(String(body.created_at), /Z$/);
     assert.match(String(body.last_login_at), /Z$/);
+    assert.deepEqual(body.mfa, { totp: false, backup_codes_left: 0 });
     const orgs = body.organizations as Body[];
     assert.equal(orgs.length, 2);
     const mine = orgs.find((o) => o.name === orgName);

@@ -27,7 +27,16 @@ describe('organizations', () => {
     const res = await call(app, 'POST', '/api/v1/organizations', alice.token, { name: `  ${name} ` });
     assert.equal(res.statusCode, 201, res.body);
     const body = json(res);
-    assert.deepEqual(Object.keys(body).sort(), ['created_at', 'name', 'role', 'slug', 'updated_at', 'uuid']);
+    assert.deepEqual(Object.keys(body).sort(), [
+      'created_at',
+      'name',
+      'require_mfa',
+      'role',
+      'slug',
+      'updated_at',
+      'uuid',
+    ]);
+    assert.equal(body.require_mfa, false);
     assert.equal(body.name, name);
     assert.equal(body.slug, name.toLowerCase().replace(/[^a-z0-9]+/g, '-'));
     assert.equal(body.role, 'admin');

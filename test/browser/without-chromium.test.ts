@@ -8,9 +8,13 @@ import { fileURLToPath } from 'node:url';
 import { Started } from './support.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BROWSER_FILES = ['test/browser/accessibility.test.ts', 'test/browser/journey.test.ts'];
+const BROWSER_FILES = [
+  'test/browser/accessibility.test.ts',
+  'test/browser/journey.test.ts',
+  'test/browser/mfa.test.ts',
+];
 /**
- * Far more than the two files need to start a Gatehouse each and fail (under
+ * Far more than the files need to start a Gatehouse each and fail (under
  * 40 s on two busy cores); a file held open by a server runs into it.
  */
 const DEADLINE_MS = 150_000;
@@ -78,7 +82,7 @@ function count(text: string, part: string): number {
  */
 describe('browser test files without a working Chromium', () => {
   test(
-    'no Chromium: both files skip, the notice of what was skipped and how to enable it printed once',
+    'no Chromium: every file skips, the notice of what was skipped and how to enable it printed once',
     RUN,
     async () => {
       const run = await runBrowserFiles({ CHROMIUM_PATH: '/nonexistent' });
@@ -87,25 +91,25 @@ describe('browser test files without a working Chromium', () => {
       assert.equal(count(run.output, 'Browser tests skipped'), 1, run.output);
       assert.match(
         run.output,
-        /Browser tests skipped, no Chromium at \/nonexistent: test\/browser\/accessibility\.test\.ts, test\/browser\/journey\.test\.ts\.\nTo run them: apt-get install chromium \(or set CHROMIUM_PATH to a Chromium binary\)\./,
+        /Browser tests skipped, no Chromium at \/nonexistent: test\/browser\/accessibility\.test\.ts, test\/browser\/journey\.test\.ts, test\/browser\/mfa\.test\.ts\.\nTo run them: apt-get install chromium \(or set CHROMIUM_PATH to a Chromium binary\)\./,
       );
-      assert.equal(count(run.output, '# needs Chromium, none at /nonexistent'), 2, run.output);
+      assert.equal(count(run.output, '# needs Chromium, none at /nonexistent'), BROWSER_FILES.length, run.output);
       assert.match(run.output, /ℹ fail 0/);
     },
   );
 
-  test('no Chromium with CI=true: both files fail, saying why and how to fix it', RUN, async () => {
+  test('no Chromium with CI=true: every file fails, saying why and how to fix it', RUN, async () => {
     const run = await runBrowserFiles({ CHROMIUM_PATH: '/nonexistent', CI: 'true' });
     assert.equal(run.killed, false, `the run did not end by itself:\n${run.output}`);
     assert.equal(run.code, 1, run.output);
     assert.doesNotMatch(run.output, /Browser tests skipped|# needs Chromium/);
     const why =
       'Chromium is required in CI (CI=true), but there is none at /nonexistent: apt-get install chromium (or set CHROMIUM_PATH to a Chromium binary)';
-    assert.equal(count(run.output, why), 2, run.output);
+    assert.equal(count(run.output, why), BROWSER_FILES.length, run.output);
   });
 
   test(
-    'a Chromium that fails to launch fails both files, and each process ends with its Gatehouse closed',
+    'a Chromium that fails to launch fails every file, and each process ends with its Gatehouse closed',
     RUN,
     async () => {
       const dir = mkdtempSync(join(tmpdir(), 'gatehouse-chromium-'));
@@ -115,7 +119,7 @@ describe('browser test files without a working Chromium', () => {
       const run = await runBrowserFiles({ CHROMIUM_PATH: failing }).finally(() => rmSync(dir, { recursive: true }));
       assert.equal(run.killed, false, `the run did not end by itself:\n${run.output}`);
       assert.equal(run.code, 1, run.output);
-      assert.equal(count(run.output, 'browserType.launch: '), 2, run.output);
+      assert.equal(count(run.output, 'browserType.launch: '), BROWSER_FILES.length, run.output);
       assert.match(run.output, /this is no browser/);
     },
   );

@@ -15,6 +15,7 @@ const COMMANDS = [
   'users unlock',
   'users disable',
   'users enable',
+  'users mfa-reset',
   'audit verify',
   'cleanup',
   'breach import',
@@ -285,6 +286,55 @@ describe('gatehouse CLI', () => {
       assert.equal(user.is_active, true);
     });
 
+    test('mfa-reset turns the second factor off, audited (via cli) and mailed', async () => {
+      await inDatabase(async (db) => {
+        const { id } = await db
+          .selectFrom('users')
+          .select('id')
+          .where('username', '=', username)
+          .executeTakeFirstOrThrow();
+        await db
+          .insertInto('mfa_totp')
+          .values({ user_id: id, secret_ciphertext: 'x.y.z', key_id: 'k', confirmed_at: new Date() })
+          .execute();
+        await db.insertInto('mfa_backup_codes').values({ user_id: id, key_id: 'k', code_hash: 'h' }).execute();
+      });
+      const res = await runCli(['users', 'mfa-reset', username], env);
+      assert.equal(res.code, 0, res.stderr);
+      assert.match(res.stdout, new RegExp(`Second factor turned off: ${username}`));
+      await inDatabase(async (db) => {
+        const { id } = await db
+          .selectFrom('users')
+          .select('id')
+          .where('username', '=', username)
+          .executeTakeFirstOrThrow();
+        assert.equal((await db.selectFrom('mfa_totp').select('user_id').where('user_id', '=', id).execute()).length, 0);
+        assert.equal(
+          (await db.selectFrom('mfa_backup_codes').select('id').where('user_id', '=', id).execute()).length,
+          0,
+        );
+        const audit = await db
+          .selectFrom('audit_logs')
+          .selectAll()
+          .where('user_id', '=', id)
+          .where('action', '=', 'mfa_reset_by_admin')
+          .executeTakeFirstOrThrow();
+        assert.equal((audit.details as { via: string }).via, 'cli');
+        const mail = await db
+          .selectFrom('email_outbox')
+          .select('template')
+          .where('to_address', '=', email)
+          .where('template', '=', 'mfa_disabled')
+          .execute();
+        assert.equal(mail.length, 1);
+      });
+      const again = await runCli(['users', 'mfa-reset', username], env);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stdout, /No second factor was on/);
+      const unknown = await runCli(['users', 'mfa-reset', 'nobody-at-all'], env);
+      assert.equal(unknown.code, 1, unknown.stderr);
+    });
+
     test('unlock clears the lockout of the account, from every source', async () => {
       let subject = '';
       await inDatabase(async (db) => {
@@ -363,6 +413,7 @@ describe('gatehouse CLI', () => {
         'email_outbox',
         'lockouts',
         'login_attempts',
+        'mfa_challenges',
         'one_time_tokens',
         'registration_attempts',
         'sessions',

@@ -39,7 +39,17 @@ const RAW_MARKUP = [
 ];
 
 /** The pages of API.md: not in the OpenAPI document, fuzzed through their own forms. */
-const PAGES = ['/register', '/login', '/logout', '/forgot-password', '/reset-password', '/verify-email', '/account'];
+const PAGES = [
+  '/register',
+  '/login',
+  '/login/mfa',
+  '/logout',
+  '/forgot-password',
+  '/reset-password',
+  '/verify-email',
+  '/account',
+  '/account/mfa',
+];
 
 type Schema = Record<string, unknown>;
 
@@ -418,6 +428,10 @@ describe('fuzzing every endpoint', () => {
             'token',
             'new_password',
             'redirect_to',
+            'mfa_token',
+            'code',
+            'backup_code',
+            'action',
           ],
           mediaTypes: ['application/x-www-form-urlencoded'],
           page: true,

@@ -36,6 +36,20 @@ async function seed(db: Db) {
       .returning('id')
       .executeTakeFirstOrThrow()
       .then((r) => r.id);
+  const challenge = (expires_at: Date) =>
+    db
+      .insertInto('mfa_challenges')
+      .values({
+        token_hash: randomUUID(),
+        user_id: user.id,
+        identifier: name,
+        source: 'untrusted',
+        kind: 'api',
+        expires_at,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+      .then((r) => r.id);
   const attempt = (attempted_at: Date) =>
     db
       .insertInto('login_attempts')
@@ -73,6 +87,7 @@ async function seed(db: Db) {
     gone: {
       sessions: [await session(ago(2 * DAY)), await session(ago(3 * DAY), ago(5 * DAY))],
       one_time_tokens: [await token(ago(2 * DAY)), await token(ahead(DAY), ago(2 * DAY))],
+      mfa_challenges: [await challenge(ago(2 * DAY))],
       login_attempts: [await attempt(ago(91 * DAY))],
       email_outbox: [await mail('sent', ago(9 * DAY), ago(8 * DAY)), await mail('failed', ago(8 * DAY), null)],
       lockouts: [await lockout('forgotten', ago(2 * DAY), null), await lockout('old-lock', ago(3 * DAY), ago(2 * DAY))],
@@ -81,6 +96,7 @@ async function seed(db: Db) {
       // Expired less than a day ago, live, or revoked but not yet expired.
       sessions: [await session(ago(DAY / 2)), await session(ahead(DAY)), await session(ahead(DAY), ago(DAY))],
       one_time_tokens: [await token(ago(DAY / 2)), await token(ahead(DAY)), await token(ahead(DAY), ago(DAY / 2))],
+      mfa_challenges: [await challenge(ago(DAY / 2)), await challenge(ahead(DAY))],
       login_attempts: [await attempt(ago(89 * DAY))],
       // Recently sent, and a mail still being retried however old.
       email_outbox: [await mail('sent', ago(3 * DAY), ago(2 * DAY)), await mail('pending', ago(30 * DAY), null)],
@@ -150,6 +166,7 @@ describe('housekeeping', () => {
     assert.deepEqual(again, {
       sessions: 0,
       one_time_tokens: 0,
+      mfa_challenges: 0,
       login_attempts: 0,
       registration_attempts: 0,
       email_outbox: 0,

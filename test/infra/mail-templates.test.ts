@@ -21,6 +21,23 @@ const hostileData: MailDataByTemplate = {
     resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
   },
   registration_username_taken: { username: HOSTILE, registerLink: 'http://gatehouse.test/register?x="><script>' },
+  mfa_enabled: {
+    name: HOSTILE,
+    link: 'http://gatehouse.test/account?x="><script>',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+  },
+  mfa_disabled: {
+    name: HOSTILE,
+    link: 'http://gatehouse.test/account?x="><script>',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+    byAdmin: true,
+  },
+  mfa_backup_code_used: {
+    name: HOSTILE,
+    remaining: 9,
+    link: 'http://gatehouse.test/account?x="><script>',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+  },
   invitation: {
     organizationName: HOSTILE,
     inviterName: HOSTILE,

@@ -22,6 +22,10 @@ import { call, createOrganization, logIn, type SignedUp, signUp } from '../api/o
 import { newUser, strongPassword } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
 import { Browser, pageLogIn } from '../support/browser.ts';
+import { enrol } from '../support/mfa.ts';
+
+/** The system's time, as the app under test keeps it: codes are made for now. */
+const liveClock = { now: () => new Date(), advance: () => {}, set: () => {} };
 
 /** One form of the pages, set up for one attack: who posts, what, and what would change. */
 interface Target {
@@ -232,6 +236,39 @@ describe('CSRF on every form of the pages', () => {
           ).revoked_at,
       };
     },
+    'POST /login/mfa (login CSRF through the second step: the victim signed in to the attacker’s account)':
+      async () => {
+        const attacker = await signUp(app);
+        const { authenticator } = await enrol(app, attacker.token, liveClock);
+        const attackerBrowser = new Browser(app);
+        const challenge = await attackerBrowser.submit(
+          '/login',
+          { username: attacker.username, password: attacker.password },
+          '/login',
+        );
+        const mfaToken = /name="mfa_token" value="([^"]+)"/.exec(challenge.body)?.[1];
+        assert.ok(mfaToken, challenge.body.slice(0, 500));
+        return {
+          browser: await anonymous('/login'),
+          formPage: '/login',
+          url: '/login/mfa',
+          fields: { mfa_token: mfaToken, code: authenticator.code(1) },
+          state: async () =>
+            (await db().selectFrom('sessions').select('id').where('user_id', '=', attacker.id).execute()).length,
+        };
+      },
+    'POST /account/mfa, action=disable (the victim’s second factor turned off)': async () => {
+      const { account, browser } = await signedInVictim();
+      const { authenticator } = await enrol(app, account.token, liveClock);
+      return {
+        browser,
+        formPage: '/account/mfa',
+        url: '/account/mfa',
+        fields: { action: 'disable', password: account.password, code: authenticator.code(1) },
+        state: async () =>
+          (await db().selectFrom('mfa_totp').select('user_id').where('user_id', '=', account.id).execute()).length,
+      };
+    },
     'POST /accept-invitation (the victim joined to the attacker’s organization)': async () => {
       const admin = await signUp(app);
       const org = await createOrganization(app, admin.token, `Org ${admin.username}`);
@@ -263,7 +300,7 @@ describe('CSRF on every form of the pages', () => {
       }
     }
     assert.ok(routes.size >= 9, [...routes].join());
-    const covered = new Set(Object.keys(TARGETS).map((name) => /^POST (\/[\w-]+)/.exec(name)?.[1]));
+    const covered = new Set(Object.keys(TARGETS).map((name) => /^POST (\/[\w/-]+)/.exec(name)?.[1]));
     assert.deepEqual([...routes].sort(), [...covered].sort());
   });
 

@@ -7,6 +7,7 @@ import { accountPages } from './account.ts';
 import { forgotPasswordPages } from './forgot-password.ts';
 import { loginPages } from './login.ts';
 import { logoutPages } from './logout.ts';
+import { mfaPages } from './mfa.ts';
 import { Pages } from './page.ts';
 import { registerPages } from './register.ts';
 import { resetPasswordPages } from './reset-password.ts';
@@ -49,6 +50,7 @@ export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesO
   forgotPasswordPages(app, pages);
   resetPasswordPages(app, pages);
   accountPages(app, pages);
+  mfaPages(app, pages);
   acceptInvitationPages(app, pages);
 }
 

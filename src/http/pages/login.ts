@@ -1,5 +1,7 @@
-import type { FastifyInstance } from 'fastify';
-import { loginWithPassword } from '../../flows/login.ts';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AppError } from '../../domain/errors.ts';
+import { type LoggedIn, loginWithPassword } from '../../flows/login.ts';
+import { completeMfaLogin } from '../../flows/login-mfa.ts';
 import { captchaToken } from '../../infra/captcha.ts';
 import { setDeviceCookie, trustedDevice } from '../device-cookie.ts';
 import { sessionCookie } from './cookies.ts';
@@ -8,10 +10,45 @@ import type { Pages } from './page.ts';
 
 const LABELS = { username: 'Username or email', password: 'Password', captcha: 'CAPTCHA' };
 const FIELDS = Object.keys(LABELS);
+const MFA_LABELS = { code: 'Authentication code', backup_code: 'Backup code' };
+const MFA_FIELDS = Object.keys(MFA_LABELS);
 
 export function loginPages(app: FastifyInstance, pages: Pages): void {
   const { services, settings } = pages;
   const title = 'Log in';
+
+  /** The session cookie and the device cookie of a completed login, then where the user was going. */
+  function signedIn(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    issued: LoggedIn,
+    redirectTo: string | undefined,
+  ): FastifyReply {
+    const device = trustedDevice(request, services.config, services.clock.now());
+    pages.setSessionCookie(request, reply, issued.tokens.refresh_token, sessionCookie(services.config, issued));
+    setDeviceCookie(reply, services.config, services.clock.now(), device, issued.userId);
+    return pages.redirect(reply, redirectTo ?? settings.redirectTo.login ?? pages.paths.account);
+  }
+
+  /** The second step: the code form, carrying the challenge's token. */
+  function codeForm(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    mfaToken: string,
+    redirectTo: string | undefined,
+    error?: { error: AppError; field: 'code' | 'backup_code' },
+  ): FastifyReply {
+    const errors = error
+      ? formErrors(error.error, { fields: MFA_FIELDS, placement: { INVALID_MFA_CODE: error.field } })
+      : undefined;
+    return pages.render(request, reply, 'login-mfa', {
+      title: 'Two-step verification',
+      labels: MFA_LABELS,
+      mfaToken,
+      redirectTo,
+      ...(errors ? { errors } : {}),
+    });
+  }
 
   app.get<{ Querystring: { redirect_to?: string } }>('/login', { schema: { hide: true } }, async (request, reply) =>
     pages.render(request, reply, 'login', {
@@ -25,18 +62,20 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
     const body = formBody(request.body);
     const redirectTo = safeRedirect(body.redirect_to);
     const username = field(body, 'username');
+    let issued: LoggedIn;
     try {
       const device = trustedDevice(request, services.config, services.clock.now());
-      const issued = await loginWithPassword(
+      issued = await loginWithPassword(
         services,
         { identifier: username, password: field(body, 'password'), captchaToken: captchaToken(body), device },
         request.caller,
         { kind: 'browser' },
       );
-      pages.setSessionCookie(request, reply, issued.tokens.refresh_token, sessionCookie(services.config, issued));
-      setDeviceCookie(reply, services.config, services.clock.now(), device, issued.userId);
     } catch (error) {
       const appError = asAppError(error);
+      if (appError.code === 'MFA_REQUIRED') {
+        return codeForm(request, reply, String(appError.options.extensions?.mfa_token), redirectTo);
+      }
       const errors = formErrors(appError, { fields: FIELDS, placement: { CAPTCHA_FAILED: 'captcha' } });
       return pages.render(request, reply, 'login', {
         title,
@@ -49,6 +88,47 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
         unverified: appError.code === 'EMAIL_NOT_VERIFIED',
       });
     }
-    return pages.redirect(reply, redirectTo ?? settings.redirectTo.login ?? pages.paths.account);
+    return signedIn(request, reply, issued, redirectTo);
+  });
+
+  app.post('/login/mfa', { schema: { hide: true }, config: { rateLimit: 'login' } }, async (request, reply) => {
+    const body = formBody(request.body);
+    const redirectTo = safeRedirect(body.redirect_to);
+    const mfaToken = field(body, 'mfa_token');
+    const backup = field(body, 'backup_code');
+    let issued: LoggedIn;
+    try {
+      issued = await completeMfaLogin(
+        services,
+        backup === ''
+          ? { mfa_token: mfaToken, code: field(body, 'code') }
+          : { mfa_token: mfaToken, backup_code: backup },
+        request.caller,
+        'browser',
+      );
+    } catch (error) {
+      const appError = asAppError(error);
+      // The challenge is gone (spent, expired, unknown): the password must be given again.
+      if (appError.code === 'TOKEN_INVALID' || appError.code === 'ACCOUNT_DISABLED') {
+        return pages.render(request, reply, 'login', {
+          title,
+          labels: LABELS,
+          redirectTo,
+          errors: {
+            status: appError.status,
+            fields: {},
+            form:
+              appError.code === 'TOKEN_INVALID'
+                ? 'Your sign-in took too long or was already used. Log in again.'
+                : appError.detail,
+          },
+        });
+      }
+      return codeForm(request, reply, mfaToken, redirectTo, {
+        error: appError,
+        field: backup === '' ? 'code' : 'backup_code',
+      });
+    }
+    return signedIn(request, reply, issued, redirectTo);
   });
 }

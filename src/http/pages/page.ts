@@ -25,6 +25,7 @@ const NOTICES = {
   password_changed: 'Your password was changed. Your other sessions were signed out.',
   session_revoked: 'That session was signed out.',
   invitation_accepted: 'You joined the organization. It is listed under your organizations.',
+  mfa_disabled: 'Two-step verification is off. Signing in asks only for your password now.',
 } as const;
 export type Notice = keyof typeof NOTICES;
 
@@ -108,6 +109,8 @@ export class Pages {
     return {
       register: this.path('/register'),
       login: this.path('/login'),
+      loginMfa: this.path('/login/mfa'),
+      mfa: this.path('/account/mfa'),
       logout: this.path('/logout'),
       forgotPassword: this.path('/forgot-password'),
       resetPassword: this.path('/reset-password'),

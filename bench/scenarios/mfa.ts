@@ -1,0 +1,145 @@
+import { Secret, TOTP } from 'otpauth';
+import { type BenchResult, createDatabase, gatehouseEnv, round, startServer, uniqueUser } from '../lib.ts';
+
+const HASH_CONCURRENCY = 1;
+const ROUNDS = 3;
+/**
+ * An account accepts a code once per 30-second step, three steps in reach
+ * with the skew: each round signs every account in once, so the rounds are
+ * counted in logins, not seconds.
+ */
+const ACCOUNTS = 200;
+const CONCURRENCY = 4 * HASH_CONCURRENCY;
+const SERVER_ENV = {
+  LOCKOUT_THRESHOLD: '1000',
+  RATE_LIMIT_REAUTHENTICATE: '100000000/1h',
+  HASH_CONCURRENCY: String(HASH_CONCURRENCY),
+};
+const PERIOD_MS = 30_000;
+
+interface Enrolled {
+  username: string;
+  password: string;
+  totp: TOTP;
+  /** The last time step whose code this account has used. */
+  lastStep: number;
+}
+
+async function post(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+function expect(what: string, res: { status: number; body: unknown }, status: number): Record<string, unknown> {
+  if (res.status !== status) throw new Error(`${what} answered ${res.status}: ${JSON.stringify(res.body)}`);
+  return res.body as Record<string, unknown>;
+}
+
+/** Runs `task` `count` times with `concurrency` workers; returns completions per second. */
+async function timed(task: () => Promise<unknown>, count: number, concurrency: number): Promise<number> {
+  let left = count;
+  const worker = async () => {
+    while (left > 0) {
+      left--;
+      await task();
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return count / ((performance.now() - start) / 1000);
+}
+
+async function enrol(api: string): Promise<Enrolled> {
+  const user = uniqueUser();
+  expect('register', await post(`${api}/register`, user), 201);
+  const tokens = expect('login', await post(`${api}/login`, user), 200);
+  const auth = { authorization: `Bearer ${String(tokens.access_token)}` };
+  const setup = expect('setup', await post(`${api}/mfa/totp/setup`, {}, auth), 200);
+  const totp = new TOTP({ secret: Secret.fromBase32(String(setup.secret)), algorithm: 'SHA1', digits: 6, period: 30 });
+  const step = Math.floor(Date.now() / PERIOD_MS);
+  expect('confirm', await post(`${api}/mfa/totp/confirm`, { code: totp.generate() }, auth), 200);
+  return { username: user.username, password: user.password, totp, lastStep: step };
+}
+
+/**
+ * A login with the second factor (the password, `403 MFA_REQUIRED`, then
+ * `POST /login/mfa` with a TOTP code) against a password-only login on the
+ * same server, alternating round by round, median of the per-round ratios.
+ * Both verify one argon2id hash; the second factor adds a request, a
+ * challenge row, an AES-GCM decryption, an HMAC-SHA1 and a compare-and-set.
+ */
+export default async function mfa(): Promise<BenchResult[]> {
+  const database = await createDatabase();
+  const server = await startServer('gatehouse', gatehouseEnv(database.url, SERVER_ENV));
+  const api = `${server.url}/api/v1`;
+  try {
+    const plain = uniqueUser();
+    expect('register', await post(`${api}/register`, plain), 201);
+    const accounts: Enrolled[] = [];
+    while (accounts.length < ACCOUNTS) {
+      accounts.push(...(await Promise.all(Array.from({ length: CONCURRENCY }, () => enrol(api)))));
+    }
+    // The code that confirmed each setup is spent: start once every account has a step in reach before now.
+    const lastEnrolled = Math.max(...accounts.map((a) => a.lastStep));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, (lastEnrolled + 2) * PERIOD_MS - Date.now())));
+
+    let turn = 0;
+    /** The next account with an unused step in reach (now − 1 … now + 1), and that step. */
+    const nextCode = (): { account: Enrolled; code: string } => {
+      for (let tried = 0; tried < accounts.length; tried++) {
+        const account = accounts[turn++ % accounts.length] as Enrolled;
+        const now = Math.floor(Date.now() / PERIOD_MS);
+        const step = Math.max(now - 1, account.lastStep + 1);
+        if (step > now + 1) continue;
+        account.lastStep = step;
+        return { account, code: account.totp.generate({ timestamp: step * PERIOD_MS + 1_000 }) };
+      }
+      throw new Error('every account has used the codes in reach of the clock');
+    };
+
+    const passwordLogin = async () => expect('password login', await post(`${api}/login`, plain), 200);
+    const mfaLogin = async () => {
+      const { account, code } = nextCode();
+      const challenge = expect(
+        'login',
+        await post(`${api}/login`, { username: account.username, password: account.password }),
+        403,
+      );
+      expect('login/mfa', await post(`${api}/login/mfa`, { mfa_token: challenge.mfa_token, code }), 200);
+    };
+
+    const rounds: { ratio: number; mfa: number; password: number }[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      const password = await timed(passwordLogin, accounts.length, CONCURRENCY);
+      const second = await timed(mfaLogin, accounts.length, CONCURRENCY);
+      rounds.push({ ratio: second / password, mfa: second, password });
+    }
+    const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)] as (typeof rounds)[0];
+    return [
+      {
+        name: `password logins/s (HASH_CONCURRENCY=${HASH_CONCURRENCY})`,
+        value: round(mid.password, 1),
+        unit: 'logins/s',
+      },
+      {
+        name: `logins/s with a second factor (password → 403 MFA_REQUIRED → POST /login/mfa with a TOTP code)`,
+        value: round(mid.mfa, 1),
+        unit: 'logins/s',
+        ratio: round(mid.ratio),
+        baseline: 'password-only logins/s on the same server, alternating rounds',
+        note: 'two requests per login; both paths verify one argon2id hash',
+      },
+    ];
+  } finally {
+    await server.close();
+    await database.drop();
+  }
+}
