@@ -170,8 +170,25 @@ function piccoloError(problem: ProblemFields): Shaped {
   return { status, body: { detail } };
 }
 
-/** An error on a route answering in a document's shapes: the status and body that document's clients expect. */
-export function compatError(compat: CompatRoute, problem: ProblemFields & Record<string, unknown>): Shaped {
+/**
+ * An error on a route answering in a document's shapes: the status and body that document's clients expect.
+ * The problem's extensions (the `mfa_token` and `methods` of MFA_REQUIRED, say) are kept beside the document's
+ * members (inside `error` for fastpy), so a client that knows them can go on.
+ */
+export function compatError(
+  compat: CompatRoute,
+  problem: ProblemFields & Record<string, unknown>,
+  extensions?: Record<string, unknown>,
+): Shaped {
+  const shaped = shapeError(compat, problem);
+  if (!extensions || compat.profile === 'depin') return shaped;
+  const body = shaped.body as Record<string, unknown>;
+  if (compat.profile === 'fastpy') Object.assign(body.error as object, extensions);
+  else shaped.body = { ...body, ...extensions };
+  return shaped;
+}
+
+function shapeError(compat: CompatRoute, problem: ProblemFields & Record<string, unknown>): Shaped {
   switch (compat.profile) {
     case 'depin':
       return depinError(problem);

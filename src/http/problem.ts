@@ -149,7 +149,11 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, thrown
   const compat = request.routeOptions?.config?.compat;
   if (compat) {
     // A route answering in one of the COMPAT documents' shapes (docs/compatibility.md).
-    const shaped = compatError(compat, problemBody(error) as unknown as Parameters<typeof compatError>[1]);
+    const shaped = compatError(
+      compat,
+      problemBody(error) as unknown as Parameters<typeof compatError>[1],
+      error.options.extensions,
+    );
     return reply
       .code(shaped.status)
       .header('cache-control', 'no-store')

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { startApp, uniqueName } from '../helpers.ts';
 import { testClock } from '../support/clock.ts';
+import { enrol } from '../support/mfa.ts';
 import { assertKeys, exampleName, FORM_HEADERS, JSON_HEADERS, send } from './support.ts';
 
 // 002_…: Fastpy's authentication guide, its /api/auth/* paths and its success/data/error envelope.
@@ -173,6 +174,42 @@ describe('COMPAT=fastpy: the requests of 002_…, as printed', () => {
     });
     assert.equal(verify.body.success, false);
     assertKeys(verify.body.error, ['message', 'code']);
+  });
+
+  test('a second factor: the 403 keeps mfa_token and methods inside error, and /api/v1/login/mfa completes', async () => {
+    const other = `${exampleName('mfa')}@example.com`;
+    await send(app, {
+      method: 'POST',
+      url: '/api/auth/register',
+      headers: JSON_HEADERS,
+      payload: { email: other, password: 'securepassword123' },
+    });
+    const first = await send(app, {
+      method: 'POST',
+      url: '/api/auth/login/json',
+      headers: JSON_HEADERS,
+      payload: { email: other, password: 'securepassword123' },
+    });
+    const { authenticator } = await enrol(app, (first.body.data as { access_token: string }).access_token, clock);
+    const login = await send(app, {
+      method: 'POST',
+      url: '/api/auth/login/json',
+      headers: JSON_HEADERS,
+      payload: { email: other, password: 'securepassword123' },
+    });
+    assert.equal(login.status, 403, login.raw);
+    assert.equal(login.body.success, false);
+    const error = login.body.error as { code: string; mfa_token: string; methods: string[] };
+    assert.equal(error.code, 'MFA_REQUIRED');
+    assert.equal(typeof error.mfa_token, 'string');
+    assert.ok(error.methods.includes('totp'));
+    const done = await send(app, {
+      method: 'POST',
+      url: '/api/v1/login/mfa',
+      headers: JSON_HEADERS,
+      payload: { mfa_token: error.mfa_token, code: authenticator.code() },
+    });
+    assert.equal(done.status, 200, done.raw);
   });
 
   test("only the document's paths are aliased; /api/v1 keeps problem+json", async () => {
