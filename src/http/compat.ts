@@ -50,8 +50,14 @@ async function aliasScope(app: FastifyInstance, alias: AliasScope, apiPrefix: st
           const prefix = scope.prefix;
           let name = gatehouseRoute(route.url, prefix);
           route.schema = { ...route.schema, hide: true };
+          // Every route of the scope, the 404 ones too, so that none takes a path from the pages.
+          if (kind) route.constraints = { ...route.constraints, [BODY_CONSTRAINT]: kind };
           const methods = [route.method].flat();
-          if (!methods.some((method) => alias.routes.includes(`${method} ${name}`))) {
+          // A login alias is followed by its second step, in the same shapes.
+          const served = (method: string) =>
+            alias.routes.includes(`${method} ${name}`) ||
+            (name === 'login/mfa' && alias.routes.includes(`${method} login`));
+          if (!methods.some(served)) {
             route.handler = notFound;
             route.onRequest = undefined;
             route.preValidation = undefined;
@@ -66,7 +72,6 @@ async function aliasScope(app: FastifyInstance, alias: AliasScope, apiPrefix: st
           }
           name = name.split('/')[0] as string;
           route.config = { ...route.config, compat: { profile: alias.profile, route: name } };
-          if (kind) route.constraints = { ...route.constraints, [BODY_CONSTRAINT]: kind };
           if (alias.preValidation) {
             const own = alias.preValidation;
             const existing = route.preValidation ? [route.preValidation].flat() : [];

@@ -176,7 +176,7 @@ describe('COMPAT=fastpy: the requests of 002_…, as printed', () => {
     assertKeys(verify.body.error, ['message', 'code']);
   });
 
-  test('a second factor: the 403 keeps mfa_token and methods inside error, and /api/v1/login/mfa completes', async () => {
+  test('a second factor: the 403 keeps mfa_token and methods inside error, and /api/auth/login/mfa completes in the envelope', async () => {
     const other = `${exampleName('mfa')}@example.com`;
     await send(app, {
       method: 'POST',
@@ -203,13 +203,23 @@ describe('COMPAT=fastpy: the requests of 002_…, as printed', () => {
     assert.equal(error.code, 'MFA_REQUIRED');
     assert.equal(typeof error.mfa_token, 'string');
     assert.ok(error.methods.includes('totp'));
+    const wrong = await send(app, {
+      method: 'POST',
+      url: '/api/auth/login/mfa',
+      headers: JSON_HEADERS,
+      payload: { mfa_token: error.mfa_token, code: '000000' },
+    });
+    assert.equal(wrong.status, 401, wrong.raw);
+    assert.equal((wrong.body.error as { code: string }).code, 'INVALID_MFA_CODE');
     const done = await send(app, {
       method: 'POST',
-      url: '/api/v1/login/mfa',
+      url: '/api/auth/login/mfa',
       headers: JSON_HEADERS,
       payload: { mfa_token: error.mfa_token, code: authenticator.code() },
     });
     assert.equal(done.status, 200, done.raw);
+    assert.equal(done.body.success, true);
+    assert.equal(typeof (done.body.data as { access_token: string }).access_token, 'string');
   });
 
   test("only the document's paths are aliased; /api/v1 keeps problem+json", async () => {

@@ -139,6 +139,16 @@ describe('COMPAT=simple-endpoints: the requests of 003_…', () => {
     assert.deepEqual([missing.status, missing.body], [400, { message: 'Email and password are required' }]);
   });
 
+  test('the JSON second step of a login answers at /login/mfa in the same shapes', async () => {
+    const res = await send(app, {
+      method: 'POST',
+      url: '/login/mfa',
+      headers: JSON_HEADERS,
+      payload: { mfa_token: 'nope', code: '123456' },
+    });
+    assert.deepEqual([res.status, res.body], [401, { message: 'Invalid token' }]);
+  });
+
   test('the pages keep their forms: a browser form post still goes to the page with its CSRF token', async () => {
     const browser = new Browser(app);
     const name = exampleName('page');
