@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
 import { checkEmail } from './domain/account-rules.ts';
+import { type CompatProfile, parseCompat } from './domain/compat.ts';
 import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './domain/page-options.ts';
 import {
   DEFAULT_MIN_PASSWORD_LENGTH,
@@ -130,6 +131,8 @@ export interface Config {
   metricsHost: string;
   /** The HTML pages (PAGES_*). */
   pages: PagesConfig;
+  /** COMPAT: the documents whose clients are answered in their own paths and shapes (docs/compatibility.md). */
+  compat: CompatProfile[];
   /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
   warnings: string[];
 }
@@ -265,6 +268,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     hibpCircuitCooldownSeconds: read.integer('HIBP_CIRCUIT_COOLDOWN_SECONDS', 30, 1, 86_400),
     trustProxy: read.trustProxy('TRUST_PROXY'),
     corsOrigins: read.list('CORS_ORIGINS'),
+    compat: read.parsed('COMPAT', parseCompat) ?? [],
     logLevel: read.oneOf(
       'LOG_LEVEL',
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],

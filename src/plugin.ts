@@ -13,6 +13,7 @@ import type { OrganizationAccess } from './flows/org-access.ts';
 import { accountRoutes } from './http/account.ts';
 import { adminRoutes } from './http/admin.ts';
 import { clientIpResolver } from './http/client-ip.ts';
+import { compatApi, compatRootRoutes, compatRoutes } from './http/compat.ts';
 import { corsOptions } from './http/cors.ts';
 import { healthRoutes } from './http/health.ts';
 import { invitationRoutes } from './http/invitations.ts';
@@ -192,11 +193,13 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
       await scope.register(pageRoutes, { pages: options.pages });
       // Read-only pages refuse every POST, JSON ones too.
       if (!resolvePagesConfig(config.pages, options.pages).readOnly) {
-        await scope.register(pageJsonRoutes, { apiPrefix: prefix });
+        await scope.register(pageJsonRoutes, { apiPrefix: prefix, skip: compatRootRoutes(config.compat) });
       }
     }
+    if (config.compat.length > 0) await scope.register(compatRoutes, { profiles: config.compat, apiPrefix: prefix });
     await scope.register(
       async (api) => {
+        compatApi(api, config.compat);
         api.setNotFoundHandler((request, reply) => sendProblem(request, reply, new AppError('NOT_FOUND')));
         if (config.corsOrigins.length > 0) await api.register(cors, corsOptions(config.corsOrigins));
         await api.register(registerRoutes);

@@ -83,6 +83,13 @@ export function parsePageStyles(value: unknown): PageStyles {
 export function parseUserDefaults(value: unknown): PageUserDefaults {
   const defaults: PageUserDefaults = {};
   for (const [key, raw] of Object.entries(plainObject(value, 'registration fields and values'))) {
+    // piccolo's `user_defaults={"active": true}`: every new account is active already.
+    if (key === 'active') {
+      if (raw === true) continue;
+      throw new Error(
+        '"active" can only be true: accounts are active when created; REQUIRE_EMAIL_VERIFICATION decides whether they must verify first',
+      );
+    }
     if (!(USER_DEFAULT_FIELDS as readonly string[]).includes(key)) {
       throw new Error(`unknown field "${key}"; known: ${USER_DEFAULT_FIELDS.join(', ')}`);
     }

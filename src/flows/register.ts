@@ -50,6 +50,8 @@ export interface RegistrationOptions {
   allProblemsAtOnce?: boolean;
   /** With REGISTER_RETURNS_TOKENS=true, sign the new account in and add the tokens (the API; not the page). */
   signIn?: boolean;
+  /** A username may be left out whatever USERNAME_REQUIRED says (a COMPAT route whose document has none). */
+  usernameOptional?: boolean;
 }
 
 export interface UserOrganization {
@@ -387,7 +389,7 @@ export async function register(
   context: RequestContext,
   options: RegistrationOptions = {},
 ): Promise<RegistrationOutcome> {
-  input = withUsername(services, input);
+  input = withUsername(services, input, options.usernameOptional === true);
   try {
     if (services.config.registrationEnumerationSafe) {
       return { accepted: await registerAccountWithoutDisclosure(services, input, context, options) };
@@ -457,8 +459,12 @@ export async function recordRefusedRegistration(
  * With USERNAME_REQUIRED=false, a registration without a username (absent or
  * blank) gets one made from its email address and 8 random hex digits.
  */
-function withUsername(services: Services, input: RegistrationInput): RegistrationInput {
-  if (services.config.usernameRequired || (input.username ?? '').trim() !== '' || typeof input.email !== 'string') {
+function withUsername(services: Services, input: RegistrationInput, usernameOptional: boolean): RegistrationInput {
+  if (
+    (services.config.usernameRequired && !usernameOptional) ||
+    (input.username ?? '').trim() !== '' ||
+    typeof input.email !== 'string'
+  ) {
     return input;
   }
   return { ...input, username: usernameFromEmail(input.email, randomBytes(4).toString('hex')) };

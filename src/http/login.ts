@@ -7,6 +7,7 @@ import { completeMfaLogin } from '../flows/login-mfa.ts';
 import { rotateRefreshToken } from '../flows/refresh.ts';
 import { captchaToken } from '../infra/captcha.ts';
 import { setDeviceCookie, trustedDevice } from './device-cookie.ts';
+import { signedInUserId } from './login-user.ts';
 import { MULTIPART } from './multipart.ts';
 import { problems } from './schemas.ts';
 import { oauthErrorHandler, sendTokens, TokenResponse } from './token-response.ts';
@@ -80,6 +81,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox<LoginRoutesOptions> = async 
     const device = trustedDevice(request, config, clock.now());
     const issued = await loginWithPassword(app.gatehouse, { ...credentials(body), device }, context(request));
     setDeviceCookie(reply, config, clock.now(), device, issued.userId);
+    signedInUserId.set(request, issued.userId);
     return sendTokens(reply, issued, config, apiPrefix);
   }
 

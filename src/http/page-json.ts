@@ -1,33 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { addBodyConstraint, BODY_CONSTRAINT } from './body-constraint.ts';
 import { loginRoutes } from './login.ts';
 import { passwordResetRoutes } from './password-reset.ts';
 import { registerRoutes } from './register.ts';
 import { verifyEmailRoutes } from './verify-email.ts';
-
-/** The route constraint that sends a JSON POST to a page's path to the API route instead. */
-const STRATEGY = 'gatehouseJsonBody';
-
-/** `application/json` with or without parameters (`; charset=utf-8`), in any case. */
-function isJson(contentType: string | undefined): boolean {
-  if (contentType === undefined) return false;
-  return (contentType.split(';')[0] as string).trim().toLowerCase() === 'application/json';
-}
-
-function addJsonBodyStrategy(app: FastifyInstance): void {
-  if (app.hasConstraintStrategy(STRATEGY)) return;
-  app.addConstraintStrategy({
-    name: STRATEGY,
-    storage() {
-      const handlers = new Map<unknown, unknown>();
-      return {
-        get: (value) => (handlers.get(value) ?? null) as never,
-        set: (value, store) => void handlers.set(value, store),
-      };
-    },
-    deriveConstraint: (req) => (req.method === 'POST' && isJson(req.headers['content-type']) ? 'json' : undefined),
-    mustMatchWhenDerived: false,
-  });
-}
 
 /**
  * A page's form endpoint (`POST /register`, `/login`, `/verify-email`, `/resend-verification`,
@@ -38,14 +14,19 @@ function addJsonBodyStrategy(app: FastifyInstance): void {
  * reach the page with both. The routes are registered a second time at the pages' mount, each
  * constrained to JSON bodies and hidden from the OpenAPI document (it lists them under the API prefix).
  */
-export async function pageJsonRoutes(app: FastifyInstance, options: { apiPrefix: string }): Promise<void> {
-  addJsonBodyStrategy(app);
+export async function pageJsonRoutes(
+  app: FastifyInstance,
+  options: { apiPrefix: string; skip?: readonly string[] },
+): Promise<void> {
+  // A COMPAT profile that answers one of these paths in its own way registers it itself.
+  const skip = new Set(options.skip ?? []);
+  addBodyConstraint(app);
   app.addHook('onRoute', (route) => {
-    route.constraints = { ...route.constraints, [STRATEGY]: 'json' };
+    route.constraints = { ...route.constraints, [BODY_CONSTRAINT]: 'json' };
     route.schema = { ...route.schema, hide: true };
   });
-  await app.register(registerRoutes);
-  await app.register(loginRoutes, { apiPrefix: options.apiPrefix, jsonAlias: false });
+  if (!skip.has('POST /register')) await app.register(registerRoutes);
+  if (!skip.has('POST /login')) await app.register(loginRoutes, { apiPrefix: options.apiPrefix, jsonAlias: false });
   await app.register(verifyEmailRoutes);
   await app.register(passwordResetRoutes);
 }

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type FieldError, PROBLEMS, type ProblemCode, problemType } from '../domain/errors.ts';
+import { compatError } from './compat-shapes.ts';
 import { noSniff } from './security-headers.ts';
 
 interface ProblemBody {
@@ -145,6 +146,17 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, thrown
   if (challenge && !o.oauthError) reply.header('www-authenticate', challenge);
   for (const [name, value] of Object.entries(o.headers ?? {})) reply.header(name, value);
   noSniff(reply);
+  const compat = request.routeOptions?.config?.compat;
+  if (compat) {
+    // A route answering in one of the COMPAT documents' shapes (docs/compatibility.md).
+    const shaped = compatError(compat, problemBody(error) as unknown as Parameters<typeof compatError>[1]);
+    return reply
+      .code(shaped.status)
+      .header('cache-control', 'no-store')
+      .type('application/json; charset=utf-8')
+      .serializer(JSON.stringify)
+      .send(shaped.body);
+  }
   return reply
     .code(error.status)
     .header('cache-control', 'no-store')

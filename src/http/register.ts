@@ -42,7 +42,13 @@ const RegisteredUser = Type.Object({
   ...Type.Partial(TokenResponse).properties,
 });
 
-export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
+export interface RegisterRoutesOptions {
+  /** Take registrations without a username whatever USERNAME_REQUIRED says (a COMPAT alias). */
+  usernameOptional?: boolean;
+}
+
+export const registerRoutes: FastifyPluginAsyncTypebox<RegisterRoutesOptions> = async (app, options) => {
+  const usernameOptional = options.usernameOptional === true;
   app.post(
     '/register',
     {
@@ -63,7 +69,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'Creates a user (and optionally an organization with the user as admin) and mails a verification link. Accepts JSON or form bodies. With REGISTRATION_ENUMERATION_SAFE=true every registration that passes validation answers the same 202, taken email or username or not; a conflict is told by mail instead of 409.',
         consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],
-        body: registerBody(app.gatehouse.config.usernameRequired),
+        body: registerBody(app.gatehouse.config.usernameRequired && !usernameOptional),
         response: {
           201: RegisteredUser,
           202: Type.Object(
@@ -88,7 +94,7 @@ export const registerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         organization_name: body.organization_name,
         language_code: body.language_code,
       };
-      const outcome = await register(app.gatehouse, input, request.caller, { signIn: true });
+      const outcome = await register(app.gatehouse, input, request.caller, { signIn: true, usernameOptional });
       if (!('created' in outcome)) return reply.code(202).send(outcome.accepted);
       if (outcome.created.access_token) reply.header('cache-control', 'no-store').header('pragma', 'no-cache');
       return reply.code(201).send(outcome.created);
