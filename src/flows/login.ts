@@ -39,7 +39,8 @@ type LoginFailureReason =
   | 'email_not_verified'
   | 'account_locked'
   | 'captcha_failed'
-  | 'invalid_mfa_code';
+  | 'invalid_mfa_code'
+  | 'invalid_email_sign_in';
 
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
@@ -66,7 +67,7 @@ function validateLogin(input: LoginInput): { identifier: string; password: strin
  * account (a cookie issued to someone else earns nothing here); otherwise
  * untrusted.
  */
-function loginSource(user: User | undefined, device: TrustedDevice | undefined): LockoutSource {
+export function loginSource(user: User | undefined, device: TrustedDevice | undefined): LockoutSource {
   return user && device?.userIds.includes(user.id) ? `device:${device.id}` : 'untrusted';
 }
 
@@ -237,12 +238,13 @@ const MFA_TOKEN_SECONDS = 5 * 60;
  * SHA-256, single use, MFA_TOKEN_SECONDS), bound to this attempt's user,
  * lockout source and session kind.
  */
-async function mfaChallenge(
+export async function mfaChallenge(
   services: Services,
   user: User,
   identifier: string,
   source: LockoutSource,
   kind: SessionKind,
+  firstFactor: 'pwd' | 'email' = 'pwd',
 ): Promise<AppError> {
   const token = randomBytes(32).toString('base64url');
   const now = services.clock.now();
@@ -254,6 +256,7 @@ async function mfaChallenge(
       identifier,
       source,
       kind,
+      first_factor: firstFactor,
       created_at: now,
       expires_at: new Date(now.getTime() + MFA_TOKEN_SECONDS * 1000),
     })
@@ -275,9 +278,9 @@ export async function recordLoginSuccess(
   identifier: string,
   user: User,
   context: RequestContext,
-  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean },
+  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean; method?: 'email' },
 ): Promise<IssuedSession> {
-  const { kind, amr, hashUpgraded } = options;
+  const { kind, amr, hashUpgraded, method } = options;
   const now = services.clock.now();
   const session = newSession(services, user, context, { kind, amr });
   // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
@@ -307,7 +310,13 @@ export async function recordLoginSuccess(
             {
               action: 'login_success',
               userId: user.id,
-              details: { session_uuid: session.uuid, kind, hash_upgraded: hashUpgraded, amr },
+              details: {
+                session_uuid: session.uuid,
+                kind,
+                hash_upgraded: hashUpgraded,
+                amr,
+                ...(method && { method }),
+              },
             },
             context,
           ),
