@@ -23,7 +23,9 @@ export function emailSignInPages(app: FastifyInstance, pages: Pages): void {
   const signInPath = pages.path('/email-sign-in');
   const requestPath = pages.path('/email-sign-in/request');
   const codeForm = services.config.emailSignIn !== 'link';
-  const view = { title, labels: LABELS, signInPath, requestPath };
+  // What the mail holds, as the request button names it.
+  const mailed = services.config.emailSignIn === 'code' ? 'code' : 'link';
+  const view = { title, labels: LABELS, signInPath, requestPath, mailed };
 
   function signedIn(request: FastifyRequest, reply: FastifyReply, issued: LoggedIn, redirectTo: string | undefined) {
     const device = trustedDevice(request, services.config, services.clock.now());
