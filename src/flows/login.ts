@@ -236,7 +236,8 @@ const MFA_TOKEN_SECONDS = 5 * 60;
  * The right password of an account with a second factor: no session yet, only
  * a challenge, `403 MFA_REQUIRED` with its `mfa_token` (random, stored as
  * SHA-256, single use, MFA_TOKEN_SECONDS), bound to this attempt's user,
- * lockout source and session kind.
+ * lockout source and session kind. `firstFactor` is what this step proved
+ * (`pwd`, or `email` for e-mail sign-in): the finished login's `amr` starts with it.
  */
 export async function mfaChallenge(
   services: Services,
