@@ -19,6 +19,7 @@ export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
 type BreachCheckMode = 'offline' | 'api' | 'off';
 export type CaptchaProvider = 'hcaptcha' | 'recaptcha' | 'turnstile';
 type LogFormat = 'json' | 'pretty';
+type EmailSignInMode = 'link' | 'code' | 'both' | 'off';
 
 export interface RateLimit {
   points: number;
@@ -133,6 +134,12 @@ export interface Config {
   pages: PagesConfig;
   /** COMPAT: the documents whose clients are answered in their own paths and shapes (docs/compatibility.md). */
   compat: CompatProfile[];
+  /** EMAIL_SIGN_IN: sign-in by a mailed link, a mailed 6-digit code, both, or off (the routes answer 404). */
+  emailSignIn: EmailSignInMode;
+  /** Sign-in mails asked for per client IP. */
+  rateLimitEmailSignIn: RateLimit;
+  /** Sign-in mails asked for one address per window, whatever the IP. */
+  emailSignInLimitPerAddress: RateLimit;
   /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
   warnings: string[];
 }
@@ -290,6 +297,9 @@ export function loadConfig(env: Env = readEnvironment()): Config {
       readOnly: read.boolean('PAGES_READ_ONLY', false),
       userDefaults: read.json('PAGES_USER_DEFAULTS', parseUserDefaults) ?? {},
     },
+    emailSignIn: read.oneOf('EMAIL_SIGN_IN', ['link', 'code', 'both', 'off'], 'off'),
+    rateLimitEmailSignIn: read.rateLimit('RATE_LIMIT_EMAIL_SIGN_IN', '5/15m', { block: true }),
+    emailSignInLimitPerAddress: read.rateLimit('EMAIL_SIGN_IN_LIMIT_PER_ADDRESS', '3/15m'),
     warnings,
   };
 

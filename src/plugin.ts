@@ -15,6 +15,7 @@ import { adminRoutes } from './http/admin.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { compatApi, compatRootRoutes, compatRoutes } from './http/compat.ts';
 import { corsOptions } from './http/cors.ts';
+import { emailSignInRoutes } from './http/email-sign-in.ts';
 import { healthRoutes } from './http/health.ts';
 import { invitationRoutes } from './http/invitations.ts';
 import { jwksRoutes } from './http/jwks.ts';
@@ -216,6 +217,8 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(organizationRoutes);
         await api.register(memberRoutes);
         await api.register(invitationRoutes);
+        // Off: the routes do not exist (404).
+        if (config.emailSignIn !== 'off') await api.register(emailSignInRoutes);
       },
       { prefix },
     );

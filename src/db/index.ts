@@ -21,6 +21,7 @@ import * as housekeepingIndexes from './migrations/0005_housekeeping_indexes.ts'
 import * as lockoutSources from './migrations/0006_lockout_sources.ts';
 import * as registrationFields from './migrations/0007_registration_fields.ts';
 import * as mfa from './migrations/0008_mfa.ts';
+import * as emailSignIn from './migrations/0010_email_sign_in.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -236,6 +237,7 @@ const migrations: Record<string, Migration> = {
   '0006_lockout_sources': lockoutSources,
   '0007_registration_fields': registrationFields,
   '0008_mfa': mfa,
+  '0010_email_sign_in': emailSignIn,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -215,6 +215,24 @@ interface MfaChallengesTable {
   created_at: Generated<Date>;
   expires_at: Timestamp;
   used_at: NullableTimestamp;
+  /** What the first step proved (RFC 8176): `pwd`, or `email` for e-mail sign-in. */
+  first_factor: Generated<string>;
+}
+
+interface EmailSignInsTable {
+  id: Generated<number>;
+  user_id: number | null;
+  /** The address it was mailed to: the sign-in is bound to it. */
+  email: string;
+  /** SHA-256 of the link's token (null when only a code was mailed). */
+  token_hash: string | null;
+  /** Keyed hash of the 6-digit code (null when only a link was mailed). */
+  code_hash: string | null;
+  /** Wrong codes tried; the code dies at the limit. */
+  attempts: Generated<number>;
+  created_at: Generated<Date>;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
 }
 
 export interface Database {
@@ -235,6 +253,7 @@ export interface Database {
   mfa_totp: MfaTotpTable;
   mfa_backup_codes: MfaBackupCodesTable;
   mfa_challenges: MfaChallengesTable;
+  email_sign_ins: EmailSignInsTable;
 }
 
 export type User = Selectable<UsersTable>;

@@ -103,6 +103,11 @@ export const PROBLEMS = {
     title: 'Invalid authentication code',
     fix: 'Enter the current code from the authenticator app, or an unused backup code. Each code works once.',
   },
+  EMAIL_SIGN_IN_INVALID: {
+    status: 401,
+    title: 'Sign-in link or code is invalid or has expired',
+    fix: 'Ask for a new sign-in mail (POST /api/v1/login/email); each link or code works once, for 15 minutes, and a code dies after 5 wrong tries.',
+  },
   ACCOUNT_DISABLED: { status: 403, title: 'Account is disabled', fix: 'Contact an administrator.' },
   FORBIDDEN: { status: 403, title: 'Forbidden', fix: 'Your role does not allow this action.' },
   CSRF_INVALID: { status: 403, title: 'Invalid CSRF token', fix: 'Reload the form and submit it again.' },

@@ -74,6 +74,7 @@ export async function completeMfaLogin(
       'mfa_challenges.identifier',
       'mfa_challenges.source',
       'mfa_challenges.kind',
+      'mfa_challenges.first_factor',
     ])
     .selectAll('users')
     .where('mfa_challenges.token_hash', '=', tokenHash)
@@ -81,7 +82,7 @@ export async function completeMfaLogin(
     .where('mfa_challenges.expires_at', '>', now)
     .executeTakeFirst();
   if (!challenge || (expectedKind !== undefined && challenge.kind !== expectedKind)) throw tokenInvalid();
-  const { challenge_id: challengeId, identifier, source, kind, ...user } = challenge;
+  const { challenge_id: challengeId, identifier, source, kind, first_factor: firstFactor, ...user } = challenge;
   // The account may have been disabled meanwhile.
   if (!user.is_active) throw new AppError('ACCOUNT_DISABLED');
 
@@ -97,8 +98,9 @@ export async function completeMfaLogin(
   if (!spent) throw tokenInvalid();
   const issued = await recordLoginSuccess(services, identifier, user, context, {
     kind: kind as SessionKind,
-    amr: ['pwd', method],
+    amr: [firstFactor, method],
     hashUpgraded: false,
+    ...(firstFactor === 'email' && { method: 'email' as const }),
   });
   services.metrics.logins.inc({ outcome: 'success' });
   return { ...issued, userId: user.id };

@@ -39,7 +39,8 @@ type LoginFailureReason =
   | 'email_not_verified'
   | 'account_locked'
   | 'captcha_failed'
-  | 'invalid_mfa_code';
+  | 'invalid_mfa_code'
+  | 'invalid_email_sign_in';
 
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
@@ -66,7 +67,7 @@ function validateLogin(input: LoginInput): { identifier: string; password: strin
  * account (a cookie issued to someone else earns nothing here); otherwise
  * untrusted.
  */
-function loginSource(user: User | undefined, device: TrustedDevice | undefined): LockoutSource {
+export function loginSource(user: User | undefined, device: TrustedDevice | undefined): LockoutSource {
   return user && device?.userIds.includes(user.id) ? `device:${device.id}` : 'untrusted';
 }
 
@@ -235,14 +236,16 @@ const MFA_TOKEN_SECONDS = 5 * 60;
  * The right password of an account with a second factor: no session yet, only
  * a challenge, `403 MFA_REQUIRED` with its `mfa_token` (random, stored as
  * SHA-256, single use, MFA_TOKEN_SECONDS), bound to this attempt's user,
- * lockout source and session kind.
+ * lockout source and session kind. `firstFactor` is what this step proved
+ * (`pwd`, or `email` for e-mail sign-in): the finished login's `amr` starts with it.
  */
-async function mfaChallenge(
+export async function mfaChallenge(
   services: Services,
   user: User,
   identifier: string,
   source: LockoutSource,
   kind: SessionKind,
+  firstFactor: 'pwd' | 'email' = 'pwd',
 ): Promise<AppError> {
   const token = randomBytes(32).toString('base64url');
   const now = services.clock.now();
@@ -254,6 +257,7 @@ async function mfaChallenge(
       identifier,
       source,
       kind,
+      first_factor: firstFactor,
       created_at: now,
       expires_at: new Date(now.getTime() + MFA_TOKEN_SECONDS * 1000),
     })
@@ -275,9 +279,9 @@ export async function recordLoginSuccess(
   identifier: string,
   user: User,
   context: RequestContext,
-  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean },
+  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean; method?: 'email' },
 ): Promise<IssuedSession> {
-  const { kind, amr, hashUpgraded } = options;
+  const { kind, amr, hashUpgraded, method } = options;
   const now = services.clock.now();
   const session = newSession(services, user, context, { kind, amr });
   // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
@@ -307,7 +311,13 @@ export async function recordLoginSuccess(
             {
               action: 'login_success',
               userId: user.id,
-              details: { session_uuid: session.uuid, kind, hash_upgraded: hashUpgraded, amr },
+              details: {
+                session_uuid: session.uuid,
+                kind,
+                hash_upgraded: hashUpgraded,
+                amr,
+                ...(method && { method }),
+              },
             },
             context,
           ),

@@ -37,7 +37,8 @@ export type AuditAction =
   | 'mfa_challenge_failed'
   | 'mfa_backup_code_used'
   | 'mfa_backup_codes_regenerated'
-  | 'mfa_reset_by_admin';
+  | 'mfa_reset_by_admin'
+  | 'email_sign_in_request';
 
 export interface AuditEntry {
   action: AuditAction;

@@ -21,6 +21,7 @@ export interface Purged {
   registration_attempts: number;
   email_outbox: number;
   lockouts: number;
+  email_sign_ins: number;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -32,7 +33,7 @@ const CHUNK = 5_000;
 /**
  * Deletes rows that can no longer matter: sessions a day past their expiry
  * (no token of theirs is accepted any more), one-time tokens and second-factor
- * challenges a day past use or expiry, login and registration attempts and sent or failed mail past their retention, and
+ * challenges a day past use or expiry, e-mail sign-ins a day past expiry, login and registration attempts and sent or failed mail past their retention, and
  * lockout rows whose failures and lock history are already forgotten. The
  * audit log is never touched: its rows form a hash chain.
  */
@@ -80,6 +81,9 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
           .executeTakeFirst()
       ).numDeletedRows,
     ),
+    email_sign_ins: await deleteInChunks(db, 'email_sign_ins', () =>
+      db.selectFrom('email_sign_ins').select('id').where('expires_at', '<', graceEnd),
+    ),
   };
 }
 
@@ -89,7 +93,8 @@ type ChunkedTable =
   | 'mfa_challenges'
   | 'login_attempts'
   | 'registration_attempts'
-  | 'email_outbox';
+  | 'email_outbox'
+  | 'email_sign_ins';
 
 /** Deletes the rows whose ids `which` selects, CHUNK at a time, until none is left; returns how many went. */
 async function deleteInChunks(

@@ -24,6 +24,8 @@ export interface MailDataByTemplate {
   /** `byAdmin`: an administrator turned it off (POST /admin/users/{uuid}/mfa/reset, `gatehouse users mfa-reset`). */
   mfa_disabled: { name: string; link: string; resetLink: string; byAdmin: boolean };
   mfa_backup_code_used: { name: string; remaining: number; link: string; resetLink: string };
+  /** A sign-in link, a 6-digit code, or both (EMAIL_SIGN_IN); each valid 15 minutes, once. */
+  email_sign_in: { name: string; link: string | null; code: string | null };
   invitation: {
     organizationName: string;
     inviterName: string;
@@ -46,6 +48,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'mfa_disabled',
   'mfa_backup_code_used',
   'invitation',
+  'email_sign_in',
 ];
 
 export interface RenderedMail {
@@ -190,6 +193,21 @@ const CATALOGS: Record<string, Catalog> = {
       actions: [{ label: 'Accept the invitation', link }],
       footer: `If you did not expect this invitation, ignore it. To report abuse, forward this message to ${abuseContact}.`,
     }),
+    email_sign_in: ({ name, link, code }) => ({
+      subject: code ? 'Your sign-in code' : 'Your sign-in link',
+      greeting: `Hello ${name},`,
+      lines: [
+        link && code
+          ? 'Use the button below to sign in, or enter this code where you asked for it:'
+          : link
+            ? 'Use the button below to sign in.'
+            : 'Enter this code where you asked for it to sign in:',
+        ...(code ? [code] : []),
+        'It is valid for 15 minutes and works once; asking again cancels it.',
+      ],
+      actions: link ? [{ label: 'Sign in', link }] : [],
+      footer: 'If you did not ask to sign in, ignore this message: nobody can sign in without it.',
+    }),
   },
   es: {
     verify_email: ({ name, link }) => ({
@@ -295,6 +313,21 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       actions: [{ label: 'Aceptar la invitación', link }],
       footer: `Si no esperabas esta invitación, ignórala. Para denunciar un abuso, reenvía este mensaje a ${abuseContact}.`,
+    }),
+    email_sign_in: ({ name, link, code }) => ({
+      subject: code ? 'Tu código de acceso' : 'Tu enlace de acceso',
+      greeting: `Hola ${name}:`,
+      lines: [
+        link && code
+          ? 'Usa el botón de abajo para iniciar sesión, o escribe este código donde lo pediste:'
+          : link
+            ? 'Usa el botón de abajo para iniciar sesión.'
+            : 'Escribe este código donde lo pediste para iniciar sesión:',
+        ...(code ? [code] : []),
+        'Es válido durante 15 minutos y funciona una sola vez; pedir otro lo anula.',
+      ],
+      actions: link ? [{ label: 'Iniciar sesión', link }] : [],
+      footer: 'Si no pediste iniciar sesión, ignora este mensaje: nadie puede entrar sin él.',
     }),
   },
 };

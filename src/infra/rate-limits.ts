@@ -14,6 +14,8 @@ const RATE_LIMIT_NAMES = [
   'resend_verification',
   'invitations',
   'reauthenticate',
+  'email_sign_in',
+  'email_sign_in_address',
 ] as const;
 export type RateLimitName = (typeof RATE_LIMIT_NAMES)[number];
 
@@ -26,6 +28,8 @@ function rateLimitSettings(config: Config): Record<RateLimitName, RateLimit> {
     resend_verification: config.rateLimitResendVerification,
     invitations: config.rateLimitInvitations,
     reauthenticate: config.rateLimitReauthenticate,
+    email_sign_in: config.rateLimitEmailSignIn,
+    email_sign_in_address: config.emailSignInLimitPerAddress,
   };
 }
 

@@ -411,6 +411,7 @@ describe('gatehouse CLI', () => {
       const purged = JSON.parse(res.stdout) as Record<string, number>;
       assert.deepEqual(Object.keys(purged).sort(), [
         'email_outbox',
+        'email_sign_ins',
         'lockouts',
         'login_attempts',
         'mfa_challenges',

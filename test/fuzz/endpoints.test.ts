@@ -107,6 +107,8 @@ describe('fuzzing every endpoint', () => {
       DATA_DIR: dataDir,
       REDIS_KEY_PREFIX: `t:${uniqueName()}:`,
       REQUIRE_EMAIL_VERIFICATION: 'false',
+      // Every route of the contract is fuzzed, e-mail sign-in's too.
+      EMAIL_SIGN_IN: 'both',
     });
     const plain = newUser({ organization_name: 'Fuzz Org' });
     const admin = newUser();

@@ -50,6 +50,13 @@ async function seed(db: Db) {
       .returning('id')
       .executeTakeFirstOrThrow()
       .then((r) => r.id);
+  const signIn = (expires_at: Date) =>
+    db
+      .insertInto('email_sign_ins')
+      .values({ user_id: user.id, email: `${name}@example.com`, token_hash: randomUUID(), expires_at })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+      .then((r) => r.id);
   const attempt = (attempted_at: Date) =>
     db
       .insertInto('login_attempts')
@@ -91,6 +98,7 @@ async function seed(db: Db) {
       login_attempts: [await attempt(ago(91 * DAY))],
       email_outbox: [await mail('sent', ago(9 * DAY), ago(8 * DAY)), await mail('failed', ago(8 * DAY), null)],
       lockouts: [await lockout('forgotten', ago(2 * DAY), null), await lockout('old-lock', ago(3 * DAY), ago(2 * DAY))],
+      email_sign_ins: [await signIn(ago(2 * DAY))],
     },
     kept: {
       // Expired less than a day ago, live, or revoked but not yet expired.
@@ -102,6 +110,7 @@ async function seed(db: Db) {
       email_outbox: [await mail('sent', ago(3 * DAY), ago(2 * DAY)), await mail('pending', ago(30 * DAY), null)],
       // Recent failures, and a long lock still in force.
       lockouts: [await lockout('recent', ago(DAY / 2), null), await lockout('long-lock', ago(10 * DAY), ahead(DAY))],
+      email_sign_ins: [await signIn(ago(DAY / 2)), await signIn(ahead(DAY))],
     },
   };
 }
@@ -171,6 +180,7 @@ describe('housekeeping', () => {
       registration_attempts: 0,
       email_outbox: 0,
       lockouts: 0,
+      email_sign_ins: 0,
     });
   });
 

@@ -46,6 +46,7 @@ const hostileData: MailDataByTemplate = {
     link: 'http://gatehouse.test/invitations/accept?token=a"b<c',
     abuseContact: HOSTILE,
   },
+  email_sign_in: { name: HOSTILE, link: 'http://gatehouse.test/email-sign-in?token=a"b<c', code: '012345' },
 };
 
 const render = (template: keyof MailDataByTemplate, language: string) =>

@@ -4,6 +4,7 @@ import { type PagesOptions, resolvePagesConfig } from '../../domain/page-options
 import { toAppError } from '../problem.ts';
 import { acceptInvitationPages } from './accept-invitation.ts';
 import { accountPages } from './account.ts';
+import { emailSignInPages } from './email-sign-in.ts';
 import { forgotPasswordPages } from './forgot-password.ts';
 import { loginPages } from './login.ts';
 import { logoutPages } from './logout.ts';
@@ -52,6 +53,7 @@ export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesO
   accountPages(app, pages);
   mfaPages(app, pages);
   acceptInvitationPages(app, pages);
+  if (services.config.emailSignIn !== 'off') emailSignInPages(app, pages);
 }
 
 /** Titles in the words of someone using a browser; other codes keep their API title. */

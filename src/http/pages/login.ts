@@ -55,6 +55,7 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
       title,
       labels: LABELS,
       redirectTo: safeRedirect(request.query.redirect_to),
+      emailSignIn: services.config.emailSignIn !== 'off' && pages.path('/email-sign-in'),
     }),
   );
 
