@@ -39,7 +39,8 @@ type LoginFailureReason =
   | 'email_not_verified'
   | 'account_locked'
   | 'captcha_failed'
-  | 'invalid_mfa_code';
+  | 'invalid_mfa_code'
+  | 'passkey_invalid';
 
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
@@ -246,6 +247,11 @@ async function mfaChallenge(
 ): Promise<AppError> {
   const token = randomBytes(32).toString('base64url');
   const now = services.clock.now();
+  const passkey = await services.db
+    .selectFrom('passkeys')
+    .select('id')
+    .where('user_id', '=', user.id)
+    .executeTakeFirst();
   await services.db
     .insertInto('mfa_challenges')
     .values({
@@ -261,7 +267,11 @@ async function mfaChallenge(
   return new AppError('MFA_REQUIRED', {
     detail: 'Enter a code from your authenticator app, or a backup code',
     oauthError: 'mfa_required',
-    extensions: { mfa_token: token, methods: ['totp', 'backup_code'], expires_in: MFA_TOKEN_SECONDS },
+    extensions: {
+      mfa_token: token,
+      methods: passkey ? ['totp', 'backup_code', 'webauthn'] : ['totp', 'backup_code'],
+      expires_in: MFA_TOKEN_SECONDS,
+    },
   });
 }
 
@@ -275,9 +285,9 @@ export async function recordLoginSuccess(
   identifier: string,
   user: User,
   context: RequestContext,
-  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean },
+  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean; method?: 'webauthn' },
 ): Promise<IssuedSession> {
-  const { kind, amr, hashUpgraded } = options;
+  const { kind, amr, hashUpgraded, method } = options;
   const now = services.clock.now();
   const session = newSession(services, user, context, { kind, amr });
   // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
@@ -307,7 +317,13 @@ export async function recordLoginSuccess(
             {
               action: 'login_success',
               userId: user.id,
-              details: { session_uuid: session.uuid, kind, hash_upgraded: hashUpgraded, amr },
+              details: {
+                session_uuid: session.uuid,
+                kind,
+                hash_upgraded: hashUpgraded,
+                amr,
+                ...(method && { method }),
+              },
             },
             context,
           ),

@@ -37,7 +37,11 @@ export type AuditAction =
   | 'mfa_challenge_failed'
   | 'mfa_backup_code_used'
   | 'mfa_backup_codes_regenerated'
-  | 'mfa_reset_by_admin';
+  | 'mfa_reset_by_admin'
+  | 'passkey_added'
+  | 'passkey_renamed'
+  | 'passkey_removed'
+  | 'passkey_refused';
 
 export interface AuditEntry {
   action: AuditAction;

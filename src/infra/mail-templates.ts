@@ -24,6 +24,8 @@ export interface MailDataByTemplate {
   /** `byAdmin`: an administrator turned it off (POST /admin/users/{uuid}/mfa/reset, `gatehouse users mfa-reset`). */
   mfa_disabled: { name: string; link: string; resetLink: string; byAdmin: boolean };
   mfa_backup_code_used: { name: string; remaining: number; link: string; resetLink: string };
+  /** `passkeyName` is chosen by the user: cut short, on one line. */
+  passkey_added: { name: string; passkeyName: string; link: string; resetLink: string };
   invitation: {
     organizationName: string;
     inviterName: string;
@@ -46,6 +48,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'mfa_disabled',
   'mfa_backup_code_used',
   'invitation',
+  'passkey_added',
 ];
 
 export interface RenderedMail {
@@ -180,6 +183,19 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       footer: 'If it was not you, reset your password now and make a new set of backup codes.',
     }),
+    passkey_added: ({ name, passkeyName, link, resetLink }) => ({
+      subject: 'A passkey was added to your account',
+      greeting: `Hello ${name},`,
+      lines: [
+        `A passkey named "${inBody(passkeyName)}" was just added to your account: it can now sign you in without your password.`,
+        'You can see and remove your passkeys on your account page.',
+      ],
+      actions: [
+        { label: 'Review your passkeys', link },
+        { label: 'I did not do this: reset my password', link: resetLink },
+      ],
+      footer: 'If you did not add it, remove it from your account page and reset your password now.',
+    }),
     invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
       subject: `${inSubject(inviterName)} invited you to join ${inSubject(organizationName)}`,
       greeting: 'Hello,',
@@ -285,6 +301,19 @@ const CATALOGS: Record<string, Catalog> = {
         { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
       ],
       footer: 'Si no fuiste tú, restablece tu contraseña ahora y crea un juego nuevo de códigos de respaldo.',
+    }),
+    passkey_added: ({ name, passkeyName, link, resetLink }) => ({
+      subject: 'Se añadió una llave de acceso a tu cuenta',
+      greeting: `Hola ${name}:`,
+      lines: [
+        `Se acaba de añadir a tu cuenta una llave de acceso llamada "${inBody(passkeyName)}": ahora puede iniciar tu sesión sin tu contraseña.`,
+        'Puedes ver y quitar tus llaves de acceso en la página de tu cuenta.',
+      ],
+      actions: [
+        { label: 'Revisar tus llaves de acceso', link },
+        { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
+      ],
+      footer: 'Si no la añadiste tú, quítala en la página de tu cuenta y restablece tu contraseña ahora.',
     }),
     invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
       subject: `${inSubject(inviterName)} te invitó a unirte a ${inSubject(organizationName)}`,
