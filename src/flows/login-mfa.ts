@@ -22,7 +22,7 @@ function tokenInvalid(): AppError {
   return new AppError('TOKEN_INVALID', { detail: 'The mfa_token is unknown, used or expired; log in again' });
 }
 
-/** `{mfa_token, code}` or `{mfa_token, backup_code}`: exactly one code, each field well-formed, else 422. */
+/** `{mfa_token, code}`, `{mfa_token, backup_code}` or `{mfa_token, webauthn_response}`: exactly one, each well-formed, else 422. */
 function validate(input: MfaLoginInput): { token: string; factor: SecondFactor | { kind: 'webauthn' } } {
   const token = input.mfa_token;
   if (token === undefined || token === null || token === '') {

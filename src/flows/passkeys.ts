@@ -486,7 +486,7 @@ export async function checkPasskeySecondStep(
 ): Promise<'webauthn'> {
   const response = responseObject<AuthenticationResponseJSON>(value, 'webauthn_response');
   const fail = async (error: AppError, reason: string): Promise<never> => {
-    await recordLoginFailure(services, identifier, user, 'invalid_mfa_code', context, 'passkey');
+    await recordLoginFailure(services, identifier, user, 'passkey_invalid', context, 'passkey');
     return refuse(services, context, error, { stage: 'mfa', reason, user_id: user.id });
   };
   const challenge = answeredChallenge(response.response?.clientDataJSON);
@@ -506,7 +506,7 @@ export async function checkPasskeySecondStep(
   try {
     await acceptAssertion(services, context, 'mfa', passkey, response, spent.challenge);
   } catch (error) {
-    await recordLoginFailure(services, identifier, user, 'invalid_mfa_code', context, 'passkey');
+    await recordLoginFailure(services, identifier, user, 'passkey_invalid', context, 'passkey');
     throw error;
   }
   return 'webauthn';
