@@ -153,7 +153,7 @@ export async function finishPasskeyRegistration(
 ): Promise<PasskeyView> {
   const response = responseObject<RegistrationResponseJSON>(input.response);
   const user = await activeUser(services, auth);
-  const name = passkeyName(input.name, `Passkey ${new Date(services.clock.now()).toISOString().slice(0, 10)}`);
+  const name = passkeyName(input.name, `Passkey ${services.clock.now().toISOString().slice(0, 10)}`);
   const challenge = answeredChallenge(response.response?.clientDataJSON);
   if (!challenge) {
     return refuse(services, context, new AppError('PASSKEY_INVALID', { detail: PASSKEY_INVALID_DETAIL }), {
