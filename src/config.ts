@@ -105,6 +105,10 @@ export interface Config {
   mfaEncryptionKey: string | undefined;
   /** Keys replaced by a rotation, still read until their secrets and codes are rewritten. */
   mfaEncryptionKeysPrevious: string[];
+  /** WebAuthn relying-party id: PUBLIC_URL's host unless WEBAUTHN_RP_ID says otherwise. */
+  webauthnRpId: string;
+  /** Origins a passkey ceremony may come from: PUBLIC_URL's origin unless WEBAUTHN_ORIGINS lists others. */
+  webauthnOrigins: string[];
   lockoutThreshold: number;
   lockoutMinutes: number;
   /** Cap of the doubling lock duration. */
@@ -174,6 +178,26 @@ const DEFAULT_CAPTCHA_VERIFY_URLS: Record<CaptchaProvider, string> = {
 export function listenUrl(host: string, port: number): string {
   if (host === '' || host === '0.0.0.0' || host === '::') return `http://localhost:${port}`;
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** WEBAUTHN_ORIGINS: each entry a bare origin (`https://host[:port]`), else PUBLIC_URL's origin. */
+function webauthnOrigins(read: Reader, publicUrl: string): string[] {
+  const listed = read.list('WEBAUTHN_ORIGINS');
+  for (const entry of listed) {
+    let origin: string | undefined;
+    try {
+      origin = new URL(entry).origin;
+    } catch {
+      origin = undefined;
+    }
+    if (origin !== entry.replace(/\/+$/, '')) {
+      throw new ConfigError(
+        'WEBAUTHN_ORIGINS',
+        `must be a comma-separated list of origins such as https://auth.example.com, got "${entry}"`,
+      );
+    }
+  }
+  return listed.length > 0 ? listed.map((o) => o.replace(/\/+$/, '')) : [new URL(publicUrl).origin];
 }
 
 /** Environment → one validated Config. Throws ConfigError naming the first bad variable. */
@@ -259,6 +283,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     reauthenticationWindowSeconds: read.integer('REAUTHENTICATION_WINDOW_SECONDS', 300, 10, 86_400),
     mfaEncryptionKey: read.optional('MFA_ENCRYPTION_KEY'),
     mfaEncryptionKeysPrevious: read.list('MFA_ENCRYPTION_KEY_PREVIOUS'),
+    webauthnRpId: read.string('WEBAUTHN_RP_ID', new URL(publicUrl).hostname),
+    webauthnOrigins: webauthnOrigins(read, publicUrl),
     lockoutThreshold: read.integer('LOCKOUT_THRESHOLD', 5, 1, 1000),
     lockoutMinutes: read.integer('LOCKOUT_MINUTES', 15, 1, 7 * 24 * 60),
     lockoutMaxMinutes: read.integer('LOCKOUT_MAX_MINUTES', 24 * 60, 1, 365 * 24 * 60),

@@ -28,6 +28,7 @@ import { addMultipartParser } from './http/multipart.ts';
 import { organizationRoutes } from './http/organizations.ts';
 import { pageJsonRoutes } from './http/page-json.ts';
 import { type PagesOptions, pageRoutes } from './http/pages/index.ts';
+import { passkeyRoutes } from './http/passkeys.ts';
 import { passwordChangeRoutes } from './http/password-change.ts';
 import { passwordResetRoutes } from './http/password-reset.ts';
 import { sendProblem } from './http/problem.ts';
@@ -213,6 +214,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(sessionRoutes);
         await api.register(accountRoutes);
         await api.register(mfaRoutes);
+        await api.register(passkeyRoutes);
         await api.register(adminRoutes);
         await api.register(organizationRoutes);
         await api.register(memberRoutes);

@@ -21,6 +21,7 @@ import * as housekeepingIndexes from './migrations/0005_housekeeping_indexes.ts'
 import * as lockoutSources from './migrations/0006_lockout_sources.ts';
 import * as registrationFields from './migrations/0007_registration_fields.ts';
 import * as mfa from './migrations/0008_mfa.ts';
+import * as passkeys from './migrations/0009_passkeys.ts';
 import * as emailSignIn from './migrations/0010_email_sign_in.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
@@ -237,6 +238,7 @@ const migrations: Record<string, Migration> = {
   '0006_lockout_sources': lockoutSources,
   '0007_registration_fields': registrationFields,
   '0008_mfa': mfa,
+  '0009_passkeys': passkeys,
   '0010_email_sign_in': emailSignIn,
 };
 

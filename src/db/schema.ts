@@ -235,6 +235,41 @@ interface EmailSignInsTable {
   used_at: NullableTimestamp;
 }
 
+interface PasskeysTable {
+  id: Generated<number>;
+  uuid: string;
+  user_id: number;
+  /** The credential id, base64url, as the browser names it. */
+  credential_id: string;
+  /** The COSE public key, base64url. */
+  public_key: string;
+  /** The last signature counter accepted (0: the authenticator keeps none). */
+  counter: ColumnType<number, number | undefined, number>;
+  /** Comma-separated AuthenticatorTransport values. */
+  transports: ColumnType<string, string | undefined, string>;
+  /** `singleDevice` or `multiDevice` (synced). */
+  device_type: string;
+  backed_up: boolean;
+  name: string;
+  created_at: Generated<Date>;
+  last_used_at: NullableTimestamp;
+}
+
+interface WebauthnChallengesTable {
+  id: Generated<number>;
+  /** `challenge_id` of a login. */
+  uuid: string;
+  /** `register`, `login` or `mfa`. */
+  purpose: string;
+  /** base64url, as sent in the options. */
+  challenge: string;
+  user_id: number | null;
+  mfa_challenge_id: number | null;
+  created_at: Generated<Date>;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -254,6 +289,8 @@ export interface Database {
   mfa_backup_codes: MfaBackupCodesTable;
   mfa_challenges: MfaChallengesTable;
   email_sign_ins: EmailSignInsTable;
+  passkeys: PasskeysTable;
+  webauthn_challenges: WebauthnChallengesTable;
 }
 
 export type User = Selectable<UsersTable>;

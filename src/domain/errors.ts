@@ -123,6 +123,21 @@ export const PROBLEMS = {
     title: 'Too many requests',
     fix: 'Wait for `retry_after` seconds before trying again.',
   },
+  PASSKEY_INVALID: {
+    status: 401,
+    title: 'Passkey not accepted',
+    fix: 'Use a passkey registered to this account, on this site, for the challenge you were given; ask for new options and try again.',
+  },
+  PASSKEY_COUNTER_REGRESSION: {
+    status: 401,
+    title: 'Passkey signature counter went back',
+    fix: 'The authenticator may have been cloned: sign in another way, remove this passkey and add it again.',
+  },
+  CHALLENGE_INVALID: {
+    status: 401,
+    title: 'Challenge is unknown, used or expired',
+    fix: 'Ask for new options (each challenge works once, for 5 minutes) and try again.',
+  },
   INTERNAL_ERROR: { status: 500, title: 'Internal server error', fix: 'Try again later; the error was logged.' },
   SERVICE_UNAVAILABLE: {
     status: 503,

@@ -6,11 +6,14 @@ import type { SessionKind } from '../infra/sessions.ts';
 import { sha256Hex } from '../infra/sha256.ts';
 import { type LoggedIn, recordLoginSuccess } from './login.ts';
 import { checkSecondFactor, parseFactor, type SecondFactor } from './mfa.ts';
+import { checkPasskeySecondStep, startPasskeySecondStep } from './passkeys.ts';
 
 export interface MfaLoginInput {
   mfa_token?: unknown;
   code?: unknown;
   backup_code?: unknown;
+  /** A passkey's assertion for the options of POST /login/mfa/webauthn-options. */
+  webauthn_response?: unknown;
 }
 
 const TOKEN_MAX = 128;
@@ -19,8 +22,8 @@ function tokenInvalid(): AppError {
   return new AppError('TOKEN_INVALID', { detail: 'The mfa_token is unknown, used or expired; log in again' });
 }
 
-/** `{mfa_token, code}` or `{mfa_token, backup_code}`: exactly one code, each field well-formed, else 422. */
-function validate(input: MfaLoginInput): { token: string; factor: SecondFactor } {
+/** `{mfa_token, code}`, `{mfa_token, backup_code}` or `{mfa_token, webauthn_response}`: exactly one, each well-formed, else 422. */
+function validate(input: MfaLoginInput): { token: string; factor: SecondFactor | { kind: 'webauthn' } } {
   const token = input.mfa_token;
   if (token === undefined || token === null || token === '') {
     throw new AppError('VALIDATION_ERROR', {
@@ -36,6 +39,21 @@ function validate(input: MfaLoginInput): { token: string; factor: SecondFactor }
   }
   const hasCode = input.code !== undefined && input.code !== null && input.code !== '';
   const hasBackup = input.backup_code !== undefined && input.backup_code !== null && input.backup_code !== '';
+  if (input.webauthn_response !== undefined && input.webauthn_response !== null) {
+    if (hasCode || hasBackup) {
+      throw new AppError('VALIDATION_ERROR', {
+        detail: 'One or more fields are invalid',
+        errors: [
+          {
+            field: 'webauthn_response',
+            message: 'Send one of code, backup_code, webauthn_response',
+            code: 'not_allowed',
+          },
+        ],
+      });
+    }
+    return { token, factor: { kind: 'webauthn' } };
+  }
   if (hasCode && hasBackup) {
     throw new AppError('VALIDATION_ERROR', {
       detail: 'One or more fields are invalid',
@@ -86,7 +104,10 @@ export async function completeMfaLogin(
   // The account may have been disabled meanwhile.
   if (!user.is_active) throw new AppError('ACCOUNT_DISABLED');
 
-  const method = await checkSecondFactor(services, user, factor, source as LockoutSource, context, 'login', identifier);
+  const method =
+    factor.kind === 'webauthn'
+      ? await checkPasskeySecondStep(services, user, challengeId, input.webauthn_response, identifier, context)
+      : await checkSecondFactor(services, user, factor, source as LockoutSource, context, 'login', identifier);
   const spent = await services.db
     .updateTable('mfa_challenges')
     .set({ used_at: services.clock.now() })
@@ -100,8 +121,29 @@ export async function completeMfaLogin(
     kind: kind as SessionKind,
     amr: [firstFactor, method],
     hashUpgraded: false,
-    ...(firstFactor === 'email' && { method: 'email' as const }),
+    ...(firstFactor === 'email'
+      ? { method: 'email' as const }
+      : method === 'webauthn'
+        ? { method: 'webauthn' as const }
+        : {}),
   });
   services.metrics.logins.inc({ outcome: 'success' });
   return { ...issued, userId: user.id };
+}
+
+/**
+ * `POST /login/mfa/webauthn-options`: passkey request options for the user an
+ * unspent `mfa_token` names; the challenge is bound to that token.
+ */
+export async function mfaWebauthnOptions(services: Services, input: { mfa_token?: unknown }) {
+  const { token } = validate({ mfa_token: input.mfa_token, webauthn_response: {} });
+  const challenge = await services.db
+    .selectFrom('mfa_challenges')
+    .select(['id', 'user_id'])
+    .where('token_hash', '=', sha256Hex(token))
+    .where('used_at', 'is', null)
+    .where('expires_at', '>', services.clock.now())
+    .executeTakeFirst();
+  if (!challenge) throw tokenInvalid();
+  return startPasskeySecondStep(services, { id: challenge.id, userId: challenge.user_id });
 }

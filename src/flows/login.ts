@@ -40,7 +40,8 @@ type LoginFailureReason =
   | 'account_locked'
   | 'captcha_failed'
   | 'invalid_mfa_code'
-  | 'invalid_email_sign_in';
+  | 'invalid_email_sign_in'
+  | 'passkey_invalid';
 
 const IDENTIFIER_MAX = 320;
 const PASSWORD_MAX = 1024;
@@ -249,6 +250,11 @@ export async function mfaChallenge(
 ): Promise<AppError> {
   const token = randomBytes(32).toString('base64url');
   const now = services.clock.now();
+  const passkey = await services.db
+    .selectFrom('passkeys')
+    .select('id')
+    .where('user_id', '=', user.id)
+    .executeTakeFirst();
   await services.db
     .insertInto('mfa_challenges')
     .values({
@@ -265,7 +271,11 @@ export async function mfaChallenge(
   return new AppError('MFA_REQUIRED', {
     detail: 'Enter a code from your authenticator app, or a backup code',
     oauthError: 'mfa_required',
-    extensions: { mfa_token: token, methods: ['totp', 'backup_code'], expires_in: MFA_TOKEN_SECONDS },
+    extensions: {
+      mfa_token: token,
+      methods: passkey ? ['totp', 'backup_code', 'webauthn'] : ['totp', 'backup_code'],
+      expires_in: MFA_TOKEN_SECONDS,
+    },
   });
 }
 
@@ -279,7 +289,7 @@ export async function recordLoginSuccess(
   identifier: string,
   user: User,
   context: RequestContext,
-  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean; method?: 'email' },
+  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean; method?: 'email' | 'webauthn' },
 ): Promise<IssuedSession> {
   const { kind, amr, hashUpgraded, method } = options;
   const now = services.clock.now();

@@ -16,6 +16,8 @@ export interface OrganizationAccess {
   permissions: readonly string[];
   /** The organization requires a second factor, and this member has none: its routes refuse them. */
   missingRequiredMfa: boolean;
+  /** The session the check was made for (its `amr` counts toward the policy). */
+  sessionId?: number;
 }
 
 /** Where a member refused for want of a second factor turns one on (the account page's enrolment). */
@@ -26,6 +28,7 @@ export async function findMembership(
   db: Kysely<Database>,
   userId: number,
   organizationUuid: string,
+  sessionId?: number,
 ): Promise<OrganizationAccess | undefined> {
   if (!isUuid(organizationUuid)) return undefined;
   const row = await db
@@ -43,6 +46,10 @@ export async function findMembership(
       sql<boolean>`exists (select 1 from mfa_totp where mfa_totp.user_id = ${sql.ref('memberships.user_id')} and mfa_totp.confirmed_at is not null)`.as(
         'has_mfa',
       ),
+      // A session signed in with a passkey (user verification required, or after a password) has two factors.
+      sql<boolean>`exists (select 1 from sessions where sessions.id = ${sessionId ?? null} and (',' || sessions.amr || ',') like '%,webauthn,%')`.as(
+        'passkey_session',
+      ),
     ])
     .where('organizations.uuid', '=', organizationUuid.toLowerCase())
     .where('memberships.user_id', '=', userId)
@@ -56,7 +63,8 @@ export async function findMembership(
     userId,
     role: row.role,
     permissions: Array.isArray(row.permissions) ? row.permissions : [],
-    missingRequiredMfa: row.require_mfa && !row.has_mfa,
+    missingRequiredMfa: row.require_mfa && !row.has_mfa && !row.passkey_session,
+    ...(sessionId !== undefined && { sessionId }),
   };
 }
 
@@ -85,8 +93,9 @@ export async function authorizeMember(
   userId: number,
   organizationUuid: string,
   requirement: Requirement,
+  sessionId?: number,
 ): Promise<OrganizationAccess> {
-  const access = await findMembership(db, userId, organizationUuid);
+  const access = await findMembership(db, userId, organizationUuid, sessionId);
   if (!access) throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
   if (access.missingRequiredMfa) {
     throw new AppError('MFA_REQUIRED_BY_ORGANIZATION', {
@@ -127,7 +136,7 @@ export async function lockAndAuthorize(
   if (!(await lockOrganization(trx, access.organizationId))) {
     throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
   }
-  return authorizeMember(trx, access.userId, access.organizationUuid, requirement);
+  return authorizeMember(trx, access.userId, access.organizationUuid, requirement, access.sessionId);
 }
 
 /** Members holding the `admin` role, other than `exceptUserId`. Call under `lockOrganization`. */

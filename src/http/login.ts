@@ -59,6 +59,12 @@ const MfaLoginBody = Type.Object(
     mfa_token: Type.String({ maxLength: 128, description: 'From the 403 MFA_REQUIRED answer of POST /login' }),
     code: Type.Optional(Type.String({ maxLength: 64, description: 'The 6-digit code of the authenticator app' })),
     backup_code: Type.Optional(Type.String({ maxLength: 64, description: 'Or an unused backup code' })),
+    webauthn_response: Type.Optional(
+      Type.Object(
+        {},
+        { additionalProperties: true, description: "Or a passkey's answer to POST /login/mfa/webauthn-options" },
+      ),
+    ),
   },
   { additionalProperties: true },
 );
@@ -132,6 +138,7 @@ export const loginRoutes: FastifyPluginAsyncTypebox<LoginRoutesOptions> = async 
         summary: 'Complete a login with the second factor',
         description:
           '`{"mfa_token", "code"}` or `{"mfa_token", "backup_code"}` → the login body; the access token carries `amr: ["pwd","otp"]` (or `["pwd","backup_code"]`). ' +
+          'With a passkey: `{"mfa_token", "webauthn_response"}` after POST /login/mfa/webauthn-options, `amr: ["pwd","webauthn"]`. ' +
           'A wrong code is 401 INVALID_MFA_CODE and counts toward the lockout of the account; the token may be tried again until it expires. ' +
           'A spent, expired or unknown `mfa_token` is 401 TOKEN_INVALID.',
         consumes: ['application/json', 'application/x-www-form-urlencoded', 'multipart/form-data'],

@@ -37,6 +37,7 @@ function organizationGuard(requirement: Requirement, options: OrgGuardOptions): 
         request.auth.userId,
         typeof value === 'string' ? value : '',
         requirement,
+        request.auth.sessionId,
       );
       return undefined;
     } catch (error) {

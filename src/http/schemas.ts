@@ -17,7 +17,11 @@ export const Problem = Type.Object(
     retry_after: Type.Optional(Type.Integer()),
     error: Type.Optional(Type.String()),
     mfa_token: Type.Optional(Type.String({ description: 'MFA_REQUIRED: send it to POST /login/mfa with a code' })),
-    methods: Type.Optional(Type.Array(Type.String(), { description: 'MFA_REQUIRED: `totp`, `backup_code`' })),
+    methods: Type.Optional(
+      Type.Array(Type.String(), {
+        description: 'MFA_REQUIRED: `totp`, `backup_code`, and `webauthn` when the user has a passkey',
+      }),
+    ),
     expires_in: Type.Optional(Type.Integer({ description: 'MFA_REQUIRED: seconds the mfa_token stays good' })),
     enrol_url: Type.Optional(
       Type.String({ description: 'MFA_REQUIRED_BY_ORGANIZATION: the page where the second factor is turned on' }),

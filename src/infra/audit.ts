@@ -38,7 +38,11 @@ export type AuditAction =
   | 'mfa_backup_code_used'
   | 'mfa_backup_codes_regenerated'
   | 'mfa_reset_by_admin'
-  | 'email_sign_in_request';
+  | 'email_sign_in_request'
+  | 'passkey_added'
+  | 'passkey_renamed'
+  | 'passkey_removed'
+  | 'passkey_refused';
 
 export interface AuditEntry {
   action: AuditAction;

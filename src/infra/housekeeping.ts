@@ -17,6 +17,7 @@ export interface Purged {
   sessions: number;
   one_time_tokens: number;
   mfa_challenges: number;
+  webauthn_challenges: number;
   login_attempts: number;
   registration_attempts: number;
   email_outbox: number;
@@ -55,6 +56,9 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
     mfa_challenges: await deleteInChunks(db, 'mfa_challenges', () =>
       db.selectFrom('mfa_challenges').select('id').where('expires_at', '<', graceEnd),
     ),
+    webauthn_challenges: await deleteInChunks(db, 'webauthn_challenges', () =>
+      db.selectFrom('webauthn_challenges').select('id').where('expires_at', '<', graceEnd),
+    ),
     login_attempts: await deleteInChunks(db, 'login_attempts', () =>
       db.selectFrom('login_attempts').select('id').where('attempted_at', '<', attemptsEnd),
     ),
@@ -91,6 +95,7 @@ type ChunkedTable =
   | 'sessions'
   | 'one_time_tokens'
   | 'mfa_challenges'
+  | 'webauthn_challenges'
   | 'login_attempts'
   | 'registration_attempts'
   | 'email_outbox'

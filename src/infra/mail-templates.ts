@@ -26,6 +26,8 @@ export interface MailDataByTemplate {
   mfa_backup_code_used: { name: string; remaining: number; link: string; resetLink: string };
   /** A sign-in link, a 6-digit code, or both (EMAIL_SIGN_IN); each valid 15 minutes, once. */
   email_sign_in: { name: string; link: string | null; code: string | null };
+  /** `passkeyName` is chosen by the user: cut short, on one line. */
+  passkey_added: { name: string; passkeyName: string; link: string; resetLink: string };
   invitation: {
     organizationName: string;
     inviterName: string;
@@ -49,6 +51,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'mfa_backup_code_used',
   'invitation',
   'email_sign_in',
+  'passkey_added',
 ];
 
 export interface RenderedMail {
@@ -183,6 +186,19 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       footer: 'If it was not you, reset your password now and make a new set of backup codes.',
     }),
+    passkey_added: ({ name, passkeyName, link, resetLink }) => ({
+      subject: 'A passkey was added to your account',
+      greeting: `Hello ${name},`,
+      lines: [
+        `A passkey named "${inBody(passkeyName)}" was just added to your account: it can now sign you in without your password.`,
+        'You can see and remove your passkeys on your account page.',
+      ],
+      actions: [
+        { label: 'Review your passkeys', link },
+        { label: 'I did not do this: reset my password', link: resetLink },
+      ],
+      footer: 'If you did not add it, remove it from your account page and reset your password now.',
+    }),
     invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
       subject: `${inSubject(inviterName)} invited you to join ${inSubject(organizationName)}`,
       greeting: 'Hello,',
@@ -303,6 +319,19 @@ const CATALOGS: Record<string, Catalog> = {
         { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
       ],
       footer: 'Si no fuiste tú, restablece tu contraseña ahora y crea un juego nuevo de códigos de respaldo.',
+    }),
+    passkey_added: ({ name, passkeyName, link, resetLink }) => ({
+      subject: 'Se añadió una llave de acceso a tu cuenta',
+      greeting: `Hola ${name}:`,
+      lines: [
+        `Se acaba de añadir a tu cuenta una llave de acceso llamada "${inBody(passkeyName)}": ahora puede iniciar tu sesión sin tu contraseña.`,
+        'Puedes ver y quitar tus llaves de acceso en la página de tu cuenta.',
+      ],
+      actions: [
+        { label: 'Revisar tus llaves de acceso', link },
+        { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
+      ],
+      footer: 'Si no la añadiste tú, quítala en la página de tu cuenta y restablece tu contraseña ahora.',
     }),
     invitation: ({ organizationName, inviterName, inviterEmail, role, link, abuseContact }) => ({
       subject: `${inSubject(inviterName)} te invitó a unirte a ${inSubject(organizationName)}`,

@@ -363,7 +363,11 @@ describe('pages in Chromium', { skip: skipWithoutChromium() }, () => {
 
     assert.equal(await page.getByLabel('First name').inputValue(), hostile);
     assert.match(await page.locator('#signed-in-as').innerText(), /<script>alert\("first_name"\)<\/script>/);
-    assert.equal(await page.locator('main script, main img').count(), 0, 'no element was created from the value');
+    assert.equal(
+      await page.locator('main script:not([src$="/gatehouse-passkeys.js"]), main img').count(),
+      0,
+      'no element was created from the value (the page script is a file of this site)',
+    );
     assert.deepEqual(dialogs, []);
     await context.close();
   });

@@ -167,13 +167,19 @@ async function freePort(): Promise<number> {
 export interface LiveGatehouse {
   app: FastifyInstance;
   smtp: TestMailServer;
-  /** `http://127.0.0.1:<port>`: PUBLIC_URL, so that mailed links lead back here. */
+  /** `http://127.0.0.1:<port>` (or `localhost`): PUBLIC_URL, so that mailed links lead back here. */
   origin: string;
   close(): Promise<void>;
 }
 
-/** Gatehouse listening on a real loopback port, its mail going over SMTP to a test server. */
-export async function startLiveGatehouse(env: Record<string, string> = {}): Promise<LiveGatehouse> {
+/**
+ * Gatehouse listening on a real loopback port, its mail going over SMTP to a test server.
+ * `host: 'localhost'` names it so (a WebAuthn relying party cannot be an IP address).
+ */
+export async function startLiveGatehouse(
+  env: Record<string, string> = {},
+  options: { host?: '127.0.0.1' | 'localhost' } = {},
+): Promise<LiveGatehouse> {
   const started = new Started();
   try {
     const smtp = await started.start(
@@ -181,7 +187,7 @@ export async function startLiveGatehouse(env: Record<string, string> = {}): Prom
       (smtp) => smtp.stop(),
     );
     const port = await freePort();
-    const origin = `http://127.0.0.1:${port}`;
+    const origin = `http://${options.host ?? '127.0.0.1'}:${port}`;
     const app = await started.start(
       () =>
         startApp({

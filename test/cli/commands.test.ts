@@ -418,6 +418,7 @@ describe('gatehouse CLI', () => {
         'one_time_tokens',
         'registration_attempts',
         'sessions',
+        'webauthn_challenges',
       ]);
       assert.ok((purged.sessions ?? 0) >= 1);
       const left = await inDatabase((db) =>

@@ -49,6 +49,11 @@ const PAGES = [
   '/verify-email',
   '/account',
   '/account/mfa',
+  '/account/passkeys',
+  '/account/passkeys/options',
+  '/login/passkey',
+  '/login/passkey/options',
+  '/login/mfa/passkey-options',
 ];
 
 type Schema = Record<string, unknown>;
@@ -434,6 +439,10 @@ describe('fuzzing every endpoint', () => {
             'code',
             'backup_code',
             'action',
+            'challenge_id',
+            'response',
+            'webauthn_response',
+            'passkey',
           ],
           mediaTypes: ['application/x-www-form-urlencoded'],
           page: true,

@@ -176,6 +176,7 @@ describe('housekeeping', () => {
       sessions: 0,
       one_time_tokens: 0,
       mfa_challenges: 0,
+      webauthn_challenges: 0,
       login_attempts: 0,
       registration_attempts: 0,
       email_outbox: 0,

@@ -32,6 +32,12 @@ const hostileData: MailDataByTemplate = {
     resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
     byAdmin: true,
   },
+  passkey_added: {
+    name: HOSTILE,
+    passkeyName: HOSTILE,
+    link: 'http://gatehouse.test/account?x="><script>',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+  },
   mfa_backup_code_used: {
     name: HOSTILE,
     remaining: 9,

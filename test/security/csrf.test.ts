@@ -23,6 +23,8 @@ import { newUser, strongPassword } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
 import { Browser, pageLogIn } from '../support/browser.ts';
 import { enrol } from '../support/mfa.ts';
+import { addPasskey, loginOptions, registrationOptions } from '../support/passkeys.ts';
+import { SoftAuthenticator } from '../support/webauthn-authenticator.ts';
 
 /** The system's time, as the app under test keeps it: codes are made for now. */
 const liveClock = { now: () => new Date(), advance: () => {}, set: () => {} };
@@ -37,6 +39,8 @@ interface Target {
   fields: Record<string, string>;
   /** What the post would change, read from the database (and the mail outbox). */
   state: () => Promise<unknown>;
+  /** The status of the genuine post: 303 for a form, 200 for the JSON options the passkey script asks for. */
+  accepted?: number;
 }
 
 function assertCsrfRefused(res: LightMyRequestResponse, what: string): void {
@@ -65,6 +69,7 @@ describe('CSRF on every form of the pages', () => {
   const outboxCount = async (email: string) =>
     (await db().selectFrom('email_outbox').select('id').where('to_address', '=', email).execute()).length;
   const user = (id: number) => db().selectFrom('users').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  const challengeCount = async () => (await db().selectFrom('webauthn_challenges').select('id').execute()).length;
 
   /** A verified account and a browser signed in to it through the login page. */
   async function signedInVictim(): Promise<{ account: SignedUp; browser: Browser }> {
@@ -269,6 +274,83 @@ describe('CSRF on every form of the pages', () => {
           (await db().selectFrom('mfa_totp').select('user_id').where('user_id', '=', account.id).execute()).length,
       };
     },
+    'POST /account/passkeys/options (a passkey challenge issued for the victim)': async () => {
+      const { account, browser } = await signedInVictim();
+      return {
+        browser,
+        formPage: '/account',
+        url: '/account/passkeys/options',
+        accepted: 200,
+        fields: {},
+        state: async () =>
+          (await db().selectFrom('webauthn_challenges').select('id').where('user_id', '=', account.id).execute())
+            .length,
+      };
+    },
+    'POST /account/passkeys (the attacker’s passkey added to the victim’s account)': async () => {
+      const { account, browser } = await signedInVictim();
+      const response = new SoftAuthenticator().register(await registrationOptions(app, account.token));
+      return {
+        browser,
+        formPage: '/account',
+        url: '/account/passkeys',
+        fields: { response: JSON.stringify(response), name: 'Attacker' },
+        state: async () =>
+          (await db().selectFrom('passkeys').select('id').where('user_id', '=', account.id).execute()).length,
+      };
+    },
+    'POST /account/passkeys/:id/delete (the victim’s passkey removed)': async () => {
+      const { account, browser } = await signedInVictim();
+      const { passkey } = await addPasskey(app, account.token);
+      return {
+        browser,
+        formPage: '/account',
+        url: `/account/passkeys/${passkey.id}/delete`,
+        fields: {},
+        state: async () =>
+          (await db().selectFrom('passkeys').select('id').where('user_id', '=', account.id).execute()).length,
+      };
+    },
+    'POST /login/passkey/options (a challenge issued for a stranger)': async () => ({
+      browser: await anonymous('/login'),
+      formPage: '/login',
+      url: '/login/passkey/options',
+      accepted: 200,
+      fields: {},
+      state: challengeCount,
+    }),
+    'POST /login/passkey (login CSRF: the victim signed in to the attacker’s account with a passkey)': async () => {
+      const attacker = await signUp(app);
+      const { authenticator } = await addPasskey(app, attacker.token);
+      const options = await loginOptions(app);
+      return {
+        browser: await anonymous('/login'),
+        formPage: '/login',
+        url: '/login/passkey',
+        fields: { challenge_id: options.challenge_id, response: JSON.stringify(authenticator.authenticate(options)) },
+        state: async () =>
+          (await db().selectFrom('sessions').select('id').where('user_id', '=', attacker.id).execute()).length,
+      };
+    },
+    'POST /login/mfa/passkey-options (a second-step challenge issued for another login)': async () => {
+      const attacker = await signUp(app);
+      await addPasskey(app, attacker.token);
+      await enrol(app, attacker.token, liveClock);
+      const challenge = await app.inject({
+        method: 'POST',
+        url: '/api/v1/login',
+        payload: { username: attacker.username, password: attacker.password },
+      });
+      const mfaToken = String(JSON.parse(challenge.body).mfa_token);
+      return {
+        browser: await anonymous('/login'),
+        formPage: '/login',
+        url: '/login/mfa/passkey-options',
+        accepted: 200,
+        fields: { mfa_token: mfaToken },
+        state: challengeCount,
+      };
+    },
     'POST /accept-invitation (the victim joined to the attacker’s organization)': async () => {
       const admin = await signUp(app);
       const org = await createOrganization(app, admin.token, `Org ${admin.username}`);
@@ -295,12 +377,12 @@ describe('CSRF on every form of the pages', () => {
     const dir = resolve(import.meta.dirname, '../../src/http/pages');
     const routes = new Set<string>();
     for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts'))) {
-      for (const match of readFileSync(join(dir, file), 'utf8').matchAll(/app\.post\(\s*'([^']+)'/g)) {
+      for (const match of readFileSync(join(dir, file), 'utf8').matchAll(/app\.post(?:<[^>]*>)?\(\s*'([^']+)'/g)) {
         routes.add(match[1] as string);
       }
     }
     assert.ok(routes.size >= 9, [...routes].join());
-    const covered = new Set(Object.keys(TARGETS).map((name) => /^POST (\/[\w/-]+)/.exec(name)?.[1]));
+    const covered = new Set(Object.keys(TARGETS).map((name) => /^POST (\/[\w/:-]+)/.exec(name)?.[1]));
     assert.deepEqual([...routes].sort(), [...covered].sort());
   });
 
@@ -348,7 +430,7 @@ describe('CSRF on every form of the pages', () => {
 
       // The same post from the site itself goes through: the refusals above were the token's doing.
       const accepted = await browser.post(url, { ...fields, csrf_token: own });
-      assert.equal(accepted.statusCode, 303, accepted.body.slice(0, 500));
+      assert.equal(accepted.statusCode, target.accepted ?? 303, accepted.body.slice(0, 500));
       assert.notDeepEqual(await target.state(), before, 'the genuine post changes what the forged ones did not');
     });
   }

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../domain/errors.ts';
 import { getAccount, updateAccount } from '../../flows/account.ts';
 import type { BrowserSession } from '../../flows/authenticate.ts';
+import { listPasskeys } from '../../flows/passkeys.ts';
 import { changePassword } from '../../flows/password-change.ts';
 import { listSessions, revokeOwnSession } from '../../flows/sessions.ts';
 import { enforceRateLimit } from '../rate-limit.ts';
@@ -31,9 +32,10 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
     session: BrowserSession,
     failed?: { section: Section; errors: FormErrors; values: Record<string, string> },
   ): Promise<FastifyReply> {
-    const [account, sessions] = await Promise.all([
+    const [account, sessions, passkeys] = await Promise.all([
       getAccount(services, session.auth.userId),
       listSessions(services, session.auth),
+      listPasskeys(services, session.auth),
     ]);
     const profile = {
       first_name: account.first_name ?? '',
@@ -53,6 +55,12 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
         kind: s.kind === 'browser' ? 'Browser' : 'API',
         ip: s.ip_address ?? 'unknown address',
         createdAt: formatTime(s.created_at),
+      })),
+      passkeys: passkeys.map((p) => ({
+        id: p.id,
+        name: p.name,
+        createdAt: formatTime(p.created_at),
+        lastUsedAt: p.last_used_at ? formatTime(p.last_used_at) : undefined,
       })),
       section: failed?.section,
       values: { ...profile, ...(failed?.section === 'profile' ? failed.values : {}) },

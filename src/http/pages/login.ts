@@ -7,6 +7,7 @@ import { setDeviceCookie, trustedDevice } from '../device-cookie.ts';
 import { sessionCookie } from './cookies.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect } from './forms.ts';
 import type { Pages } from './page.ts';
+import { jsonField, passkeyPages } from './passkeys.ts';
 
 const LABELS = { username: 'Username or email', password: 'Password', captcha: 'CAPTCHA' };
 const FIELDS = Object.keys(LABELS);
@@ -36,6 +37,7 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
     reply: FastifyReply,
     mfaToken: string,
     redirectTo: string | undefined,
+    passkey: boolean,
     error?: { error: AppError; field: 'code' | 'backup_code' },
   ): FastifyReply {
     const errors = error
@@ -46,6 +48,7 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
       labels: MFA_LABELS,
       mfaToken,
       redirectTo,
+      passkey,
       ...(errors ? { errors } : {}),
     });
   }
@@ -75,7 +78,9 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
     } catch (error) {
       const appError = asAppError(error);
       if (appError.code === 'MFA_REQUIRED') {
-        return codeForm(request, reply, String(appError.options.extensions?.mfa_token), redirectTo);
+        const methods = appError.options.extensions?.methods;
+        const passkey = Array.isArray(methods) && methods.includes('webauthn');
+        return codeForm(request, reply, String(appError.options.extensions?.mfa_token), redirectTo, passkey);
       }
       const errors = formErrors(appError, { fields: FIELDS, placement: { CAPTCHA_FAILED: 'captcha' } });
       return pages.render(request, reply, 'login', {
@@ -97,13 +102,17 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
     const redirectTo = safeRedirect(body.redirect_to);
     const mfaToken = field(body, 'mfa_token');
     const backup = field(body, 'backup_code');
+    const passkey = field(body, 'passkey') === '1';
+    const webauthnResponse = jsonField(body, 'webauthn_response');
     let issued: LoggedIn;
     try {
       issued = await completeMfaLogin(
         services,
-        backup === ''
-          ? { mfa_token: mfaToken, code: field(body, 'code') }
-          : { mfa_token: mfaToken, backup_code: backup },
+        webauthnResponse !== undefined
+          ? { mfa_token: mfaToken, webauthn_response: webauthnResponse }
+          : backup === ''
+            ? { mfa_token: mfaToken, code: field(body, 'code') }
+            : { mfa_token: mfaToken, backup_code: backup },
         request.caller,
         'browser',
       );
@@ -125,11 +134,13 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
           },
         });
       }
-      return codeForm(request, reply, mfaToken, redirectTo, {
+      return codeForm(request, reply, mfaToken, redirectTo, passkey, {
         error: appError,
         field: backup === '' ? 'code' : 'backup_code',
       });
     }
     return signedIn(request, reply, issued, redirectTo);
   });
+
+  passkeyPages(app, pages, signedIn);
 }

@@ -26,6 +26,8 @@ const NOTICES = {
   session_revoked: 'That session was signed out.',
   invitation_accepted: 'You joined the organization. It is listed under your organizations.',
   mfa_disabled: 'Two-step verification is off. Signing in asks only for your password now.',
+  passkey_added: 'Your passkey was added. You can sign in with it now.',
+  passkey_removed: 'That passkey was removed.',
 } as const;
 export type Notice = keyof typeof NOTICES;
 
@@ -118,6 +120,12 @@ export class Pages {
       resendVerification: this.path('/resend-verification'),
       account: this.path('/account'),
       acceptInvitation: this.path('/accept-invitation'),
+      passkeys: this.path('/account/passkeys'),
+      passkeyOptions: this.path('/account/passkeys/options'),
+      loginPasskey: this.path('/login/passkey'),
+      loginPasskeyOptions: this.path('/login/passkey/options'),
+      loginMfaPasskeyOptions: this.path('/login/mfa/passkey-options'),
+      passkeysScript: this.path('/gatehouse-passkeys.js'),
     };
   }
 

@@ -62,7 +62,8 @@ export function captchaWidget(
 
 /**
  * No inline script or style anywhere, so none is allowed: the pages work
- * without JavaScript, and only a configured CAPTCHA widget may load its own.
+ * without JavaScript; the passkey script is a file of this site, and only a
+ * configured CAPTCHA widget may load its own.
  * Forms post to this site (and follow redirects to the configured targets).
  */
 export function contentSecurityPolicy(options: { captcha?: CaptchaWidget | undefined; formTargets: string[] }): string {
@@ -74,12 +75,11 @@ export function contentSecurityPolicy(options: { captcha?: CaptchaWidget | undef
     ['frame-ancestors', ["'none'"]],
     ['img-src', ["'self'", 'data:']],
     ['style-src', ["'self'", ...(captcha?.origins.style ?? [])]],
+    // The passkey buttons: one same-origin script file, which posts to this site's own pages.
+    ['script-src', ["'self'", ...(captcha?.origins.script ?? [])]],
+    ['connect-src', ["'self'", ...(captcha?.origins.connect ?? [])]],
   ];
-  if (captcha) {
-    directives.push(['script-src', captcha.origins.script]);
-    directives.push(['frame-src', captcha.origins.frame]);
-    if (captcha.origins.connect.length > 0) directives.push(['connect-src', captcha.origins.connect]);
-  }
+  if (captcha) directives.push(['frame-src', captcha.origins.frame]);
   return directives.map(([name, values]) => `${name} ${values.join(' ')}`).join('; ');
 }
 

@@ -1,0 +1,121 @@
+import { SoftAuthenticator } from '../../test/support/webauthn-authenticator.ts';
+import { type BenchResult, createDatabase, gatehouseEnv, round, startServer, uniqueUser } from '../lib.ts';
+
+const HASH_CONCURRENCY = 1;
+const ROUNDS = 3;
+const ACCOUNTS = 100;
+const LOGINS_PER_ROUND = 200;
+const CONCURRENCY = 4 * HASH_CONCURRENCY;
+/** The software authenticator signs for this origin; the server is told to expect it. */
+const ORIGIN = 'http://bench.test';
+const SERVER_ENV = {
+  HASH_CONCURRENCY: String(HASH_CONCURRENCY),
+  RATE_LIMIT_REAUTHENTICATE: '100000000/1h',
+  WEBAUTHN_RP_ID: 'bench.test',
+  WEBAUTHN_ORIGINS: ORIGIN,
+};
+
+async function post(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+function expect(what: string, res: { status: number; body: unknown }, status: number): Record<string, unknown> {
+  if (res.status !== status) throw new Error(`${what} answered ${res.status}: ${JSON.stringify(res.body)}`);
+  return res.body as Record<string, unknown>;
+}
+
+/** Runs `task` `count` times with `concurrency` workers; returns completions per second. */
+async function timed(task: () => Promise<unknown>, count: number, concurrency: number): Promise<number> {
+  let left = count;
+  const worker = async () => {
+    while (left > 0) {
+      left--;
+      await task();
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return count / ((performance.now() - start) / 1000);
+}
+
+/** An account with one passkey, held by its own software authenticator. */
+async function withPasskey(api: string): Promise<SoftAuthenticator> {
+  const user = uniqueUser();
+  expect('register', await post(`${api}/register`, user), 201);
+  const tokens = expect('login', await post(`${api}/login`, user), 200);
+  const auth = { authorization: `Bearer ${String(tokens.access_token)}` };
+  const options = expect('register/options', await post(`${api}/passkeys/register/options`, {}, auth), 200);
+  const authenticator = new SoftAuthenticator(ORIGIN);
+  const response = authenticator.register(options as Parameters<SoftAuthenticator['register']>[0]);
+  expect('register/verify', await post(`${api}/passkeys/register/verify`, { response }, auth), 201);
+  return authenticator;
+}
+
+/**
+ * A passkey login (options, the authenticator's ES256 signature, verify)
+ * against a password login on the same server, alternating round by round,
+ * median of the per-round ratios. A passkey login hashes no password: two
+ * requests, a challenge row written and spent, one P-256 verification.
+ */
+export default async function passkeys(): Promise<BenchResult[]> {
+  const database = await createDatabase();
+  const server = await startServer('gatehouse', gatehouseEnv(database.url, SERVER_ENV));
+  const api = `${server.url}/api/v1`;
+  try {
+    const plain = uniqueUser();
+    expect('register', await post(`${api}/register`, plain), 201);
+    const authenticators: SoftAuthenticator[] = [];
+    while (authenticators.length < ACCOUNTS) {
+      authenticators.push(...(await Promise.all(Array.from({ length: CONCURRENCY }, () => withPasskey(api)))));
+    }
+
+    let turn = 0;
+    const passwordLogin = async () => expect('password login', await post(`${api}/login`, plain), 200);
+    const passkeyLogin = async () => {
+      const authenticator = authenticators[turn++ % authenticators.length] as SoftAuthenticator;
+      const options = expect('login/passkey/options', await post(`${api}/login/passkey/options`, {}), 200);
+      // Counter 0, as synced passkeys report: concurrent logins of one account do not race on it.
+      const response = authenticator.authenticate(options as { challenge: string }, { counter: 0 });
+      expect(
+        'login/passkey/verify',
+        await post(`${api}/login/passkey/verify`, { challenge_id: options.challenge_id, response }),
+        200,
+      );
+    };
+
+    const rounds: { ratio: number; passkey: number; password: number }[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      const password = await timed(passwordLogin, LOGINS_PER_ROUND, CONCURRENCY);
+      const passkey = await timed(passkeyLogin, LOGINS_PER_ROUND, CONCURRENCY);
+      rounds.push({ ratio: passkey / password, passkey, password });
+    }
+    const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)] as (typeof rounds)[0];
+    return [
+      {
+        name: `password logins/s (HASH_CONCURRENCY=${HASH_CONCURRENCY})`,
+        value: round(mid.password, 1),
+        unit: 'logins/s',
+      },
+      {
+        name: 'passkey logins/s (POST /login/passkey/options → signature → POST /login/passkey/verify)',
+        value: round(mid.passkey, 1),
+        unit: 'logins/s',
+        ratio: round(mid.ratio),
+        baseline: 'password logins/s on the same server, alternating rounds',
+        note: 'two requests per login, no password hash; the client signs with node:crypto',
+      },
+    ];
+  } finally {
+    await server.close();
+    await database.drop();
+  }
+}
