@@ -58,7 +58,12 @@ describe('CSRF on every form of the pages', () => {
   let mallory: Browser;
 
   before(async () => {
-    ({ app, smtp, close } = await startAppWithMail({ RATE_LIMIT_INVITATIONS: '100000/1h' }));
+    ({ app, smtp, close } = await startAppWithMail({
+      RATE_LIMIT_INVITATIONS: '100000/1h',
+      EMAIL_SIGN_IN: 'both',
+      RATE_LIMIT_EMAIL_SIGN_IN: '100000/1h',
+      EMAIL_SIGN_IN_LIMIT_PER_ADDRESS: '100000/1h',
+    }));
     const account = await signUp(app);
     mallory = new Browser(app);
     await pageLogIn(mallory, account.username, account.password);
@@ -179,6 +184,33 @@ describe('CSRF on every form of the pages', () => {
         state: () => outboxCount(victim.email),
       };
     },
+    'POST /email-sign-in/request (a sign-in mail sent to the victim)': async () => {
+      const victim = await signUp(app);
+      return {
+        browser: await anonymous('/email-sign-in'),
+        formPage: '/email-sign-in',
+        url: '/email-sign-in/request',
+        fields: { email: victim.email },
+        state: () => outboxCount(victim.email),
+        accepted: 200,
+      };
+    },
+    'POST /email-sign-in (the attacker’s sign-in link spent in the victim’s browser: a login into the attacker’s account)':
+      async () => {
+        const attacker = await signUp(app);
+        const asked = await call(app, 'POST', '/api/v1/login/email', undefined, { email: attacker.email });
+        assert.equal(asked.statusCode, 202, asked.body);
+        const token = await mailedToken(attacker.email, '/email-sign-in');
+        const id = Number(attacker.body.id);
+        return {
+          browser: await anonymous('/email-sign-in'),
+          formPage: `/email-sign-in?token=${token}`,
+          url: '/email-sign-in',
+          fields: { token },
+          state: async () =>
+            (await db().selectFrom('sessions').select('id').where('user_id', '=', id).execute()).length,
+        };
+      },
     'POST /reset-password (the victim’s password set by the attacker)': async () => {
       const victim = await signUp(app);
       const asked = await call(app, 'POST', '/api/v1/forgot-password', undefined, { email: victim.email });
