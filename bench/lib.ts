@@ -173,3 +173,41 @@ export function round(n: number, digits = 2): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
 }
+
+/** A JSON POST from the load side: the status and the parsed body. */
+export async function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/** The body of `res`, or an error naming `what` when its status is not `status`. */
+export function expectStatus(
+  what: string,
+  res: { status: number; body: unknown },
+  status: number,
+): Record<string, unknown> {
+  if (res.status !== status) throw new Error(`${what} answered ${res.status}: ${JSON.stringify(res.body)}`);
+  return res.body as Record<string, unknown>;
+}
+
+/** Runs `task` `count` times with `concurrency` workers; returns completions per second. */
+export async function timed(task: () => Promise<unknown>, count: number, concurrency: number): Promise<number> {
+  let left = count;
+  const worker = async () => {
+    while (left > 0) {
+      left--;
+      await task();
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return count / ((performance.now() - start) / 1000);
+}

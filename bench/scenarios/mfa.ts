@@ -1,5 +1,15 @@
 import { Secret, TOTP } from 'otpauth';
-import { type BenchResult, createDatabase, gatehouseEnv, round, startServer, uniqueUser } from '../lib.ts';
+import {
+  type BenchResult,
+  createDatabase,
+  expectStatus,
+  gatehouseEnv,
+  postJson,
+  round,
+  startServer,
+  timed,
+  uniqueUser,
+} from '../lib.ts';
 
 const HASH_CONCURRENCY = 1;
 const ROUNDS = 3;
@@ -25,47 +35,15 @@ interface Enrolled {
   lastStep: number;
 }
 
-async function post(
-  url: string,
-  body: unknown,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-function expect(what: string, res: { status: number; body: unknown }, status: number): Record<string, unknown> {
-  if (res.status !== status) throw new Error(`${what} answered ${res.status}: ${JSON.stringify(res.body)}`);
-  return res.body as Record<string, unknown>;
-}
-
-/** Runs `task` `count` times with `concurrency` workers; returns completions per second. */
-async function timed(task: () => Promise<unknown>, count: number, concurrency: number): Promise<number> {
-  let left = count;
-  const worker = async () => {
-    while (left > 0) {
-      left--;
-      await task();
-    }
-  };
-  const start = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return count / ((performance.now() - start) / 1000);
-}
-
 async function enrol(api: string): Promise<Enrolled> {
   const user = uniqueUser();
-  expect('register', await post(`${api}/register`, user), 201);
-  const tokens = expect('login', await post(`${api}/login`, user), 200);
+  expectStatus('register', await postJson(`${api}/register`, user), 201);
+  const tokens = expectStatus('login', await postJson(`${api}/login`, user), 200);
   const auth = { authorization: `Bearer ${String(tokens.access_token)}` };
-  const setup = expect('setup', await post(`${api}/mfa/totp/setup`, {}, auth), 200);
+  const setup = expectStatus('setup', await postJson(`${api}/mfa/totp/setup`, {}, auth), 200);
   const totp = new TOTP({ secret: Secret.fromBase32(String(setup.secret)), algorithm: 'SHA1', digits: 6, period: 30 });
   const step = Math.floor(Date.now() / PERIOD_MS);
-  expect('confirm', await post(`${api}/mfa/totp/confirm`, { code: totp.generate() }, auth), 200);
+  expectStatus('confirm', await postJson(`${api}/mfa/totp/confirm`, { code: totp.generate() }, auth), 200);
   return { username: user.username, password: user.password, totp, lastStep: step };
 }
 
@@ -82,7 +60,7 @@ export default async function mfa(): Promise<BenchResult[]> {
   const api = `${server.url}/api/v1`;
   try {
     const plain = uniqueUser();
-    expect('register', await post(`${api}/register`, plain), 201);
+    expectStatus('register', await postJson(`${api}/register`, plain), 201);
     const accounts: Enrolled[] = [];
     while (accounts.length < ACCOUNTS) {
       accounts.push(...(await Promise.all(Array.from({ length: CONCURRENCY }, () => enrol(api)))));
@@ -105,15 +83,15 @@ export default async function mfa(): Promise<BenchResult[]> {
       throw new Error('every account has used the codes in reach of the clock');
     };
 
-    const passwordLogin = async () => expect('password login', await post(`${api}/login`, plain), 200);
+    const passwordLogin = async () => expectStatus('password login', await postJson(`${api}/login`, plain), 200);
     const mfaLogin = async () => {
       const { account, code } = nextCode();
-      const challenge = expect(
+      const challenge = expectStatus(
         'login',
-        await post(`${api}/login`, { username: account.username, password: account.password }),
+        await postJson(`${api}/login`, { username: account.username, password: account.password }),
         403,
       );
-      expect('login/mfa', await post(`${api}/login/mfa`, { mfa_token: challenge.mfa_token, code }), 200);
+      expectStatus('login/mfa', await postJson(`${api}/login/mfa`, { mfa_token: challenge.mfa_token, code }), 200);
     };
 
     const rounds: { ratio: number; mfa: number; password: number }[] = [];

@@ -1,5 +1,15 @@
 import { SoftAuthenticator } from '../../test/support/webauthn-authenticator.ts';
-import { type BenchResult, createDatabase, gatehouseEnv, round, startServer, uniqueUser } from '../lib.ts';
+import {
+  type BenchResult,
+  createDatabase,
+  expectStatus,
+  gatehouseEnv,
+  postJson,
+  round,
+  startServer,
+  timed,
+  uniqueUser,
+} from '../lib.ts';
 
 const HASH_CONCURRENCY = 1;
 const ROUNDS = 3;
@@ -15,48 +25,16 @@ const SERVER_ENV = {
   WEBAUTHN_ORIGINS: ORIGIN,
 };
 
-async function post(
-  url: string,
-  body: unknown,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-function expect(what: string, res: { status: number; body: unknown }, status: number): Record<string, unknown> {
-  if (res.status !== status) throw new Error(`${what} answered ${res.status}: ${JSON.stringify(res.body)}`);
-  return res.body as Record<string, unknown>;
-}
-
-/** Runs `task` `count` times with `concurrency` workers; returns completions per second. */
-async function timed(task: () => Promise<unknown>, count: number, concurrency: number): Promise<number> {
-  let left = count;
-  const worker = async () => {
-    while (left > 0) {
-      left--;
-      await task();
-    }
-  };
-  const start = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return count / ((performance.now() - start) / 1000);
-}
-
 /** An account with one passkey, held by its own software authenticator. */
 async function withPasskey(api: string): Promise<SoftAuthenticator> {
   const user = uniqueUser();
-  expect('register', await post(`${api}/register`, user), 201);
-  const tokens = expect('login', await post(`${api}/login`, user), 200);
+  expectStatus('register', await postJson(`${api}/register`, user), 201);
+  const tokens = expectStatus('login', await postJson(`${api}/login`, user), 200);
   const auth = { authorization: `Bearer ${String(tokens.access_token)}` };
-  const options = expect('register/options', await post(`${api}/passkeys/register/options`, {}, auth), 200);
+  const options = expectStatus('register/options', await postJson(`${api}/passkeys/register/options`, {}, auth), 200);
   const authenticator = new SoftAuthenticator(ORIGIN);
   const response = authenticator.register(options as Parameters<SoftAuthenticator['register']>[0]);
-  expect('register/verify', await post(`${api}/passkeys/register/verify`, { response }, auth), 201);
+  expectStatus('register/verify', await postJson(`${api}/passkeys/register/verify`, { response }, auth), 201);
   return authenticator;
 }
 
@@ -72,22 +50,22 @@ export default async function passkeys(): Promise<BenchResult[]> {
   const api = `${server.url}/api/v1`;
   try {
     const plain = uniqueUser();
-    expect('register', await post(`${api}/register`, plain), 201);
+    expectStatus('register', await postJson(`${api}/register`, plain), 201);
     const authenticators: SoftAuthenticator[] = [];
     while (authenticators.length < ACCOUNTS) {
       authenticators.push(...(await Promise.all(Array.from({ length: CONCURRENCY }, () => withPasskey(api)))));
     }
 
     let turn = 0;
-    const passwordLogin = async () => expect('password login', await post(`${api}/login`, plain), 200);
+    const passwordLogin = async () => expectStatus('password login', await postJson(`${api}/login`, plain), 200);
     const passkeyLogin = async () => {
       const authenticator = authenticators[turn++ % authenticators.length] as SoftAuthenticator;
-      const options = expect('login/passkey/options', await post(`${api}/login/passkey/options`, {}), 200);
+      const options = expectStatus('login/passkey/options', await postJson(`${api}/login/passkey/options`, {}), 200);
       // Counter 0, as synced passkeys report: concurrent logins of one account do not race on it.
       const response = authenticator.authenticate(options as { challenge: string }, { counter: 0 });
-      expect(
+      expectStatus(
         'login/passkey/verify',
-        await post(`${api}/login/passkey/verify`, { challenge_id: options.challenge_id, response }),
+        await postJson(`${api}/login/passkey/verify`, { challenge_id: options.challenge_id, response }),
         200,
       );
     };
