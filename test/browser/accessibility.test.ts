@@ -1,26 +1,21 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { newUser } from '../helpers.ts';
 import {
+  checkAndPhotograph,
   cspViolations,
   type LiveGatehouse,
   launchChromium,
   mailedLink,
   newContext,
+  SCREENSHOTS,
   Started,
-  seriousViolations,
   skipWithoutChromium,
   startLiveGatehouse,
+  submit,
 } from './support.ts';
-
-const SCREENSHOTS = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
-const WIDTHS = [
-  { width: 375, height: 812 },
-  { width: 1280, height: 900 },
-];
 
 /**
  * Every page, in every state worth seeing, is checked with axe-core (no
@@ -42,41 +37,8 @@ describe('pages are accessible and responsive', { skip: skipWithoutChromium() },
 
   const url = (path: string) => `${gatehouse.origin}${path}`;
 
-  async function submit(page: Page, button: string): Promise<number> {
-    const [response] = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === 'POST'),
-      page.getByRole('button', { name: button, exact: true }).click(),
-    ]);
-    await page.waitForLoadState();
-    return response.status();
-  }
-
   /** What differs between runs (unique names, times) as fixed demo text, so that screenshots change only with the pages. */
   let demo: [RegExp, string][] = [];
-
-  /** axe on the page as it is now, then a full-page screenshot at each width. */
-  async function check(page: Page, name: string): Promise<void> {
-    const violations = await seriousViolations(page);
-    assert.deepEqual(violations, [], `${name}: ${JSON.stringify(violations, null, 2)}`);
-    await page.evaluate(
-      (replacements) => {
-        const apply = (text: string) =>
-          replacements.reduce((t, [pattern, by]) => t.replace(new RegExp(pattern, 'g'), by), text);
-        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-        for (let node = walker.nextNode(); node; node = walker.nextNode()) node.nodeValue = apply(node.nodeValue ?? '');
-        document.querySelectorAll('input').forEach((input) => {
-          input.value = apply(input.value);
-        });
-      },
-      demo.map(([pattern, by]) => [pattern.source, by] as [string, string]),
-    );
-    for (const size of WIDTHS) {
-      await page.setViewportSize(size);
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      assert.ok(overflow <= 0, `${name} at ${size.width}px scrolls sideways by ${overflow}px`);
-      await page.screenshot({ path: `${SCREENSHOTS}${name}-${size.width}.png`, fullPage: true });
-    }
-  }
 
   test('every page passes axe-core and is photographed at 375 and 1280 px', async () => {
     // axe is a script injected into the page: only a context that bypasses the CSP can run it.
@@ -92,7 +54,7 @@ describe('pages are accessible and responsive', { skip: skipWithoutChromium() },
     ];
 
     await page.goto(url('/register'));
-    await check(page, 'register');
+    await checkAndPhotograph(page, 'register', demo);
 
     await page.getByLabel('First name').fill('Ada');
     await page.getByLabel('Email address').fill('ada@');
@@ -100,7 +62,7 @@ describe('pages are accessible and responsive', { skip: skipWithoutChromium() },
     await page.getByLabel('Password', { exact: true }).fill('lovelace');
     await page.getByLabel('Confirm password').fill('lovelace');
     assert.equal(await submit(page, 'Create account'), 422);
-    await check(page, 'register-errors');
+    await checkAndPhotograph(page, 'register-errors', demo);
 
     await page.getByLabel('Last name').fill('Lovelace');
     await page.getByLabel('Email address').fill(user.email);
@@ -109,33 +71,33 @@ describe('pages are accessible and responsive', { skip: skipWithoutChromium() },
     await page.getByLabel('Confirm password').fill(user.password);
     await page.getByLabel('Organization').fill('Analytical Engines');
     assert.equal(await submit(page, 'Create account'), 303);
-    await check(page, 'login-registered');
+    await checkAndPhotograph(page, 'login-registered', demo);
 
     await page.goto(url('/login'));
-    await check(page, 'login');
+    await checkAndPhotograph(page, 'login', demo);
     await page.getByLabel('Username or email').fill(user.username);
     await page.getByLabel('Password', { exact: true }).fill('wrong password');
     await submit(page, 'Log in');
-    await check(page, 'login-error');
+    await checkAndPhotograph(page, 'login-error', demo);
 
     await page.goto(await mailedLink(gatehouse.smtp, user.email, 'verify-email'));
-    await check(page, 'verify-email');
+    await checkAndPhotograph(page, 'verify-email', demo);
     assert.equal(await submit(page, 'Confirm email address'), 303);
 
     await page.goto(url('/verify-email'));
-    await check(page, 'verify-email-resend');
+    await checkAndPhotograph(page, 'verify-email-resend', demo);
 
     await page.goto(url('/forgot-password'));
-    await check(page, 'forgot-password');
+    await checkAndPhotograph(page, 'forgot-password', demo);
     await page.getByLabel('Email address').fill(user.email);
     assert.equal(await submit(page, 'Send reset link'), 303);
-    await check(page, 'forgot-password-sent');
+    await checkAndPhotograph(page, 'forgot-password-sent', demo);
     await page.goto(await mailedLink(gatehouse.smtp, user.email, 'reset-password'));
-    await check(page, 'reset-password');
+    await checkAndPhotograph(page, 'reset-password', demo);
     await page.goto(url('/reset-password?token=expired'));
-    await check(page, 'reset-password-expired');
+    await checkAndPhotograph(page, 'reset-password-expired', demo);
     await page.goto(url('/accept-invitation?token=expired'));
-    await check(page, 'accept-invitation-expired');
+    await checkAndPhotograph(page, 'accept-invitation-expired', demo);
 
     // A second session, so that the account page lists one to sign out.
     const laptop = await newContext(browser, {
@@ -143,20 +105,20 @@ describe('pages are accessible and responsive', { skip: skipWithoutChromium() },
     });
     await logIn(await laptop.newPage(), user.username, user.password);
     await logIn(page, user.username, user.password);
-    await check(page, 'account');
+    await checkAndPhotograph(page, 'account', demo);
     await page.getByLabel('Current password').fill('not it');
     await page.getByLabel('New password', { exact: true }).fill('short');
     await page.getByLabel('Confirm new password').fill('short');
     await submit(page, 'Change password');
-    await check(page, 'account-errors');
+    await checkAndPhotograph(page, 'account-errors', demo);
 
     await page.goto(url('/logout'));
-    await check(page, 'logout');
+    await checkAndPhotograph(page, 'logout', demo);
 
     await page.goto(url('/register'));
     await page.locator('input[name="csrf_token"]').evaluate((input) => input.remove());
     assert.equal(await submit(page, 'Create account'), 403);
-    await check(page, 'error');
+    await checkAndPhotograph(page, 'error', demo);
     await Promise.all([context.close(), laptop.close()]);
   });
 

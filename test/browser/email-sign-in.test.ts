@@ -12,6 +12,7 @@ import {
   seriousViolations,
   skipWithoutChromium,
   startLiveGatehouse,
+  submit,
 } from './support.ts';
 
 /**
@@ -34,15 +35,6 @@ describe('e-mail sign-in in Chromium', { skip: skipWithoutChromium() }, () => {
   after(() => started.closeAll());
 
   const url = (path: string) => `${gatehouse.origin}${path}`;
-
-  async function submit(page: Page, button: string): Promise<number> {
-    const [response] = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === 'POST'),
-      page.getByRole('button', { name: button, exact: true }).click(),
-    ]);
-    await page.waitForLoadState();
-    return response.status();
-  }
 
   async function signOut(page: Page) {
     await page.goto(url('/account'));

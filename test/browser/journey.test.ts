@@ -11,6 +11,7 @@ import {
   Started,
   skipWithoutChromium,
   startLiveGatehouse,
+  submit,
 } from './support.ts';
 
 /**
@@ -32,14 +33,6 @@ describe('pages in Chromium', { skip: skipWithoutChromium() }, () => {
   const url = (path: string) => `${gatehouse.origin}${path}`;
 
   /** Submits the page's form by its button and waits for the page that answers. */
-  async function submit(page: Page, button: string): Promise<number> {
-    const [response] = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === 'POST'),
-      page.getByRole('button', { name: button, exact: true }).click(),
-    ]);
-    await page.waitForLoadState();
-    return response.status();
-  }
 
   async function register(page: Page, user: { email: string; username: string; password: string }, firstName = 'Ada') {
     await page.goto(url('/register'));

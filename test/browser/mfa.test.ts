@@ -1,26 +1,21 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Secret, TOTP } from 'otpauth';
 import type { Browser, Page } from 'playwright-core';
 import { newUser } from '../helpers.ts';
 import {
+  checkAndPhotograph,
   cspViolations,
   type LiveGatehouse,
   launchChromium,
   newContext,
+  SCREENSHOTS,
   Started,
-  seriousViolations,
   skipWithoutChromium,
   startLiveGatehouse,
+  submit,
 } from './support.ts';
-
-const SCREENSHOTS = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
-const WIDTHS = [
-  { width: 375, height: 812 },
-  { width: 1280, height: 900 },
-];
 
 /**
  * Two-step verification with only a browser and an authenticator app
@@ -43,40 +38,6 @@ describe('two-step verification in Chromium', { skip: skipWithoutChromium() }, (
   after(() => started.closeAll());
 
   const url = (path: string) => `${gatehouse.origin}${path}`;
-
-  async function submit(page: Page, button: string): Promise<number> {
-    const [response] = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === 'POST'),
-      page.getByRole('button', { name: button, exact: true }).click(),
-    ]);
-    await page.waitForLoadState();
-    return response.status();
-  }
-
-  /** axe-core finds nothing serious; then a screenshot at each width, with run-specific text made stable. */
-  async function check(page: Page, name: string, demo: [RegExp, string][]): Promise<void> {
-    const violations = await seriousViolations(page);
-    assert.deepEqual(violations, [], `${name}: ${JSON.stringify(violations, null, 2)}`);
-    await page.evaluate(
-      (replacements) => {
-        const apply = (text: string) =>
-          replacements.reduce((t, [pattern, by]) => t.replace(new RegExp(pattern, 'g'), by), text);
-        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-        for (let node = walker.nextNode(); node; node = walker.nextNode()) node.nodeValue = apply(node.nodeValue ?? '');
-        document.querySelectorAll('input').forEach((input) => {
-          input.value = apply(input.value);
-        });
-      },
-      demo.map(([pattern, by]) => [pattern.source, by] as [string, string]),
-    );
-    for (const size of WIDTHS) {
-      await page.setViewportSize(size);
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      assert.ok(overflow <= 0, `${name} at ${size.width}px scrolls sideways by ${overflow}px`);
-      await page.screenshot({ path: `${SCREENSHOTS}${name}-${size.width}.png`, fullPage: true });
-    }
-    await page.setViewportSize({ width: 1280, height: 900 });
-  }
 
   async function logInWithPassword(page: Page, username: string, password: string) {
     await page.goto(url('/login'));
@@ -119,7 +80,7 @@ describe('two-step verification in Chromium', { skip: skipWithoutChromium() }, (
     assert.equal(await page.locator('figure.qr svg').count(), 1);
     const secret = (await page.locator('#totp-secret').innerText()).replaceAll(' ', '');
     assert.match(secret, /^[A-Z2-7]{32}$/);
-    await check(page, 'mfa-setup', [
+    await checkAndPhotograph(page, 'mfa-setup', [
       ...demo,
       [/([A-Z2-7]{4} ){7}[A-Z2-7]{4}/, 'JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP'],
     ]);
@@ -136,10 +97,10 @@ describe('two-step verification in Chromium', { skip: skipWithoutChromium() }, (
     const download = await page.getByRole('link', { name: 'Download as text' }).getAttribute('href');
     assert.ok(download?.startsWith('data:text/plain;charset=utf-8,'), download ?? '');
     assert.ok(decodeURIComponent(download?.split(',')[1] ?? '').includes(backupCodes[0] as string));
-    await check(page, 'mfa-backup-codes', [...demo, [/^[0-9a-z]{4}-[0-9a-z]{4}$/, 'abcd-2345']]);
+    await checkAndPhotograph(page, 'mfa-backup-codes', [...demo, [/^[0-9a-z]{4}-[0-9a-z]{4}$/, 'abcd-2345']]);
     await page.goto(url('/account'));
     await page.getByText('Sign-in asks for a code from your authenticator app').waitFor();
-    await check(page, 'account-mfa', demo);
+    await checkAndPhotograph(page, 'account-mfa', demo);
     await signOut(page);
 
     // Sign in with a code from the app, in a context that keeps the CSP (the next step's code, within the skew).
@@ -154,7 +115,7 @@ describe('two-step verification in Chromium', { skip: skipWithoutChromium() }, (
 
     // With a backup code, and axe on the second step.
     await logInWithPassword(page, user.username, user.password);
-    await check(page, 'login-mfa', demo);
+    await checkAndPhotograph(page, 'login-mfa', demo);
     await page.getByText('Use a backup code instead').click();
     await page.getByLabel('Backup code').fill(backupCodes[0] as string);
     assert.equal(await submit(page, 'Verify with a backup code'), 303);

@@ -1,26 +1,20 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Secret, TOTP } from 'otpauth';
 import type { Browser, Page } from 'playwright-core';
 import { json, newUser } from '../helpers.ts';
 import {
+  checkAndPhotograph,
   cspViolations,
   type LiveGatehouse,
   launchChromium,
   newContext,
+  SCREENSHOTS,
   Started,
-  seriousViolations,
   skipWithoutChromium,
   startLiveGatehouse,
 } from './support.ts';
-
-const SCREENSHOTS = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
-const WIDTHS = [
-  { width: 375, height: 812 },
-  { width: 1280, height: 900 },
-];
 
 /**
  * Passkeys with a real browser and Chromium's virtual authenticator (CTAP2,
@@ -80,30 +74,6 @@ describe('passkeys in Chromium', { skip: skipWithoutChromium() }, () => {
   async function signOut(page: Page) {
     await page.goto(url('/account'));
     assert.equal(await clickAndLoad(page, 'Sign out'), 303);
-  }
-
-  async function check(page: Page, name: string, demo: [RegExp, string][]): Promise<void> {
-    const violations = await seriousViolations(page);
-    assert.deepEqual(violations, [], `${name}: ${JSON.stringify(violations, null, 2)}`);
-    await page.evaluate(
-      (replacements) => {
-        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-          node.nodeValue = replacements.reduce(
-            (t, [pattern, by]) => t.replace(new RegExp(pattern, 'g'), by),
-            node.nodeValue ?? '',
-          );
-        }
-      },
-      demo.map(([pattern, by]) => [pattern.source, by] as [string, string]),
-    );
-    for (const size of WIDTHS) {
-      await page.setViewportSize(size);
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-      assert.ok(overflow <= 0, `${name} at ${size.width}px scrolls sideways by ${overflow}px`);
-      await page.screenshot({ path: `${SCREENSHOTS}${name}-${size.width}.png`, fullPage: true });
-    }
-    await page.setViewportSize({ width: 1280, height: 900 });
   }
 
   /** Turns TOTP on through the API; the authenticator app is `otpauth`. */
@@ -173,10 +143,10 @@ describe('passkeys in Chromium', { skip: skipWithoutChromium() }, () => {
     const audited = await (await newContext(browser, { bypassCSP: true })).newPage();
     assert.equal(await logInWithPassword(audited, user.username, user.password), 303);
     await audited.getByText('This laptop', { exact: true }).waitFor();
-    await check(audited, 'account-passkeys', demo);
+    await checkAndPhotograph(audited, 'account-passkeys', demo, { inputs: false });
     await audited.goto(url('/login'));
     await audited.getByRole('button', { name: 'Sign in with a passkey' }).waitFor();
-    await check(audited, 'login-passkey', demo);
+    await checkAndPhotograph(audited, 'login-passkey', demo, { inputs: false });
 
     // With TOTP on, the passkey is also the second step of a password login.
     await turnOnTotp(user.username, user.password);
@@ -188,7 +158,7 @@ describe('passkeys in Chromium', { skip: skipWithoutChromium() }, () => {
     await signOut(audited);
     assert.equal(await logInWithPassword(audited, user.username, user.password), 200);
     await audited.getByRole('button', { name: 'Use a passkey' }).waitFor();
-    await check(audited, 'login-mfa-passkey', demo);
+    await checkAndPhotograph(audited, 'login-mfa-passkey', demo, { inputs: false });
 
     // Remove it: a plain form, no script needed.
     await strict.goto(url('/account'));

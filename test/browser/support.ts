@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import {
   accessSync,
   closeSync,
@@ -276,4 +277,58 @@ export async function mailedLink(
     if (left <= 0) throw new Error(`no ${path} link mailed to ${address}`);
     await smtp.waitFor(address, mails.length + 1, left).catch(() => undefined);
   }
+}
+
+/** Where the browser tests write the pages' screenshots, and the widths they are taken at. */
+export const SCREENSHOTS = fileURLToPath(new URL('../../docs/screenshots/', import.meta.url));
+const WIDTHS = [
+  { width: 375, height: 812 },
+  { width: 1280, height: 900 },
+];
+
+/** Clicks the button and waits for the page its POST loads; the POST's status. */
+export async function submit(page: Page, button: string): Promise<number> {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST'),
+    page.getByRole('button', { name: button, exact: true }).click(),
+  ]);
+  await page.waitForLoadState();
+  return response.status();
+}
+
+/**
+ * axe-core finds nothing serious on the page as it is; then, with what differs
+ * between runs (unique names, times) replaced by fixed demo text, so that
+ * screenshots change only with the pages, a full-page screenshot at each width
+ * with no sideways scrolling. `inputs: false` leaves form values alone (a page
+ * whose form is submitted afterwards). The viewport ends at 1280 × 900.
+ */
+export async function checkAndPhotograph(
+  page: Page,
+  name: string,
+  demo: [RegExp, string][],
+  options: { inputs?: boolean } = {},
+): Promise<void> {
+  const violations = await seriousViolations(page);
+  assert.deepEqual(violations, [], `${name}: ${JSON.stringify(violations, null, 2)}`);
+  await page.evaluate(
+    ([replacements, inputs]) => {
+      const apply = (text: string) =>
+        replacements.reduce((t, [pattern, by]) => t.replace(new RegExp(pattern, 'g'), by), text);
+      const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) node.nodeValue = apply(node.nodeValue ?? '');
+      if (!inputs) return;
+      document.querySelectorAll('input').forEach((input) => {
+        input.value = apply(input.value);
+      });
+    },
+    [demo.map(([pattern, by]) => [pattern.source, by] as [string, string]), options.inputs !== false] as const,
+  );
+  for (const size of WIDTHS) {
+    await page.setViewportSize(size);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${name} at ${size.width}px scrolls sideways by ${overflow}px`);
+    await page.screenshot({ path: `${SCREENSHOTS}${name}-${size.width}.png`, fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
 }
