@@ -23,6 +23,7 @@ import * as registrationFields from './migrations/0007_registration_fields.ts';
 import * as mfa from './migrations/0008_mfa.ts';
 import * as passkeys from './migrations/0009_passkeys.ts';
 import * as emailSignIn from './migrations/0010_email_sign_in.ts';
+import * as oidcProvider from './migrations/0011_oidc_provider.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -240,6 +241,7 @@ const migrations: Record<string, Migration> = {
   '0008_mfa': mfa,
   '0009_passkeys': passkeys,
   '0010_email_sign_in': emailSignIn,
+  '0011_oidc_provider': oidcProvider,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -86,6 +86,9 @@ export interface SessionsTable {
   auth_time: Generated<Date>;
   /** How (RFC 8176 methods, comma-separated): `pwd`, `pwd,otp`, `pwd,backup_code`. */
   amr: Generated<string>;
+  /** The `oidc-provider` grant whose tokens this session stands for (kind `oauth`). */
+  oauth_grant_id: string | null;
+  oauth_client_id: string | null;
 }
 
 export type OneTimeTokenPurpose = 'verify_email' | 'reset_password' | 'invitation';
@@ -270,6 +273,46 @@ interface WebauthnChallengesTable {
   used_at: NullableTimestamp;
 }
 
+export interface OauthClientsTable {
+  id: Generated<number>;
+  client_id: string;
+  /** SHA-256 (hex) of a confidential client's secret; null for a public client. */
+  client_secret_hash: string | null;
+  client_name: string;
+  redirect_uris: Json<string[]>;
+  post_logout_redirect_uris: Json<string[]>;
+  /** `none` (public), `client_secret_basic` or `client_secret_post`. */
+  token_endpoint_auth_method: string;
+  grant_types: Json<string[]>;
+  /** Space-separated scopes the client may ask for. */
+  scope: string;
+  /** First-party clients skip the consent page. */
+  first_party: Generated<boolean>;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+interface OidcPayloadsTable {
+  model: string;
+  id: string;
+  payload: Json<Record<string, unknown>>;
+  grant_id: string | null;
+  uid: string | null;
+  user_code: string | null;
+  account_id: string | null;
+  client_id: string | null;
+  expires_at: NullableTimestamp;
+  consumed_at: NullableTimestamp;
+}
+
+interface OidcKeysTable {
+  kid: string;
+  alg: string;
+  /** The private JWK, AES-256-GCM encrypted under a key derived from SECRET_KEY. */
+  private_jwk: string;
+  created_at: Generated<Date>;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -291,6 +334,9 @@ export interface Database {
   email_sign_ins: EmailSignInsTable;
   passkeys: PasskeysTable;
   webauthn_challenges: WebauthnChallengesTable;
+  oauth_clients: OauthClientsTable;
+  oidc_payloads: OidcPayloadsTable;
+  oidc_keys: OidcKeysTable;
 }
 
 export type User = Selectable<UsersTable>;
