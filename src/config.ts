@@ -144,6 +144,8 @@ export interface Config {
   rateLimitEmailSignIn: RateLimit;
   /** Sign-in mails asked for one address per window, whatever the IP. */
   emailSignInLimitPerAddress: RateLimit;
+  /** OIDC_PROVIDER: Gatehouse as an OpenID Connect provider for products (docs/oidc.md). */
+  oidcProvider: boolean;
   /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
   warnings: string[];
 }
@@ -326,6 +328,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     emailSignIn: read.oneOf('EMAIL_SIGN_IN', ['link', 'code', 'both', 'off'], 'off'),
     rateLimitEmailSignIn: read.rateLimit('RATE_LIMIT_EMAIL_SIGN_IN', '5/15m', { block: true }),
     emailSignInLimitPerAddress: read.rateLimit('EMAIL_SIGN_IN_LIMIT_PER_ADDRESS', '3/15m'),
+    oidcProvider: read.boolean('OIDC_PROVIDER', false),
     warnings,
   };
 

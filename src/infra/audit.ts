@@ -42,7 +42,16 @@ export type AuditAction =
   | 'passkey_added'
   | 'passkey_renamed'
   | 'passkey_removed'
-  | 'passkey_refused';
+  | 'passkey_refused'
+  | 'oauth_client_created'
+  | 'oauth_client_deleted'
+  | 'oauth_client_secret_rotated'
+  | 'oauth_authorized'
+  | 'oauth_token_issued'
+  | 'oauth_consent_granted'
+  | 'oauth_consent_revoked'
+  | 'oauth_code_reused'
+  | 'oauth_logout';
 
 export interface AuditEntry {
   action: AuditAction;

@@ -5,7 +5,8 @@ import type { RequestContext } from '../domain/request-context.ts';
 import type { Services } from './container.ts';
 import { sha256Hex } from './sha256.ts';
 
-export type SessionKind = 'api' | 'browser';
+/** `oauth`: the tokens of an OpenID Connect grant (a product's sign-in through Gatehouse). */
+export type SessionKind = 'api' | 'browser' | 'oauth';
 
 /** The body of a token response (RFC 6749 §5.1). */
 export interface TokenPair {
