@@ -273,7 +273,7 @@ interface WebauthnChallengesTable {
   used_at: NullableTimestamp;
 }
 
-export interface OauthClientsTable {
+interface OauthClientsTable {
   id: Generated<number>;
   client_id: string;
   /** SHA-256 (hex) of a confidential client's secret; null for a public client. */
@@ -301,6 +301,8 @@ interface OidcPayloadsTable {
   user_code: string | null;
   account_id: string | null;
   client_id: string | null;
+  /** For a provider `Session`: the Gatehouse page session (sessions.uuid) it follows. */
+  page_session_uuid: string | null;
   expires_at: NullableTimestamp;
   consumed_at: NullableTimestamp;
 }

@@ -9,6 +9,8 @@ export interface SessionView {
   user_agent: string | null;
   ip_address: string | null;
   kind: string;
+  client_id?: string;
+  client_name?: string;
   created_at: string;
   last_used_at: string;
   expires_at: string;
@@ -19,18 +21,32 @@ export interface SessionView {
 export async function listSessions(services: Services, auth: AuthContext): Promise<SessionView[]> {
   const rows = await services.db
     .selectFrom('sessions')
-    .select(['id', 'uuid', 'user_agent', 'ip_address', 'kind', 'created_at', 'last_used_at', 'expires_at'])
-    .where('user_id', '=', auth.userId)
-    .where('revoked_at', 'is', null)
-    .where('expires_at', '>', services.clock.now())
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
+    .leftJoin('oauth_clients', 'oauth_clients.client_id', 'sessions.oauth_client_id')
+    .select([
+      'sessions.id',
+      'sessions.uuid',
+      'sessions.user_agent',
+      'sessions.ip_address',
+      'sessions.kind',
+      'sessions.created_at',
+      'sessions.last_used_at',
+      'sessions.expires_at',
+      'sessions.oauth_client_id',
+      'oauth_clients.client_name',
+    ])
+    .where('sessions.user_id', '=', auth.userId)
+    .where('sessions.revoked_at', 'is', null)
+    .where('sessions.expires_at', '>', services.clock.now())
+    .orderBy('sessions.created_at', 'desc')
+    .orderBy('sessions.id', 'desc')
     .execute();
   return rows.map((r) => ({
     id: r.uuid,
     user_agent: r.user_agent,
     ip_address: r.ip_address,
     kind: r.kind,
+    ...(r.oauth_client_id ? { client_id: r.oauth_client_id } : {}),
+    ...(r.client_name ? { client_name: r.client_name } : {}),
     created_at: r.created_at.toISOString(),
     last_used_at: r.last_used_at.toISOString(),
     expires_at: r.expires_at.toISOString(),

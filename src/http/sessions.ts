@@ -9,7 +9,12 @@ const SessionView = Type.Object({
   id: Type.String({ format: 'uuid', description: 'The session id to DELETE' }),
   user_agent: Type.Union([Type.String(), Type.Null()]),
   ip_address: Type.Union([Type.String(), Type.Null()]),
-  kind: Type.String({ description: '`api` (token login) or `browser` (HTML pages)' }),
+  kind: Type.String({
+    description:
+      '`api` (token login), `browser` (HTML pages) or `oauth` (the tokens a product got through the OpenID provider)',
+  }),
+  client_id: Type.Optional(Type.String({ description: 'For `oauth`: the client (product) the tokens were issued to' })),
+  client_name: Type.Optional(Type.String({ description: "For `oauth`: the client's name" })),
   created_at: Type.String({ format: 'date-time' }),
   last_used_at: Type.String({ format: 'date-time', description: 'Login or last refresh' }),
   expires_at: Type.String({ format: 'date-time' }),

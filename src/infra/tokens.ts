@@ -39,6 +39,8 @@ interface KeyEntry {
   signKey: CryptoKey | Uint8Array | undefined;
   verifyKey: CryptoKey | Uint8Array;
   publicJwk: JWK | undefined;
+  /** The private JWK of an asymmetric key that signs (the OpenID provider signs ID tokens with it). */
+  privateJwk?: JWK;
   retiredAt: Date | null;
 }
 
@@ -159,6 +161,13 @@ export class TokenService {
   /** The public keys, for `GET /.well-known/jwks.json`. Empty with HS256. */
   jwks(): { keys: JWK[] } {
     return { keys: [...this.#keys.values()].flatMap((k) => (k.publicJwk ? [k.publicJwk] : [])) };
+  }
+
+  /** The asymmetric keys that still sign, as private JWKs with `kid`, `alg` and `use`: the OpenID provider's keys. */
+  signingJwks(): JWK[] {
+    return [...this.#keys.values()].flatMap((k) =>
+      k.privateJwk && k.retiredAt === null ? [{ ...k.privateJwk, kid: k.kid, alg: k.alg, use: 'sig' }] : [],
+    );
   }
 
   /** `amr` (RFC 8176) and `auth_time` say how and when the session's user last proved who they are. */
@@ -320,7 +329,7 @@ async function importStoredKey(stored: StoredKey, retiredAt: Date | null): Promi
   const signKey = (await importJWK(stored.private_jwk, stored.alg)) as CryptoKey;
   const publicJwk = publicPart(stored.private_jwk, stored.kid, stored.alg);
   const verifyKey = (await importJWK(publicJwk, stored.alg)) as CryptoKey;
-  return { kid: stored.kid, alg: stored.alg, signKey, verifyKey, publicJwk, retiredAt };
+  return { kid: stored.kid, alg: stored.alg, signKey, verifyKey, publicJwk, privateJwk: stored.private_jwk, retiredAt };
 }
 
 async function importConfiguredKey(pem: string, alg: JwtAlgorithm): Promise<KeyEntry> {
@@ -329,7 +338,7 @@ async function importConfiguredKey(pem: string, alg: JwtAlgorithm): Promise<KeyE
   const kid = await calculateJwkThumbprint(jwk);
   const publicJwk = publicPart(jwk, kid, alg);
   const verifyKey = (await importJWK(publicJwk, alg)) as CryptoKey;
-  return { kid, alg, signKey, verifyKey, publicJwk, retiredAt: null };
+  return { kid, alg, signKey, verifyKey, publicJwk, privateJwk: jwk, retiredAt: null };
 }
 
 const PRIVATE_MEMBERS = new Set(['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']);

@@ -6,7 +6,8 @@ import { type Kysely, sql } from 'kysely';
  *   secret is stored as SHA-256 (it is 256 random bits), shown once.
  * - `oidc_payloads`: what `oidc-provider` keeps between requests (interactions,
  *   its browser sessions, grants, authorization codes, access and refresh
- *   tokens), by model and id; the columns beside `payload` are the lookups it makes.
+ *   tokens), by model and id; the columns beside `payload` are the lookups it makes;
+ *   `page_session_uuid`: the Gatehouse page session a provider session follows.
  * - `oidc_keys`: the RS256 key that signs ID tokens when ALGORITHM=HS256
  *   (its private JWK encrypted with a key derived from SECRET_KEY), shared by every instance.
  * - `sessions.oauth_grant_id` / `oauth_client_id`: the Gatehouse session of
@@ -43,6 +44,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('user_code', 'text')
     .addColumn('account_id', 'text')
     .addColumn('client_id', 'text')
+    .addColumn('page_session_uuid', 'uuid')
     .addColumn('expires_at', 'timestamptz')
     .addColumn('consumed_at', 'timestamptz')
     .addPrimaryKeyConstraint('oidc_payloads_pkey', ['model', 'id'])

@@ -9,6 +9,7 @@ import { forgotPasswordPages } from './forgot-password.ts';
 import { loginPages } from './login.ts';
 import { logoutPages } from './logout.ts';
 import { mfaPages } from './mfa.ts';
+import { oidcPages } from './oidc.ts';
 import { Pages } from './page.ts';
 import { registerPages } from './register.ts';
 import { resetPasswordPages } from './reset-password.ts';
@@ -28,7 +29,8 @@ export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesO
   app.decorateRequest('gatehousePage', null as unknown as FastifyRequest['gatehousePage']);
   app.addHook('onRequest', async (request) => pages.prepare(request));
   app.addHook('preHandler', async (request) => {
-    if (request.method === 'POST') pages.assertFormAllowed(request);
+    // The OpenID provider's endpoints are an API for clients, with checks of their own (RFC 6749, 7009, 7662).
+    if (request.method === 'POST' && !request.routeOptions.config.oidcProvider) pages.assertFormAllowed(request);
   });
   app.addHook('onSend', async (_request, reply, payload) => {
     pages.securityHeaders(reply);
@@ -54,6 +56,7 @@ export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesO
   mfaPages(app, pages);
   acceptInvitationPages(app, pages);
   if (services.config.emailSignIn !== 'off') emailSignInPages(app, pages);
+  if (services.config.oidcProvider) await oidcPages(app, pages);
 }
 
 /** Titles in the words of someone using a browser; other codes keep their API title. */

@@ -43,6 +43,8 @@ interface PageRequestState {
   /** The session cookie the next form post will carry (undefined once this response clears it). */
   sessionCookie: string | undefined;
   session: Promise<BrowserSession | undefined> | undefined;
+  /** Origins a form on this page may end up at besides this site (a client continuing its sign-in). */
+  formTargets: string[];
 }
 
 declare module 'fastify' {
@@ -61,6 +63,8 @@ export interface PageData {
   captcha?: boolean;
   /** A wider layout (the account page). */
   wide?: boolean;
+  /** Origins this page's forms may end up at besides this site, for `form-action`. */
+  formTargets?: string[];
   [key: string]: unknown;
 }
 
@@ -140,6 +144,7 @@ export class Pages {
       csrfSecretIsNew: !valid,
       sessionCookie: cookies[this.#cookies.session] || undefined,
       session: undefined,
+      formTargets: [],
     };
   }
 
@@ -217,18 +222,42 @@ export class Pages {
     if (flash !== undefined) reply.header('set-cookie', serializeCookie(config, this.#cookies.flash, '', 0));
     const captcha = data.captcha ? this.captcha : undefined;
     const errors = data.errors ?? NO_ERRORS;
-    const html = this.views.render(template, {
+    const html = this.document(
+      template,
+      { ...data, errors },
+      {
+        csrfToken: csrfToken(config, state.csrfSecret, state.sessionCookie),
+        notice,
+        captcha,
+      },
+    );
+    const formTargets = [...this.#formTargets, ...state.formTargets, ...(data.formTargets ?? [])];
+    return reply
+      .code(errors.status)
+      .header('content-security-policy', contentSecurityPolicy({ captcha, formTargets }))
+      .type('text/html; charset=utf-8')
+      .send(html);
+  }
+
+  /** A page as HTML, for an answer Fastify does not send (the OpenID provider's own pages). */
+  document(
+    template: string,
+    data: PageData,
+    context: { csrfToken?: string; notice?: string | undefined; captcha?: CaptchaWidget | undefined } = {},
+  ): string {
+    const config = this.services.config;
+    return this.views.render(template, {
       values: {},
       labels: {},
       ...data,
-      errors,
-      captcha,
-      notice,
+      errors: data.errors ?? NO_ERRORS,
+      captcha: context.captcha,
+      notice: context.notice,
       template,
       base: this.base,
       paths: this.paths,
       stylesheet: `${this.path('/gatehouse.css')}?v=${this.stylesheet.version}`,
-      csrfToken: csrfToken(config, state.csrfSecret, state.sessionCookie),
+      csrfToken: context.csrfToken ?? '',
       readOnly: this.settings.readOnly,
       passwordHint: passwordPolicyHint({
         preset: config.passwordPolicy,
@@ -237,11 +266,11 @@ export class Pages {
       }),
       usernameRequired: config.usernameRequired,
     });
-    return reply
-      .code(errors.status)
-      .header('content-security-policy', contentSecurityPolicy({ captcha, formTargets: this.#formTargets }))
-      .type('text/html; charset=utf-8')
-      .send(html);
+  }
+
+  /** The CSP of a page whose forms may also end up at `formTargets`. */
+  contentSecurityPolicy(formTargets: string[] = []): string {
+    return contentSecurityPolicy({ formTargets: [...this.#formTargets, ...formTargets] });
   }
 
   get stylesheet() {
