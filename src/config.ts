@@ -336,6 +336,12 @@ export function loadConfig(env: Env = readEnvironment()): Config {
   if (config.metricsToken !== undefined && Buffer.byteLength(config.metricsToken) < 16) {
     throw new ConfigError('METRICS_TOKEN', 'must be at least 16 bytes (e.g. openssl rand -hex 32)');
   }
+  if (config.oidcProvider && !config.pages.enabled) {
+    throw new ConfigError(
+      'OIDC_PROVIDER',
+      'needs the pages (PAGES=true): people sign in and consent on them; set PAGES=true or OIDC_PROVIDER=false',
+    );
+  }
   if (config.registerReturnsTokens && config.requireEmailVerification) {
     throw new ConfigError(
       'REGISTER_RETURNS_TOKENS',

@@ -100,6 +100,12 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     throw ownsDatabase ? explainConnectionError(error, config.databaseUrl) : error;
   }
 
+  if (config.oidcProvider && options.pages === false) {
+    if (ownsDatabase) await database.close().catch(() => {});
+    throw new Error(
+      'OIDC_PROVIDER=true needs the pages (people sign in and consent on them): do not pass `pages: false`',
+    );
+  }
   const services = await createServices(config, database, app.log, {
     ...(options.clock && { clock: options.clock }),
     ...(options.breachChecker && { breach: options.breachChecker }),
@@ -172,6 +178,14 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
             securitySchemes: {
               oauth2: { type: 'oauth2', flows: { password: { tokenUrl: `${prefix}/login`, scopes: {} } } },
               bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+              ...(config.oidcProvider && {
+                openIdConnect: {
+                  type: 'openIdConnect',
+                  openIdConnectUrl: `${config.publicUrl.replace(/\/+$/, '')}/.well-known/openid-configuration`,
+                  description:
+                    'Gatehouse as an OpenID Connect provider (OIDC_PROVIDER=true): the authorization code flow with PKCE for products; endpoints under /oauth/ (docs/oidc.md).',
+                },
+              }),
             },
           },
         },

@@ -315,6 +315,20 @@ test('PASSWORD_MIN_LENGTH: default 12 (strict) or 15 (nist), at least 8, at most
   }
 });
 
+test('OIDC_PROVIDER is off by default, a boolean, and needs the pages', () => {
+  assert.equal(loadConfig({ DATA_DIR: dataDir() }).oidcProvider, false);
+  assert.equal(loadConfig({ DATA_DIR: dataDir(), OIDC_PROVIDER: 'true' }).oidcProvider, true);
+  assert.throws(
+    () => loadConfig({ DATA_DIR: dataDir(), OIDC_PROVIDER: 'sometimes' }),
+    (error: unknown) => error instanceof ConfigError && error.variable === 'OIDC_PROVIDER',
+  );
+  assert.throws(
+    () => loadConfig({ DATA_DIR: dataDir(), OIDC_PROVIDER: 'true', PAGES: 'false' }),
+    (error: unknown) =>
+      error instanceof ConfigError && error.variable === 'OIDC_PROVIDER' && /PAGES=true/.test(error.message),
+  );
+});
+
 test('REGISTER_RETURNS_TOKENS=true is refused with REQUIRE_EMAIL_VERIFICATION=true, naming both', () => {
   assert.equal(loadConfig({ DATA_DIR: dataDir() }).registerReturnsTokens, false);
   const ok = loadConfig({ DATA_DIR: dataDir(), REGISTER_RETURNS_TOKENS: 'true', REQUIRE_EMAIL_VERIFICATION: 'false' });

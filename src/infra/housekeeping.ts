@@ -23,6 +23,8 @@ export interface Purged {
   email_outbox: number;
   lockouts: number;
   email_sign_ins: number;
+  /** The OpenID provider's expired interactions, sessions, grants, codes and tokens. */
+  oidc_payloads: number;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -34,7 +36,7 @@ const CHUNK = 5_000;
 /**
  * Deletes rows that can no longer matter: sessions a day past their expiry
  * (no token of theirs is accepted any more), one-time tokens and second-factor
- * challenges a day past use or expiry, e-mail sign-ins a day past expiry, login and registration attempts and sent or failed mail past their retention, and
+ * challenges a day past use or expiry, e-mail sign-ins and the OpenID provider's state a day past expiry, login and registration attempts and sent or failed mail past their retention, and
  * lockout rows whose failures and lock history are already forgotten. The
  * audit log is never touched: its rows form a hash chain.
  */
@@ -87,6 +89,9 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
     ),
     email_sign_ins: await deleteInChunks(db, 'email_sign_ins', () =>
       db.selectFrom('email_sign_ins').select('id').where('expires_at', '<', graceEnd),
+    ),
+    oidc_payloads: Number(
+      (await db.deleteFrom('oidc_payloads').where('expires_at', '<', graceEnd).executeTakeFirst()).numDeletedRows,
     ),
   };
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import * as client from 'openid-client';
+import { startApp } from '../helpers.ts';
 import {
   authorizationRequest,
   createAccount,
@@ -65,6 +66,13 @@ describe('Gatehouse as an OpenID Connect provider, driven by openid-client', () 
     assert.ok(arrived.url.startsWith(CALLBACK), `back at the client: ${arrived.url}`);
     return { pending, callback: new URL(arrived.url) };
   }
+
+  test('the OpenAPI document names the provider as an openIdConnect security scheme', async () => {
+    const res = await app.inject({ url: '/openapi.json' });
+    const schemes = res.json().components.securitySchemes;
+    assert.equal(schemes.openIdConnect.type, 'openIdConnect');
+    assert.equal(schemes.openIdConnect.openIdConnectUrl, `${issuer}/.well-known/openid-configuration`);
+  });
 
   test('discovery names every endpoint, the code flow only, PKCE S256 only, and public keys only', async () => {
     const res = await fetch(`${issuer}/.well-known/openid-configuration`);
@@ -274,5 +282,69 @@ describe('Gatehouse as an OpenID Connect provider, driven by openid-client', () 
     const prompt = await browser.open(again.url.href, CALLBACK);
     assert.match(prompt.url, /\/login\?redirect_to=/, 'the next sign-in asks for the password again');
     assert.ok((await auditActions(account.id)).includes('oauth_logout'));
+  });
+
+  test('the account page lists connected apps; removing one ends its tokens and asks for consent again', async () => {
+    const registered = await registerClient(app, { client_name: 'Calendar Sync' });
+    const rp = await relyingParty(issuer, registered);
+    const account = await createAccount(app);
+    const browser = new HttpBrowser();
+    const { pending, callback } = await authorize(browser, rp, account, 'openid email offline_access');
+    const tokens = await client.authorizationCodeGrant(rp, callback, {
+      pkceCodeVerifier: pending.verifier,
+      expectedState: pending.state,
+      expectedNonce: pending.nonce,
+    });
+
+    const page = await browser.open(`${issuer}/account`);
+    assert.match(page.body, /Connected apps/);
+    assert.match(page.body, /Calendar Sync/);
+    const remove = formIn(page.body, 'value="revoke_app"');
+    assert.equal(remove.fields.client_id, registered.client_id);
+    const done = await browser.post(new URL(remove.action, issuer).href, remove.fields);
+    assert.equal(done.status, 303);
+    const after_ = await browser.open(`${issuer}/account`);
+    assert.doesNotMatch(after_.body, /Calendar Sync/);
+    assert.match(after_.body, /No application has access to your account/);
+
+    await assert.rejects(client.fetchUserInfo(rp, tokens.access_token, account.uuid));
+    await assert.rejects(client.refreshTokenGrant(rp, String(tokens.refresh_token)), { error: 'invalid_grant' });
+    assert.ok((await auditActions(account.id)).includes('oauth_consent_revoked'));
+
+    // Removing it again, or an app never granted: not found.
+    const again = await browser.post(new URL(remove.action, issuer).href, remove.fields);
+    assert.equal(again.status, 404);
+
+    // The next authorization asks for consent again.
+    const next = await authorizationRequest(rp, { redirect_uri: CALLBACK, scope: 'openid email' });
+    const consent = await browser.open(next.url.href, CALLBACK);
+    assert.match(consent.body, /name="decision"/);
+  });
+});
+
+describe('OIDC_PROVIDER off (the default)', () => {
+  test('no discovery and no provider endpoints', async () => {
+    const app = await startApp();
+    try {
+      for (const [method, url] of [
+        ['GET', '/.well-known/openid-configuration'],
+        ['GET', '/oauth/authorize?client_id=x'],
+        ['POST', '/oauth/token'],
+        ['GET', '/oauth/jwks'],
+      ] as const) {
+        const res = await app.inject({ method, url });
+        assert.equal(res.statusCode, 404, `${method} ${url}`);
+      }
+      assert.equal(
+        (await app.inject({ url: '/openapi.json' })).json().components.securitySchemes.openIdConnect,
+        undefined,
+      );
+    } finally {
+      await app.close();
+    }
+  });
+
+  test('mounted with `pages: false`, the provider refuses to start: it has nowhere to sign people in', async () => {
+    await assert.rejects(startApp({ OIDC_PROVIDER: 'true' }, { pages: false }), /OIDC_PROVIDER=true needs the pages/);
   });
 });

@@ -415,6 +415,7 @@ describe('gatehouse CLI', () => {
         'lockouts',
         'login_attempts',
         'mfa_challenges',
+        'oidc_payloads',
         'one_time_tokens',
         'registration_attempts',
         'sessions',

@@ -80,6 +80,14 @@ async function seed(db: Db) {
       .returning('id')
       .executeTakeFirstOrThrow()
       .then((r) => r.id);
+  const oidc = async (expires_at: Date | null) => {
+    const id = randomUUID();
+    await db
+      .insertInto('oidc_payloads')
+      .values({ model: 'AccessToken', id, payload: JSON.stringify({ jti: id }), expires_at })
+      .execute();
+    return id;
+  };
   const lockout = async (suffix: string, updated_at: Date, locked_until: Date | null) => {
     const identifier = `${name}-${suffix}`;
     await db
@@ -99,6 +107,7 @@ async function seed(db: Db) {
       email_outbox: [await mail('sent', ago(9 * DAY), ago(8 * DAY)), await mail('failed', ago(8 * DAY), null)],
       lockouts: [await lockout('forgotten', ago(2 * DAY), null), await lockout('old-lock', ago(3 * DAY), ago(2 * DAY))],
       email_sign_ins: [await signIn(ago(2 * DAY))],
+      oidc_payloads: [await oidc(ago(2 * DAY))],
     },
     kept: {
       // Expired less than a day ago, live, or revoked but not yet expired.
@@ -111,6 +120,8 @@ async function seed(db: Db) {
       // Recent failures, and a long lock still in force.
       lockouts: [await lockout('recent', ago(DAY / 2), null), await lockout('long-lock', ago(10 * DAY), ahead(DAY))],
       email_sign_ins: [await signIn(ago(DAY / 2)), await signIn(ahead(DAY))],
+      // Expired less than a day ago, live, and a row without an expiry (none the provider writes today).
+      oidc_payloads: [await oidc(ago(DAY / 2)), await oidc(ahead(DAY)), await oidc(null)],
     },
   };
 }
@@ -119,6 +130,15 @@ type Seeded = Awaited<ReturnType<typeof seed>>;
 type Table = keyof Seeded['gone'];
 
 async function present(db: Db, table: Table, keys: (number | string)[]): Promise<(number | string)[]> {
+  if (table === 'oidc_payloads') {
+    const rows = await db
+      .selectFrom('oidc_payloads')
+      .select('id')
+      .where('model', '=', 'AccessToken')
+      .where('id', 'in', keys as string[])
+      .execute();
+    return rows.map((r) => r.id);
+  }
   if (table === 'lockouts') {
     const rows = await db
       .selectFrom('lockouts')
@@ -182,6 +202,7 @@ describe('housekeeping', () => {
       email_outbox: 0,
       lockouts: 0,
       email_sign_ins: 0,
+      oidc_payloads: 0,
     });
   });
 

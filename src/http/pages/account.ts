@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../domain/errors.ts';
 import { getAccount, updateAccount } from '../../flows/account.ts';
 import type { BrowserSession } from '../../flows/authenticate.ts';
+import { connectedApps, revokeConnectedApp } from '../../flows/oidc.ts';
 import { listPasskeys } from '../../flows/passkeys.ts';
 import { changePassword } from '../../flows/password-change.ts';
 import { listSessions, revokeOwnSession } from '../../flows/sessions.ts';
@@ -20,7 +21,7 @@ const LABELS = {
 const PROFILE_FIELDS = ['first_name', 'last_name', 'language_code'];
 const PASSWORD_FIELDS = ['current_password', 'new_password', 'confirm_password'];
 
-type Section = 'profile' | 'password' | 'sessions';
+type Section = 'profile' | 'password' | 'sessions' | 'apps';
 
 /** The account page: profile, organizations, sessions, password. One path; each form says what it does. */
 export function accountPages(app: FastifyInstance, pages: Pages): void {
@@ -32,10 +33,11 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
     session: BrowserSession,
     failed?: { section: Section; errors: FormErrors; values: Record<string, string> },
   ): Promise<FastifyReply> {
-    const [account, sessions, passkeys] = await Promise.all([
+    const [account, sessions, passkeys, apps] = await Promise.all([
       getAccount(services, session.auth.userId),
       listSessions(services, session.auth),
       listPasskeys(services, session.auth),
+      services.config.oidcProvider ? connectedApps(services, session.auth.userUuid) : undefined,
     ]);
     const profile = {
       first_name: account.first_name ?? '',
@@ -52,7 +54,7 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
         id: s.id,
         current: s.current,
         device: describeUserAgent(s.user_agent),
-        kind: s.kind === 'browser' ? 'Browser' : 'API',
+        kind: s.kind === 'browser' ? 'Browser' : s.kind === 'oauth' ? `App: ${s.client_name ?? s.client_id}` : 'API',
         ip: s.ip_address ?? 'unknown address',
         createdAt: formatTime(s.created_at),
       })),
@@ -61,6 +63,12 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
         name: p.name,
         createdAt: formatTime(p.created_at),
         lastUsedAt: p.last_used_at ? formatTime(p.last_used_at) : undefined,
+      })),
+      apps: apps?.map((a) => ({
+        clientId: a.client_id,
+        name: a.client_name,
+        scopes: a.scopes.filter((scope) => scope !== 'openid').join(', ') || 'sign-in only',
+        grantedAt: formatTime(a.granted_at),
       })),
       section: failed?.section,
       values: { ...profile, ...(failed?.section === 'profile' ? failed.values : {}) },
@@ -125,12 +133,29 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
           }
           return pages.redirect(reply, pages.paths.account, 'session_revoked');
         }
+        case 'revoke_app': {
+          const clientId = field(body, 'client_id');
+          if (
+            !services.config.oidcProvider ||
+            !(await revokeConnectedApp(services, session.auth, clientId, request.caller))
+          ) {
+            throw new AppError('NOT_FOUND', { detail: 'That application has no access to your account.' });
+          }
+          return pages.redirect(reply, pages.paths.account, 'app_revoked');
+        }
         default:
           throw new AppError('MALFORMED_REQUEST', { detail: 'The form did not say what to change.' });
       }
     } catch (error) {
       const appError = asAppError(error);
-      const section: Section = action === 'password' ? 'password' : action === 'profile' ? 'profile' : 'sessions';
+      const section: Section =
+        action === 'password'
+          ? 'password'
+          : action === 'profile'
+            ? 'profile'
+            : action === 'revoke_app'
+              ? 'apps'
+              : 'sessions';
       const errors =
         section === 'password'
           ? formErrors(appError, {

@@ -28,6 +28,7 @@ const NOTICES = {
   mfa_disabled: 'Two-step verification is off. Signing in asks only for your password now.',
   passkey_added: 'Your passkey was added. You can sign in with it now.',
   passkey_removed: 'That passkey was removed.',
+  app_revoked: 'That application no longer has access to your account, and its sign-ins were ended.',
 } as const;
 export type Notice = keyof typeof NOTICES;
 
