@@ -1,3 +1,9 @@
+/**
+ * The registry of OpenID Connect relying parties: what the provider reads from
+ * `oauth_clients`. Metadata follows RFC 7591 (dynamic client registration),
+ * though only superusers and the CLI register.
+ */
+
 import { randomBytes } from 'node:crypto';
 import type { Selectable } from 'kysely';
 import type { OauthClientsTable } from '../db/schema.ts';
@@ -9,19 +15,12 @@ import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { sha256Hex } from '../infra/sha256.ts';
 
-/**
- * The registry of OpenID Connect relying parties: what the provider reads from
- * `oauth_clients`. Metadata follows RFC 7591 (dynamic client registration),
- * though only superusers and the CLI register.
- */
-
 export const TOKEN_ENDPOINT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'] as const;
 export const GRANT_TYPES = ['authorization_code', 'refresh_token'] as const;
 export const SCOPES = ['openid', 'profile', 'email', 'offline_access', 'organizations'] as const;
 
 type AuthMethod = (typeof TOKEN_ENDPOINT_AUTH_METHODS)[number];
 
-const DEFAULT_GRANT_TYPES: readonly string[] = ['authorization_code', 'refresh_token'];
 export const MAX_REDIRECT_URIS = 20;
 export const MAX_CLIENT_NAME_LENGTH = 200;
 const MAX_URI_LENGTH = 2000;
@@ -226,7 +225,7 @@ function validateMetadata(input: unknown, production: boolean): ValidMetadata {
     }
   }
 
-  let grantTypes = [...DEFAULT_GRANT_TYPES];
+  let grantTypes: string[] = [...GRANT_TYPES];
   if (metadata.grant_types !== undefined) {
     const given = stringList('grant_types', metadata.grant_types, errors);
     if (given) {
