@@ -7,6 +7,12 @@ import { readFileSync } from 'node:fs';
 import { auditVerifyCommand } from './cli/audit-verify.ts';
 import { breachImportCommand } from './cli/breach-import.ts';
 import { cleanupCommand } from './cli/cleanup.ts';
+import {
+  clientsCreateCommand,
+  clientsDeleteCommand,
+  clientsListCommand,
+  clientsRotateSecretCommand,
+} from './cli/clients.ts';
 import { createSuperuserCommand } from './cli/create-superuser.ts';
 import { keysGenerateCommand, keysRotateCommand } from './cli/keys.ts';
 import { migrateCommand } from './cli/migrate.ts';
@@ -21,6 +27,10 @@ const COMMANDS: readonly Command[] = [
   usersDisableCommand,
   usersEnableCommand,
   usersMfaResetCommand,
+  clientsCreateCommand,
+  clientsListCommand,
+  clientsDeleteCommand,
+  clientsRotateSecretCommand,
   auditVerifyCommand,
   cleanupCommand,
   breachImportCommand,

@@ -25,6 +25,7 @@ import { memberRoutes } from './http/members.ts';
 import { metricsRoutes, metricsServer, observeRequests } from './http/metrics.ts';
 import { mfaRoutes } from './http/mfa.ts';
 import { addMultipartParser } from './http/multipart.ts';
+import { oauthClientRoutes } from './http/oauth-clients.ts';
 import { organizationRoutes } from './http/organizations.ts';
 import { pageJsonRoutes } from './http/page-json.ts';
 import { type PagesOptions, pageRoutes } from './http/pages/index.ts';
@@ -230,6 +231,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(mfaRoutes);
         await api.register(passkeyRoutes);
         await api.register(adminRoutes);
+        await api.register(oauthClientRoutes);
         await api.register(organizationRoutes);
         await api.register(memberRoutes);
         await api.register(invitationRoutes);
