@@ -273,7 +273,7 @@ interface WebauthnChallengesTable {
   used_at: NullableTimestamp;
 }
 
-interface OauthClientsTable {
+export interface OauthClientsTable {
   id: Generated<number>;
   client_id: string;
   /** SHA-256 (hex) of a confidential client's secret; null for a public client. */

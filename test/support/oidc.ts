@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import * as client from 'openid-client';
 import type { BuildAppOptions } from '../../src/app.ts';
-import { sha256Hex } from '../../src/infra/sha256.ts';
+import { createClient } from '../../src/flows/oauth-clients.ts';
 import { createAccount } from '../api/auth-helpers.ts';
 import { startApp, uniqueName } from '../helpers.ts';
 import { freePort } from './ports.ts';
@@ -31,10 +30,7 @@ export interface RegisteredClient {
   post_logout_redirect_uris: string[];
 }
 
-/**
- * Registers a client the way the registry stores one (secret as SHA-256, shown
- * once); the registry's own API and CLI are tested on their own.
- */
+/** Registers a client through the registry (`createClient`, what the admin API and the CLI call). */
 export async function registerClient(
   app: FastifyInstance,
   metadata: {
@@ -47,30 +43,22 @@ export async function registerClient(
     first_party?: boolean;
   } = {},
 ): Promise<RegisteredClient> {
-  const clientId = randomBytes(16).toString('base64url');
-  const method = metadata.token_endpoint_auth_method ?? 'client_secret_basic';
-  const secret = method === 'none' ? undefined : randomBytes(32).toString('base64url');
-  const redirectUris = metadata.redirect_uris ?? ['http://127.0.0.1:9/callback'];
-  const postLogout = metadata.post_logout_redirect_uris ?? ['http://127.0.0.1:9/signed-out'];
-  await app.gatehouse.db
-    .insertInto('oauth_clients')
-    .values({
-      client_id: clientId,
-      client_secret_hash: secret ? sha256Hex(secret) : null,
-      client_name: metadata.client_name ?? 'Test product',
-      redirect_uris: JSON.stringify(redirectUris),
-      post_logout_redirect_uris: JSON.stringify(postLogout),
-      token_endpoint_auth_method: method,
-      grant_types: JSON.stringify(metadata.grant_types ?? ['authorization_code', 'refresh_token']),
-      scope: metadata.scope ?? 'openid profile email offline_access organizations',
-      first_party: metadata.first_party ?? false,
-    })
-    .execute();
+  const registered = await createClient(
+    app.gatehouse,
+    {
+      client_name: 'Test product',
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      post_logout_redirect_uris: ['http://127.0.0.1:9/signed-out'],
+      ...metadata,
+    },
+    { ip: null, userAgent: 'test' },
+    null,
+  );
   return {
-    client_id: clientId,
-    ...(secret ? { client_secret: secret } : {}),
-    redirect_uris: redirectUris,
-    post_logout_redirect_uris: postLogout,
+    client_id: registered.client_id,
+    ...(registered.client_secret ? { client_secret: registered.client_secret } : {}),
+    redirect_uris: registered.redirect_uris,
+    post_logout_redirect_uris: registered.post_logout_redirect_uris,
   };
 }
 
