@@ -24,7 +24,8 @@ export const OIDC_SCOPES = {
 } as const;
 
 export const OIDC_CLAIMS = {
-  openid: ['sub'],
+  // `amr` (RFC 8176): how the person signed in (`pwd`, `otp`, `backup_code`, `webauthn`, `email`).
+  openid: ['sub', 'amr'],
   profile: ['name', 'given_name', 'family_name', 'preferred_username', 'locale', 'updated_at'],
   email: ['email', 'email_verified'],
   organizations: ['organizations'],
@@ -148,7 +149,9 @@ export async function clientInfo(services: Services, clientId: string): Promise<
 export async function interactionOrigins(services: Services, uid: string): Promise<string[]> {
   const row = await services.db
     .selectFrom('oidc_payloads')
-    .innerJoin('oauth_clients', 'oauth_clients.client_id', 'oidc_payloads.client_id')
+    .innerJoin('oauth_clients', (join) =>
+      join.on('oauth_clients.client_id', '=', sql<string>`oidc_payloads.payload -> 'params' ->> 'client_id'`),
+    )
     .select(['oauth_clients.redirect_uris'])
     .where('oidc_payloads.model', '=', 'Interaction')
     .where('oidc_payloads.id', '=', uid)

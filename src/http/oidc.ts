@@ -156,7 +156,14 @@ export async function createOidcProvider(
       if (!claims) return undefined;
       return { accountId: sub, claims: async () => ({ ...claims }) };
     },
-    claims: { ...OIDC_CLAIMS, acr: null, sid: null, auth_time: null, iss: null } as unknown as Configuration['claims'],
+    claims: {
+      ...OIDC_CLAIMS,
+      acr: null,
+      amr: null,
+      sid: null,
+      auth_time: null,
+      iss: null,
+    } as unknown as Configuration['claims'],
     scopes: Object.keys(OIDC_SCOPES),
     // `organizations`, `email`, `profile` claims in the ID token too, not only from userinfo.
     conformIdTokenClaims: false,

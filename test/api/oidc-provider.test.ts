@@ -3,6 +3,8 @@ import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import * as client from 'openid-client';
 import { startApp } from '../helpers.ts';
+import { testClock } from '../support/clock.ts';
+import { enrol } from '../support/mfa.ts';
 import {
   authorizationRequest,
   createAccount,
@@ -282,6 +284,45 @@ describe('Gatehouse as an OpenID Connect provider, driven by openid-client', () 
     const prompt = await browser.open(again.url.href, CALLBACK);
     assert.match(prompt.url, /\/login\?redirect_to=/, 'the next sign-in asks for the password again');
     assert.ok((await auditActions(account.id)).includes('oauth_logout'));
+  });
+
+  test('an account with a second factor signs in through the provider with it; the ID token says how (amr)', async () => {
+    const registered = await registerClient(app, { first_party: true });
+    const rp = await relyingParty(issuer, registered);
+    const account = await createAccount(app);
+    const { backupCodes } = await enrol(app, (await login(app, account)).access_token, testClock());
+    const browser = new HttpBrowser();
+    const pending = await authorizationRequest(rp, { redirect_uri: CALLBACK, scope: 'openid' });
+    const page = await browser.open(pending.url.href, CALLBACK);
+    const loginForm = formIn(page.body);
+    const password = await browser.post(new URL(loginForm.action || '/login', page.url).href, {
+      ...loginForm.fields,
+      username: account.username,
+      password: account.password,
+    });
+    const codePage = await password.text();
+    assert.match(codePage, /name="mfa_token"/, 'the password alone is not enough: the code is asked for');
+    assert.match(
+      password.headers.get('content-security-policy') ?? '',
+      /form-action 'self' http:\/\/127\.0\.0\.1:9/,
+      "the second step's form may end at the client",
+    );
+    const second = formIn(codePage, 'name="backup_code"');
+    assert.match(second.fields.redirect_to ?? '', /^\/oauth\/interaction\//);
+    const done = await browser.follow(
+      await browser.post(new URL(second.action, issuer).href, {
+        ...second.fields,
+        backup_code: String(backupCodes[0]),
+      }),
+      CALLBACK,
+    );
+    assert.ok(done.url.startsWith(CALLBACK), done.url);
+    const tokens = await client.authorizationCodeGrant(rp, new URL(done.url), {
+      pkceCodeVerifier: pending.verifier,
+      expectedState: pending.state,
+      expectedNonce: pending.nonce,
+    });
+    assert.deepEqual(tokens.claims()?.amr, ['pwd', 'backup_code']);
   });
 
   test('the account page lists connected apps; removing one ends its tokens and asks for consent again', async () => {

@@ -9,7 +9,7 @@ import { forgotPasswordPages } from './forgot-password.ts';
 import { loginPages } from './login.ts';
 import { logoutPages } from './logout.ts';
 import { mfaPages } from './mfa.ts';
-import { oidcPages } from './oidc.ts';
+import { interactionFormTargets, oidcPages } from './oidc.ts';
 import { Pages } from './page.ts';
 import { registerPages } from './register.ts';
 import { resetPasswordPages } from './reset-password.ts';
@@ -32,6 +32,7 @@ export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesO
     // The OpenID provider's endpoints are an API for clients, with checks of their own (RFC 6749, 7009, 7662).
     if (request.method === 'POST' && !request.routeOptions.config.oidcProvider) pages.assertFormAllowed(request);
   });
+  if (services.config.oidcProvider) app.addHook('preHandler', interactionFormTargets(pages));
   app.addHook('onSend', async (_request, reply, payload) => {
     pages.securityHeaders(reply);
     return payload;

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import type Provider from 'oidc-provider';
 import type { InteractionResults, KoaContextWithOIDC } from 'oidc-provider';
 import { AppError } from '../../domain/errors.ts';
@@ -45,20 +45,6 @@ export async function oidcPages(app: FastifyInstance, pages: Pages): Promise<voi
   await app.register(oidcProviderRoutes, { provider });
 
   const interactionPath = (uid: string) => pages.path(`${INTERACTION}${uid}`);
-
-  // A form that continues an authorization may end at the client: its origin goes into form-action.
-  const interactionPrefix = pages.path(INTERACTION);
-  app.addHook('preHandler', async (request) => {
-    if (!request.gatehousePage) return;
-    const query = request.query as Record<string, unknown> | undefined;
-    const body = request.body as Record<string, unknown> | undefined;
-    const target = [query?.redirect_to, typeof body === 'object' && body ? body.redirect_to : undefined].find(
-      (value): value is string => typeof value === 'string' && value.startsWith(interactionPrefix),
-    );
-    if (!target) return;
-    const uid = target.slice(interactionPrefix.length).split(/[/?#]/)[0] ?? '';
-    if (/^[A-Za-z0-9_-]{1,64}$/.test(uid)) request.gatehousePage.formTargets = await interactionOrigins(services, uid);
-  });
 
   async function details(request: FastifyRequest, reply: FastifyReply): Promise<Interaction> {
     try {
@@ -176,6 +162,29 @@ export async function oidcPages(app: FastifyInstance, pages: Pages): Promise<voi
     }
     throw new AppError('MALFORMED_REQUEST', { detail: 'The form did not say whether to allow the application.' });
   });
+}
+
+/**
+ * preHandler of every page: a form that continues an authorization
+ * (`redirect_to` = an interaction) may end at the client, whose origin then
+ * goes into the page's `form-action` (browsers apply it to every redirect
+ * that follows the post). Registered before the pages' routes.
+ */
+export function interactionFormTargets(pages: Pages): preHandlerAsyncHookHandler {
+  const interactionPrefix = pages.path(INTERACTION);
+  return async (request) => {
+    if (!request.gatehousePage) return;
+    const query = request.query as Record<string, unknown> | undefined;
+    const body = request.body as Record<string, unknown> | undefined;
+    const target = [query?.redirect_to, typeof body === 'object' && body ? body.redirect_to : undefined].find(
+      (value): value is string => typeof value === 'string' && value.startsWith(interactionPrefix),
+    );
+    if (!target) return;
+    const uid = target.slice(interactionPrefix.length).split(/[/?#]/)[0] ?? '';
+    if (/^[A-Za-z0-9_-]{1,64}$/.test(uid)) {
+      request.gatehousePage.formTargets = await interactionOrigins(pages.services, uid);
+    }
+  };
 }
 
 /** An answer of the provider's own (Koa) in the pages' look and with their headers. */
