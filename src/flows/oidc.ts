@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import type { RequestContext } from '../domain/request-context.ts';
-import { recordAudit } from '../infra/audit.ts';
+import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { amrOf } from '../infra/sessions.ts';
 import { sha256Hex } from '../infra/sha256.ts';
@@ -15,6 +15,8 @@ import { authenticateBrowserSession } from './authenticate.ts';
  */
 
 /** The scopes a client may ask for, and what each means to the person on the consent page. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export const OIDC_SCOPES = {
   openid: 'Sign you in with your Gatehouse account',
   profile: 'Your name and username',
@@ -46,7 +48,7 @@ export interface AccountClaims {
 
 /** The claims of an active account (by its uuid, the `sub`), or undefined: unknown or disabled. */
 export async function accountClaims(services: Services, uuid: string): Promise<AccountClaims | undefined> {
-  if (!/^[0-9a-f-]{36}$/.test(uuid)) return undefined;
+  if (!UUID.test(uuid)) return undefined;
   const user = await services.db
     .selectFrom('users')
     .select([
@@ -171,68 +173,102 @@ function originsOf(uris: string[]): string[] {
   ];
 }
 
-/** A grant's tokens were issued: its Gatehouse session is created (first tokens) or extended (a refresh). */
+/**
+ * A grant's tokens were issued: its Gatehouse session is created (first
+ * tokens) or extended (a refresh), and an access token's issue audited, in
+ * one statement.
+ */
 export async function grantTokensIssued(
   services: Services,
   token: { grantId: string; clientId: string; accountId: string; model: 'AccessToken' | 'RefreshToken'; gty?: string },
   expiresAt: Date | null,
   context: RequestContext,
 ): Promise<void> {
+  if (!UUID.test(token.accountId)) return;
   const now = new Date();
   const expires = expiresAt ?? new Date(now.getTime() + services.tokens.accessLifetimeSeconds * 1000);
-  await services.db.transaction().execute(async (trx) => {
-    const user = await trx.selectFrom('users').select(['id']).where('uuid', '=', token.accountId).executeTakeFirst();
-    if (!user) return;
-    const row = await trx
+  const db = services.db;
+  const upsert = db.with('session', (qc) =>
+    qc
       .insertInto('sessions')
-      .values({
-        user_id: user.id,
-        refresh_token_hash: sha256Hex(randomBytes(32).toString('base64url')),
-        kind: 'oauth',
-        oauth_grant_id: token.grantId,
-        oauth_client_id: token.clientId,
-        user_agent: context.userAgent,
-        ip_address: context.ip,
-        created_at: now,
-        last_used_at: now,
-        expires_at: expires,
-      })
+      .columns([
+        'user_id',
+        'refresh_token_hash',
+        'kind',
+        'oauth_grant_id',
+        'oauth_client_id',
+        'user_agent',
+        'ip_address',
+        'created_at',
+        'last_used_at',
+        'expires_at',
+      ])
+      .expression((eb) =>
+        eb
+          .selectFrom('users')
+          .select([
+            'users.id',
+            sql.val(sha256Hex(randomBytes(32).toString('base64url'))).as('refresh_token_hash'),
+            sql.val('oauth').as('kind'),
+            sql.val(token.grantId).as('oauth_grant_id'),
+            sql.val(token.clientId).as('oauth_client_id'),
+            sql.val(context.userAgent).as('user_agent'),
+            sql.val(context.ip).as('ip_address'),
+            sql.val(now).as('created_at'),
+            sql.val(now).as('last_used_at'),
+            sql.val(expires).as('expires_at'),
+          ])
+          .where('users.uuid', '=', token.accountId),
+      )
       .onConflict((oc) =>
         oc.column('oauth_grant_id').doUpdateSet({
           last_used_at: now,
           expires_at: sql`greatest(sessions.expires_at, excluded.expires_at)`,
         }),
       )
-      .returning([sql<boolean>`(xmax = 0)`.as('inserted')])
-      .executeTakeFirst();
-    if (token.model !== 'AccessToken') return;
-    await recordAudit(
-      trx,
-      {
-        action: 'oauth_token_issued',
-        userId: user.id,
-        details: { client_id: token.clientId, grant_type: token.gty ?? null, first: row?.inserted ?? false },
-      },
-      context,
-    );
-  });
+      .returning('user_id'),
+  );
+  if (token.model === 'RefreshToken') {
+    await upsert.selectFrom('session').select('user_id').execute();
+    return;
+  }
+  const audit: AuditEntry = {
+    action: 'oauth_token_issued',
+    details: { client_id: token.clientId, grant_type: token.gty ?? null },
+  };
+  await upsert
+    .with('audit', (qc) =>
+      qc
+        .insertInto('audit_logs')
+        .columns(AUDIT_COLUMNS)
+        .expression((eb) => eb.selectFrom('session').select(auditSelection(audit, context, 'session.user_id'))),
+    )
+    .selectFrom('session')
+    .select('user_id')
+    .execute();
 }
 
+/** An authorization code was issued: `oauth_authorized`, in one statement. */
 export async function codeIssued(
   services: Services,
   code: { clientId: string; accountId: string; scope?: string },
   context: RequestContext,
 ): Promise<void> {
-  const user = await userIdOf(services, code.accountId);
-  await recordAudit(
-    services.db,
-    {
-      action: 'oauth_authorized',
-      userId: user ?? null,
-      details: { client_id: code.clientId, scope: code.scope ?? '' },
-    },
-    context,
-  );
+  if (!UUID.test(code.accountId)) return;
+  const audit: AuditEntry = {
+    action: 'oauth_authorized',
+    details: { client_id: code.clientId, scope: code.scope ?? '' },
+  };
+  await services.db
+    .insertInto('audit_logs')
+    .columns(AUDIT_COLUMNS)
+    .expression((eb) =>
+      eb
+        .selectFrom('users')
+        .select(auditSelection(audit, context, 'users.id'))
+        .where('users.uuid', '=', code.accountId),
+    )
+    .execute();
 }
 
 /** A spent code (or refresh token) came back: the provider revokes what it issued; this records it. */
@@ -398,7 +434,7 @@ export async function endPageSession(
 }
 
 async function userIdOf(services: Services, uuid: string): Promise<number | undefined> {
-  if (!/^[0-9a-f-]{36}$/.test(uuid)) return undefined;
+  if (!UUID.test(uuid)) return undefined;
   const row = await services.db.selectFrom('users').select('id').where('uuid', '=', uuid).executeTakeFirst();
   return row?.id;
 }

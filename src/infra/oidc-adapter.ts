@@ -2,14 +2,6 @@ import { type Kysely, sql } from 'kysely';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { Database } from '../db/schema.ts';
 
-/** Models whose rows belong to a grant: revoking the grant removes them. */
-const GRANTABLE = new Set([
-  'AccessToken',
-  'AuthorizationCode',
-  'RefreshToken',
-  'DeviceCode',
-  'BackchannelAuthenticationRequest',
-]);
 /** Models that are live only while the Gatehouse session standing for their grant is. */
 const SESSION_BOUND = new Set(['AccessToken', 'RefreshToken', 'AuthorizationCode', 'Grant']);
 
