@@ -16,6 +16,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import * as client from 'openid-client';
 import { revokeConnectedApp } from '../../src/flows/oidc.ts';
+import { bearer, login } from '../api/auth-helpers.ts';
 import {
   authorizationRequest,
   createAccount,
@@ -257,7 +258,7 @@ describe('attacks on the OpenID provider', () => {
       assert.equal(answer.location, null, `${attacker}: no Location header`);
       assert.match(answer.type, /^text\/html/, attacker);
       assert.match(answer.body, /This sign-in cannot continue/, attacker);
-      assert.match(answer.body, /invalid_redirect_uri|redirect_uri/, attacker);
+      assert.match(answer.body, /invalid_redirect_uri/, attacker);
       assert.doesNotMatch(answer.body, /http-equiv="refresh"/i, attacker);
     }
   });
@@ -347,12 +348,21 @@ describe('attacks on the OpenID provider', () => {
         post_logout_redirect_uri: attacker,
         state: 'bye',
       });
+      // A client asking (any Accept) gets the OAuth error as JSON.
       const res = await who.browser.get(url.href);
-      const body = await res.text();
-      assert.equal(res.status, 400, `${attacker}: ${body}`);
+      assert.equal(res.status, 400, attacker);
       assert.equal(res.headers.get('location'), null, attacker);
-      assert.match(body, /invalid_request|post_logout_redirect_uri/, attacker);
+      assert.equal(((await res.json()) as { error?: string }).error, 'invalid_request', attacker);
+      // A browser (Accept: text/html) gets Gatehouse's error page, which leads nowhere near the attacker.
+      const page = await fetch(url, { redirect: 'manual', headers: { accept: 'text/html' } });
+      const body = await page.text();
+      assert.equal(page.status, 400, `${attacker}: ${body}`);
+      assert.equal(page.headers.get('location'), null, attacker);
+      assert.match(page.headers.get('content-type') ?? '', /^text\/html/, attacker);
+      assert.match(body, /This sign-in cannot continue/, attacker);
+      assert.match(body, /invalid_request/, attacker);
       assert.doesNotMatch(body, /attacker\.example|signed-outx|signed-out\/evil/, `${attacker} not in a form or link`);
+      assert.doesNotMatch(body, /http-equiv="refresh"/i, attacker);
     }
     assert.equal((await userinfo(tokens.access_token)).status, 200, 'still signed in: nothing was done');
   });
@@ -420,11 +430,10 @@ describe('attacks on the OpenID provider', () => {
         state: 'implicit',
       });
       const answer = await authorizationAnswer(who.browser, url);
-      assert.ok(!answer.location || answer.location.startsWith(CALLBACK), `${responseType}: ${answer.location}`);
-      const error = answer.location
-        ? answer.params.get('error')
-        : (/unsupported_response_type/.exec(answer.body)?.[0] ?? null);
-      assert.equal(error, 'unsupported_response_type', `${responseType}: ${answer.location ?? answer.body}`);
+      // The registered redirect_uri is known good: the error goes back there (RFC 6749 §4.2.2.1).
+      assert.ok(answer.location?.startsWith(`${CALLBACK}#`), `${responseType}: ${answer.location}`);
+      assert.equal(answer.params.get('error'), 'unsupported_response_type', `${responseType}: ${answer.location}`);
+      assert.equal(answer.params.get('state'), 'implicit', responseType);
       assert.equal(answer.params.get('access_token'), null, responseType);
       assert.equal(answer.params.get('code'), null, responseType);
     }
@@ -448,7 +457,29 @@ describe('attacks on the OpenID provider', () => {
     assert.ok(tokens.refresh_token);
     assert.equal((await userinfo(tokens.access_token)).status, 200);
     await app.gatehouse.db.updateTable('users').set({ is_active: false }).where('id', '=', who.account.id).execute();
-    assert.deepEqual(await userinfo(tokens.access_token), { status: 401, error: 'invalid_token' });
+    await assertDead(rp, tokens.access_token);
     await assert.rejects(client.refreshTokenGrant(rp, tokens.refresh_token), { error: 'invalid_grant' });
+  });
+
+  test('a disabled account (by an admin): tokens issued before stop working, its Gatehouse session revoked', async () => {
+    const { registered, rp } = await firstParty();
+    const who = await person();
+    const tokens = await exchange(rp, await authorize(who, rp));
+    assert.ok(tokens.refresh_token);
+    const admin = await createAccount(app);
+    await app.gatehouse.db.updateTable('users').set({ is_superuser: true }).where('id', '=', admin.id).execute();
+    const { access_token } = await login(app, admin);
+    const res = await app.inject({
+      method: 'PATCH',
+      url: `/api/v1/admin/users/${who.account.uuid}`,
+      headers: bearer(access_token),
+      payload: { is_active: false },
+    });
+    assert.equal(res.statusCode, 200, res.body);
+    await assertDead(rp, tokens.access_token);
+    await assert.rejects(client.refreshTokenGrant(rp, tokens.refresh_token), { error: 'invalid_grant' });
+    const sessions = await oauthSessions(registered.client_id);
+    assert.equal(sessions.length, 1);
+    assert.ok(sessions[0]?.revoked_at, 'the grant’s Gatehouse session is revoked');
   });
 });
