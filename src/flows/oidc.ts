@@ -213,6 +213,15 @@ export async function grantTokensIssued(
       context,
     );
   });
+  // The grant was revoked while these tokens were being issued (its code presented twice at once): the
+  // revocation may have run before this session existed, so the session goes now. Read after the commit above.
+  const grant = await services.db
+    .selectFrom('oidc_payloads')
+    .select('id')
+    .where('model', '=', 'Grant')
+    .where('id', '=', token.grantId)
+    .executeTakeFirst();
+  if (!grant) await grantRevoked(services, token.grantId);
 }
 
 export async function codeIssued(

@@ -291,14 +291,24 @@ describe('attacks on the OpenID provider', () => {
     const who = await person();
     const flow = await authorize(who, rp);
     const answers = await Promise.all(
-      [1, 2, 3].map(() => tokenRequest(registered, codeGrant(flow, flow.pending.verifier))),
+      [1, 2, 3, 4, 5, 6].map(() => tokenRequest(registered, codeGrant(flow, flow.pending.verifier))),
     );
     const won = answers.filter((a) => a.status === 200);
     const lost = answers.filter((a) => a.status !== 200);
     assert.equal(won.length, 1, JSON.stringify(answers.map((a) => a.body)));
     for (const answer of lost) assertRefused(answer, 'invalid_grant');
     assert.ok((await auditRows('oauth_code_reused', who.account.id)).length >= 1, 'the reuse is audited');
-    assert.ok((await oauthSessions(registered.client_id)).length <= 1, 'at most one session for the client');
+    // The reuse revokes the grant, as a reuse after the exchange does: the winner's tokens die too.
+    const winner = won[0]?.body as { access_token: string; refresh_token: string };
+    assert.ok(winner.access_token && winner.refresh_token);
+    await assertDead(rp, winner.access_token);
+    await assert.rejects(client.refreshTokenGrant(rp, winner.refresh_token), { error: 'invalid_grant' });
+    const sessions = await oauthSessions(registered.client_id);
+    assert.ok(sessions.length <= 1, 'at most one session for the client');
+    assert.ok(
+      sessions.every((s) => s.revoked_at),
+      'the session standing for the grant is revoked',
+    );
   });
 
   test('the code of client A presented by client B (valid secret) is refused: invalid_grant', async () => {
