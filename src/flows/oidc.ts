@@ -226,26 +226,39 @@ export async function grantTokensIssued(
           expires_at: sql`greatest(sessions.expires_at, excluded.expires_at)`,
         }),
       )
-      .returning('user_id'),
+      .returning(['user_id', sql<boolean>`(xmax = 0)`.as('inserted')]),
   );
+  let inserted: boolean;
   if (token.model === 'RefreshToken') {
-    await upsert.selectFrom('session').select('user_id').execute();
-    return;
+    const [row] = await upsert.selectFrom('session').select(['user_id', 'inserted']).execute();
+    inserted = row?.inserted ?? false;
+  } else {
+    const audit: AuditEntry = {
+      action: 'oauth_token_issued',
+      details: { client_id: token.clientId, grant_type: token.gty ?? null },
+    };
+    const [row] = await upsert
+      .with('audit', (qc) =>
+        qc
+          .insertInto('audit_logs')
+          .columns(AUDIT_COLUMNS)
+          .expression((eb) => eb.selectFrom('session').select(auditSelection(audit, context, 'session.user_id'))),
+      )
+      .selectFrom('session')
+      .select(['user_id', 'inserted'])
+      .execute();
+    inserted = row?.inserted ?? false;
   }
-  const audit: AuditEntry = {
-    action: 'oauth_token_issued',
-    details: { client_id: token.clientId, grant_type: token.gty ?? null },
-  };
-  await upsert
-    .with('audit', (qc) =>
-      qc
-        .insertInto('audit_logs')
-        .columns(AUDIT_COLUMNS)
-        .expression((eb) => eb.selectFrom('session').select(auditSelection(audit, context, 'session.user_id'))),
-    )
-    .selectFrom('session')
-    .select('user_id')
-    .execute();
+  if (!inserted) return;
+  // The grant was revoked while its first tokens were being issued (its code presented twice at once): the
+  // revocation may have run before this session existed, so the session goes now. Read after the insert committed.
+  const grant = await db
+    .selectFrom('oidc_payloads')
+    .select('id')
+    .where('model', '=', 'Grant')
+    .where('id', '=', token.grantId)
+    .executeTakeFirst();
+  if (!grant) await grantRevoked(services, token.grantId);
 }
 
 /** An authorization code was issued: `oauth_authorized`, in one statement. */

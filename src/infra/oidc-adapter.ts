@@ -82,11 +82,13 @@ export class DatabaseOidcAdapter implements Adapter {
     const row = await this.#db
       .selectFrom('oidc_payloads as p')
       .leftJoin('sessions as s', (join) => join.onRef('s.oauth_grant_id', '=', sql`coalesce(p.grant_id, p.id)`))
+      .leftJoin('users as owner', 'owner.id', 's.user_id')
       .leftJoin('sessions as page', 'page.uuid', 'p.page_session_uuid')
       .select([
         'p.payload',
         'p.consumed_at',
         's.revoked_at',
+        'owner.is_active as owner_active',
         'page.uuid as page_uuid',
         'page.revoked_at as page_revoked_at',
         'page.expires_at as page_expires_at',
@@ -97,6 +99,8 @@ export class DatabaseOidcAdapter implements Adapter {
     if (!row) return undefined;
     // Tokens of a signed-out Gatehouse session (logout-all, a revoked session, a disabled account) are gone.
     if (SESSION_BOUND.has(this.#model) && row.revoked_at !== null && row.revoked_at !== undefined) return undefined;
+    // So are those of a disabled account, at every endpoint (introspection as well as userinfo and refresh).
+    if (SESSION_BOUND.has(this.#model) && row.owner_active === false) return undefined;
     const payload = row.payload as AdapterPayload;
     if (row.consumed_at) {
       payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);

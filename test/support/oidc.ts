@@ -1,4 +1,3 @@
-import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
 import * as client from 'openid-client';
 import type { BuildAppOptions } from '../../src/app.ts';
