@@ -57,6 +57,8 @@ const BROWSER_ROUTES = new Set([
   'end_session_success',
 ]);
 
+const pageSessions = new WeakMap<object, Promise<{ sessionUuid: string; accountId: string } | null>>();
+
 /** The Gatehouse request context (client IP by TRUST_PROXY, user agent) of a request the provider is answering. */
 const callers = new WeakMap<IncomingMessage, RequestContext>();
 const UNKNOWN_CALLER: RequestContext = { ip: null, userAgent: null };
@@ -130,7 +132,13 @@ export async function createOidcProvider(
     async pageSession() {
       const ctx = Provider.ctx as KoaContextWithOIDC | undefined;
       if (!ctx || !BROWSER_ROUTES.has(ctx.oidc?.route ?? '')) return undefined;
-      return (await pageSessionOf(services, pageCookieOf(ctx))) ?? null;
+      // Read once per request: the provider loads and saves its session in the same request.
+      let page = pageSessions.get(ctx);
+      if (!page) {
+        page = pageSessionOf(services, pageCookieOf(ctx)).then((found) => found ?? null);
+        pageSessions.set(ctx, page);
+      }
+      return page;
     },
     alreadyConsumed: (model) =>
       new errors.InvalidGrant(
@@ -234,9 +242,11 @@ export async function createOidcProvider(
       if (!client || !accountId) return grant;
       const info = await clientInfo(services, client.clientId);
       if (!info?.firstParty) return grant;
+      const requested = [...ctx.oidc.requestParamOIDCScopes];
+      const granted = new Set((grant?.getOIDCScope() ?? '').split(' '));
+      if (grant && requested.every((scope) => granted.has(scope))) return grant;
       const first = grant ?? new ctx.oidc.provider.Grant({ accountId, clientId: client.clientId });
-      const scope = [...ctx.oidc.requestParamOIDCScopes].join(' ');
-      if (scope) first.addOIDCScope(scope);
+      if (requested.length > 0) first.addOIDCScope(requested.join(' '));
       await first.save();
       return first;
     },
