@@ -130,6 +130,14 @@ export async function buildOidcProduct(options: OidcProductOptions): Promise<Fas
 
   const signedIn = (request: FastifyRequest) => sessions.get(cookie(request, SESSION_COOKIE));
 
+  // Gatehouse unreachable, or answering what the product cannot use: a page saying so.
+  app.setErrorHandler((_error, _request, reply) =>
+    reply
+      .code(502)
+      .type('text/html; charset=utf-8')
+      .send(messagePage('Sign-in is unavailable', 'Gatehouse could not be reached. Try again in a moment.')),
+  );
+
   app.get('/', async (request, reply) => {
     const session = signedIn(request);
     reply.header('cache-control', 'no-store');

@@ -110,4 +110,23 @@ describe('example product: oidc-product', () => {
     assert.match(home.body, /&lt;b&gt;Eve&lt;\/b&gt; Lovelace/);
     assert.doesNotMatch(home.body, /<b>Eve/);
   });
+
+  test('Gatehouse out of reach: the product says so on a page', async () => {
+    const port = await freePort();
+    const stranded = await buildOidcProduct({
+      issuer: `http://127.0.0.1:${port}`,
+      clientId: 'nobody',
+      clientSecret: 'nothing',
+      redirectUri: 'http://127.0.0.1:9/callback',
+      postLogoutRedirectUri: 'http://127.0.0.1:9/',
+      allowInsecureHttp: true,
+    });
+    try {
+      const res = await stranded.inject({ url: '/login' });
+      assert.equal(res.statusCode, 502);
+      assert.match(res.body, /Gatehouse could not be reached/);
+    } finally {
+      await stranded.close();
+    }
+  });
 });
