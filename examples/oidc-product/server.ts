@@ -1,18 +1,17 @@
 import { buildOidcProduct } from './app.ts';
 
 /** The settings of the example product, from the environment (see README.md). */
-function required(name: string): string {
-  const value = process.env[name];
+function required(name: string, value: string | undefined): string {
   if (!value) throw new Error(`${name} is required (see examples/oidc-product/README.md)`);
   return value;
 }
 
 const productUrl = (process.env.PRODUCT_URL ?? 'http://localhost:3000').replace(/\/+$/, '');
-const issuer = required('GATEHOUSE_ISSUER');
+const issuer = required('GATEHOUSE_ISSUER', process.env.GATEHOUSE_ISSUER);
 const app = await buildOidcProduct({
   issuer,
-  clientId: required('OIDC_CLIENT_ID'),
-  clientSecret: required('OIDC_CLIENT_SECRET'),
+  clientId: required('OIDC_CLIENT_ID', process.env.OIDC_CLIENT_ID),
+  clientSecret: required('OIDC_CLIENT_SECRET', process.env.OIDC_CLIENT_SECRET),
   redirectUri: `${productUrl}/callback`,
   postLogoutRedirectUri: `${productUrl}/`,
   // Plain http only to a Gatehouse on this machine.
