@@ -55,7 +55,8 @@ export class DatabaseOidcAdapter implements Adapter {
       uid: payload.uid ?? null,
       user_code: payload.userCode ?? null,
       account_id: payload.accountId ?? null,
-      client_id: payload.clientId ?? null,
+      // An interaction names its client only in the authorization request's parameters.
+      client_id: payload.clientId ?? interactionClient(this.#model, payload) ?? null,
       expires_at: expiresAt,
     };
     // The provider's browser session follows the page session it was signed in with.
@@ -205,4 +206,10 @@ export class DatabaseOidcAdapter implements Adapter {
       scope: client.scope,
     };
   }
+}
+
+function interactionClient(model: string, payload: AdapterPayload): string | undefined {
+  const clientId =
+    model === 'Interaction' ? (payload.params as { client_id?: unknown } | undefined)?.client_id : undefined;
+  return typeof clientId === 'string' ? clientId : undefined;
 }

@@ -197,6 +197,11 @@ describe('Gatehouse as an OpenID Connect provider, driven by openid-client', () 
 
     const denied = await authorizationRequest(rp, { redirect_uri: CALLBACK, scope: 'openid email' });
     const loginPage = await browser.open(denied.url.href, CALLBACK);
+    assert.match(
+      loginPage.response.headers.get('content-security-policy') ?? '',
+      /form-action 'self' http:\/\/127\.0\.0\.1:9/,
+      'the login form of an authorization may end at the client',
+    );
     const afterLogin = await signInOnPage(browser, loginPage, account, CALLBACK);
     const consentPage = await browser.open(afterLogin.url, CALLBACK);
     assert.match(consentPage.body, /Third Party Notes/);
