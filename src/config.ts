@@ -146,8 +146,117 @@ export interface Config {
   emailSignInLimitPerAddress: RateLimit;
   /** OIDC_PROVIDER: Gatehouse as an OpenID Connect provider for products (docs/oidc.md). */
   oidcProvider: boolean;
+  /** SSO_PROVIDERS and their SSO_<NAME>_* settings: sign-in with other identity providers (docs/sso.md). */
+  ssoProviders: SsoProvider[];
   /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
   warnings: string[];
+}
+
+/** One identity provider people may sign in with (SSO_PROVIDERS, SSO_<NAME>_*). */
+export interface SsoProvider {
+  /** Lower-case word: the path segment (`/api/v1/sso/<name>/…`) and, upper-cased, the variables' infix. */
+  name: string;
+  /** `oidc`: an OpenID Connect issuer found through discovery; `github`: GitHub's OAuth 2.0 and REST API. */
+  kind: 'oidc' | 'github';
+  label: string;
+  clientId: string;
+  clientSecret: string | undefined;
+  /** The OpenID Connect issuer (kind `oidc`). */
+  issuer: string | undefined;
+  scopes: string[];
+  /** E-mail domains allowed to sign in (empty: any). */
+  allowedDomains: string[];
+  /** Its verified e-mail addresses may be linked to an existing account with the same verified address. */
+  trusted: boolean;
+  /** GitHub's web and API bases (kind `github`). */
+  githubUrl: string;
+  githubApiUrl: string;
+}
+
+const SSO_PRESETS: Record<string, { label: string; kind: 'oidc' | 'github'; scopes: string[] }> = {
+  google: { label: 'Continue with Google', kind: 'oidc', scopes: ['openid', 'email', 'profile'] },
+  microsoft: { label: 'Continue with Microsoft', kind: 'oidc', scopes: ['openid', 'email', 'profile'] },
+  github: { label: 'Continue with GitHub', kind: 'github', scopes: ['read:user', 'user:email'] },
+};
+
+function ssoProviders(read: Reader, environment: string): SsoProvider[] {
+  const names = read.list('SSO_PROVIDERS').map((n) => n.toLowerCase());
+  const seen = new Set<string>();
+  return names.map((name) => {
+    if (!/^[a-z][a-z0-9]{0,31}$/.test(name)) {
+      throw new ConfigError(
+        'SSO_PROVIDERS',
+        `"${name}" is not a provider name: lower-case letters and digits, starting with a letter`,
+      );
+    }
+    if (seen.has(name)) throw new ConfigError('SSO_PROVIDERS', `"${name}" is listed twice`);
+    seen.add(name);
+    const prefix = `SSO_${name.toUpperCase()}_`;
+    const preset = SSO_PRESETS[name];
+    const kind = preset?.kind ?? 'oidc';
+    const clientId = read.optional(`${prefix}CLIENT_ID`);
+    if (!clientId)
+      throw new ConfigError(`${prefix}CLIENT_ID`, `is required for the provider "${name}" in SSO_PROVIDERS`);
+    const clientSecret = read.optional(`${prefix}CLIENT_SECRET`);
+    if (kind === 'github' && !clientSecret) {
+      throw new ConfigError(`${prefix}CLIENT_SECRET`, 'is required for GitHub (its OAuth apps always have a secret)');
+    }
+    let issuer: string | undefined;
+    if (name === 'google') issuer = read.url(`${prefix}ISSUER`, 'https://accounts.google.com');
+    else if (name === 'microsoft') {
+      const tenant = read.optional('SSO_MICROSOFT_TENANT');
+      if (!tenant && !read.optional(`${prefix}ISSUER`)) {
+        throw new ConfigError(
+          'SSO_MICROSOFT_TENANT',
+          'is required for Microsoft: your Entra tenant id (a GUID) or domain; the multi-tenant "common" issuer cannot be verified',
+        );
+      }
+      issuer = read.url(`${prefix}ISSUER`, `https://login.microsoftonline.com/${tenant}/v2.0`);
+    } else if (kind === 'oidc') {
+      if (!read.optional(`${prefix}ISSUER`)) {
+        throw new ConfigError(
+          `${prefix}ISSUER`,
+          `is required for the OpenID Connect provider "${name}" (its issuer URL)`,
+        );
+      }
+      issuer = read.url(`${prefix}ISSUER`, '');
+    }
+    const githubUrl =
+      kind === 'github' ? read.url(`${prefix}URL`, 'https://github.com').replace(/\/+$/, '') : 'https://github.com';
+    const githubApiUrl =
+      kind === 'github'
+        ? read.url(`${prefix}API_URL`, 'https://api.github.com').replace(/\/+$/, '')
+        : 'https://api.github.com';
+    if (environment === 'production') {
+      for (const [variable, url] of [
+        [`${prefix}ISSUER`, issuer],
+        ...(kind === 'github'
+          ? [[`${prefix}URL`, githubUrl] as const, [`${prefix}API_URL`, githubApiUrl] as const]
+          : []),
+      ] as const) {
+        if (url?.startsWith('http:')) throw new ConfigError(variable, 'must be https in production');
+      }
+    }
+    const scopes = read
+      .optional(`${prefix}SCOPES`)
+      ?.split(/[\s,]+/)
+      .filter(Boolean) ??
+      preset?.scopes ?? ['openid', 'email', 'profile'];
+    if (kind === 'oidc' && !scopes.includes('openid')) scopes.unshift('openid');
+    return {
+      name,
+      kind,
+      label: read.string(`${prefix}LABEL`, preset?.label ?? `Continue with ${name[0]?.toUpperCase()}${name.slice(1)}`),
+      clientId,
+      clientSecret,
+      issuer,
+      scopes,
+      allowedDomains: read.list(`${prefix}ALLOWED_DOMAINS`).map((d) => d.toLowerCase().replace(/^@/, '')),
+      trusted: read.boolean(`${prefix}TRUSTED`, false),
+      githubUrl,
+      githubApiUrl,
+    };
+  });
 }
 
 export class ConfigError extends Error {
@@ -329,6 +438,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     rateLimitEmailSignIn: read.rateLimit('RATE_LIMIT_EMAIL_SIGN_IN', '5/15m', { block: true }),
     emailSignInLimitPerAddress: read.rateLimit('EMAIL_SIGN_IN_LIMIT_PER_ADDRESS', '3/15m'),
     oidcProvider: read.boolean('OIDC_PROVIDER', false),
+    ssoProviders: ssoProviders(read, environment),
     warnings,
   };
 

@@ -40,6 +40,7 @@ import { registerRoutes } from './http/register.ts';
 import { Problem, ProblemRef } from './http/schemas.ts';
 import { DOCS_CSP, securityHeaders } from './http/security-headers.ts';
 import { sessionRoutes } from './http/sessions.ts';
+import { ssoRoutes } from './http/sso.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { verifyEmailRoutes } from './http/verify-email.ts';
 import type { BreachChecker } from './infra/breach.ts';
@@ -132,6 +133,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
     if (ownsDatabase) await database.close();
   });
 
+  const pagesOn = options.pages !== false && config.pages.enabled;
   await app.register(async (scope) => {
     const clientIp = clientIpResolver(config.trustProxy);
     scope.setValidatorCompiler(validatorCompiler());
@@ -206,10 +208,10 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
       await scope.register(metricsRoutes, { metrics: services.metrics, token: config.metricsToken });
     }
     await scope.register(problemPages);
-    if (options.pages !== false && config.pages.enabled) {
-      await scope.register(pageRoutes, { pages: options.pages });
+    if (pagesOn) {
+      await scope.register(pageRoutes, { pages: options.pages || undefined, apiPrefix: prefix });
       // Read-only pages refuse every POST, JSON ones too.
-      if (!resolvePagesConfig(config.pages, options.pages).readOnly) {
+      if (!resolvePagesConfig(config.pages, options.pages || undefined).readOnly) {
         await scope.register(pageJsonRoutes, { apiPrefix: prefix, skip: compatRootRoutes(config.compat) });
       }
     }
@@ -237,6 +239,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(invitationRoutes);
         // Off: the routes do not exist (404).
         if (config.emailSignIn !== 'off') await api.register(emailSignInRoutes);
+        await api.register(ssoRoutes, { pagesBase: pagesOn ? scope.prefix : undefined });
       },
       { prefix },
     );

@@ -24,6 +24,7 @@ import * as mfa from './migrations/0008_mfa.ts';
 import * as passkeys from './migrations/0009_passkeys.ts';
 import * as emailSignIn from './migrations/0010_email_sign_in.ts';
 import * as oidcProvider from './migrations/0011_oidc_provider.ts';
+import * as sso from './migrations/0012_sso.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -242,6 +243,7 @@ const migrations: Record<string, Migration> = {
   '0009_passkeys': passkeys,
   '0010_email_sign_in': emailSignIn,
   '0011_oidc_provider': oidcProvider,
+  '0012_sso': sso,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -22,6 +22,8 @@ export interface UsersTable {
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
   last_login_at: NullableTimestamp;
+  /** False for an account made by a provider's sign-in, until a password is set. */
+  has_password: Generated<boolean>;
 }
 
 interface OrganizationsTable {
@@ -315,6 +317,34 @@ interface OidcKeysTable {
   created_at: Generated<Date>;
 }
 
+interface UserIdentitiesTable {
+  id: Generated<number>;
+  uuid: Generated<string>;
+  user_id: number;
+  /** The SSO_PROVIDERS name. */
+  provider: string;
+  /** The provider's stable id of the person (`sub`, GitHub's numeric id). */
+  subject: string;
+  email: string | null;
+  email_verified: Generated<boolean>;
+  created_at: Generated<Date>;
+  last_used_at: NullableTimestamp;
+}
+
+interface SsoStatesTable {
+  id: Generated<number>;
+  provider: string;
+  state_hash: string;
+  binding_hash: string;
+  nonce: string;
+  code_verifier: string;
+  redirect_to: string | null;
+  link_user_id: number | null;
+  created_at: Generated<Date>;
+  expires_at: Timestamp;
+  used_at: NullableTimestamp;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -339,6 +369,8 @@ export interface Database {
   oauth_clients: OauthClientsTable;
   oidc_payloads: OidcPayloadsTable;
   oidc_keys: OidcKeysTable;
+  user_identities: UserIdentitiesTable;
+  sso_states: SsoStatesTable;
 }
 
 export type User = Selectable<UsersTable>;

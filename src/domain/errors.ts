@@ -108,6 +108,36 @@ export const PROBLEMS = {
     title: 'Sign-in link or code is invalid or has expired',
     fix: 'Ask for a new sign-in mail (POST /api/v1/login/email); each link or code works once, for 15 minutes, and a code dies after 5 wrong tries.',
   },
+  SSO_STATE_INVALID: {
+    status: 400,
+    title: 'Sign-in with the provider is invalid or has expired',
+    fix: 'Start the sign-in again from the same browser (GET /api/v1/sso/{provider}/start); each one works once, for 10 minutes.',
+  },
+  SSO_FAILED: {
+    status: 401,
+    title: 'The identity provider did not sign you in',
+    fix: 'Start the sign-in again; if it keeps failing, the provider refused it or its answer did not verify (token, signature, audience, issuer, nonce or expiry).',
+  },
+  SSO_ACCOUNT_EXISTS: {
+    status: 409,
+    title: 'An account with this e-mail address exists',
+    fix: 'Sign in to that account with its password or passkey, then link the provider from your account page.',
+  },
+  SSO_DOMAIN_NOT_ALLOWED: {
+    status: 403,
+    title: 'This e-mail domain may not sign in with this provider',
+    fix: 'Sign in with an address of an allowed domain (SSO_<NAME>_ALLOWED_DOMAINS).',
+  },
+  SSO_UNAVAILABLE: {
+    status: 502,
+    title: 'The identity provider is unavailable',
+    fix: 'Try again in a moment, or sign in another way.',
+  },
+  REDIRECT_NOT_ALLOWED: {
+    status: 400,
+    title: 'Redirect target is not allowed',
+    fix: 'Use a path of this site, or a URL whose origin is PUBLIC_URL or one of CORS_ORIGINS.',
+  },
   ACCOUNT_DISABLED: { status: 403, title: 'Account is disabled', fix: 'Contact an administrator.' },
   FORBIDDEN: { status: 403, title: 'Forbidden', fix: 'Your role does not allow this action.' },
   CSRF_INVALID: { status: 403, title: 'Invalid CSRF token', fix: 'Reload the form and submit it again.' },

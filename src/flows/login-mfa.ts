@@ -123,9 +123,11 @@ export async function completeMfaLogin(
     hashUpgraded: false,
     ...(firstFactor === 'email'
       ? { method: 'email' as const }
-      : method === 'webauthn'
-        ? { method: 'webauthn' as const }
-        : {}),
+      : firstFactor === 'fed'
+        ? { method: 'sso' as const }
+        : method === 'webauthn'
+          ? { method: 'webauthn' as const }
+          : {}),
   });
   services.metrics.logins.inc({ outcome: 'success' });
   return { ...issued, userId: user.id };

@@ -246,7 +246,7 @@ export async function mfaChallenge(
   identifier: string,
   source: LockoutSource,
   kind: SessionKind,
-  firstFactor: 'pwd' | 'email' = 'pwd',
+  firstFactor: 'pwd' | 'email' | 'fed' = 'pwd',
 ): Promise<AppError> {
   const token = randomBytes(32).toString('base64url');
   const now = services.clock.now();
@@ -289,7 +289,7 @@ export async function recordLoginSuccess(
   identifier: string,
   user: User,
   context: RequestContext,
-  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean; method?: 'email' | 'webauthn' },
+  options: { kind: SessionKind; amr: string[]; hashUpgraded: boolean; method?: 'email' | 'webauthn' | 'sso' },
 ): Promise<IssuedSession> {
   const { kind, amr, hashUpgraded, method } = options;
   const now = services.clock.now();

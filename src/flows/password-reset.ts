@@ -97,6 +97,7 @@ export async function resetPassword(
       .updateTable('users')
       .set({
         password_hash: passwordHash,
+        has_password: true,
         password_changed_at: now,
         email_verified_at: sql<Date>`coalesce(email_verified_at, ${now})`,
         updated_at: now,

@@ -51,7 +51,12 @@ export type AuditAction =
   | 'oauth_consent_granted'
   | 'oauth_consent_revoked'
   | 'oauth_code_reused'
-  | 'oauth_logout';
+  | 'oauth_logout'
+  | 'sso_login'
+  | 'sso_account_created'
+  | 'sso_refused'
+  | 'identity_linked'
+  | 'identity_unlinked';
 
 export interface AuditEntry {
   action: AuditAction;

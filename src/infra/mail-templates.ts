@@ -28,6 +28,8 @@ export interface MailDataByTemplate {
   email_sign_in: { name: string; link: string | null; code: string | null };
   /** `passkeyName` is chosen by the user: cut short, on one line. */
   passkey_added: { name: string; passkeyName: string; link: string; resetLink: string };
+  /** `provider`: the SSO provider's name as its button shows it (Google, GitHub, Acme). */
+  identity_linked: { name: string; provider: string; link: string; resetLink: string };
   invitation: {
     organizationName: string;
     inviterName: string;
@@ -52,6 +54,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'invitation',
   'email_sign_in',
   'passkey_added',
+  'identity_linked',
 ];
 
 export interface RenderedMail {
@@ -186,6 +189,19 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       footer: 'If it was not you, reset your password now and make a new set of backup codes.',
     }),
+    identity_linked: ({ name, provider, link, resetLink }) => ({
+      subject: `Your account can now sign in with ${inBody(provider)}`,
+      greeting: `Hello ${name},`,
+      lines: [
+        `Your ${inBody(provider)} account was just linked to your account: it can now sign you in.`,
+        'You can see and remove linked sign-ins on your account page.',
+      ],
+      actions: [
+        { label: 'Review your account', link },
+        { label: 'I did not do this: reset my password', link: resetLink },
+      ],
+      footer: 'If you did not link it, remove it from your account page and reset your password now.',
+    }),
     passkey_added: ({ name, passkeyName, link, resetLink }) => ({
       subject: 'A passkey was added to your account',
       greeting: `Hello ${name},`,
@@ -319,6 +335,19 @@ const CATALOGS: Record<string, Catalog> = {
         { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
       ],
       footer: 'Si no fuiste tú, restablece tu contraseña ahora y crea un juego nuevo de códigos de respaldo.',
+    }),
+    identity_linked: ({ name, provider, link, resetLink }) => ({
+      subject: `Tu cuenta ya puede iniciar sesión con ${inBody(provider)}`,
+      greeting: `Hola ${name}:`,
+      lines: [
+        `Se acaba de vincular tu cuenta de ${inBody(provider)} a tu cuenta: ahora puede iniciar tu sesión.`,
+        'Puedes ver y quitar los inicios de sesión vinculados en la página de tu cuenta.',
+      ],
+      actions: [
+        { label: 'Revisar tu cuenta', link },
+        { label: 'No fui yo: restablecer mi contraseña', link: resetLink },
+      ],
+      footer: 'Si no lo vinculaste tú, quítalo en la página de tu cuenta y restablece tu contraseña ahora.',
     }),
     passkey_added: ({ name, passkeyName, link, resetLink }) => ({
       subject: 'Se añadió una llave de acceso a tu cuenta',

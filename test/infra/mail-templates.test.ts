@@ -32,6 +32,12 @@ const hostileData: MailDataByTemplate = {
     resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
     byAdmin: true,
   },
+  identity_linked: {
+    name: HOSTILE,
+    provider: HOSTILE,
+    link: 'http://gatehouse.test/account?x="><script>',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+  },
   passkey_added: {
     name: HOSTILE,
     passkeyName: HOSTILE,

@@ -6,7 +6,9 @@ import { connectedApps, revokeConnectedApp } from '../../flows/oidc.ts';
 import { listPasskeys } from '../../flows/passkeys.ts';
 import { changePassword } from '../../flows/password-change.ts';
 import { listSessions, revokeOwnSession } from '../../flows/sessions.ts';
+import { listIdentities, unlinkIdentity } from '../../flows/sso.ts';
 import { enforceRateLimit } from '../rate-limit.ts';
+import { redirectToProvider } from '../sso.ts';
 import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 
@@ -21,7 +23,7 @@ const LABELS = {
 const PROFILE_FIELDS = ['first_name', 'last_name', 'language_code'];
 const PASSWORD_FIELDS = ['current_password', 'new_password', 'confirm_password'];
 
-type Section = 'profile' | 'password' | 'sessions' | 'apps';
+type Section = 'profile' | 'password' | 'sessions' | 'apps' | 'identities';
 
 /** The account page: profile, organizations, sessions, password. One path; each form says what it does. */
 export function accountPages(app: FastifyInstance, pages: Pages): void {
@@ -33,11 +35,13 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
     session: BrowserSession,
     failed?: { section: Section; errors: FormErrors; values: Record<string, string> },
   ): Promise<FastifyReply> {
-    const [account, sessions, passkeys, apps] = await Promise.all([
+    const providers = services.config.ssoProviders;
+    const [account, sessions, passkeys, apps, identities] = await Promise.all([
       getAccount(services, session.auth.userId),
       listSessions(services, session.auth),
       listPasskeys(services, session.auth),
       services.config.oidcProvider ? connectedApps(services, session.auth.userUuid) : undefined,
+      providers.length > 0 ? listIdentities(services, session.auth.userId) : undefined,
     ]);
     const profile = {
       first_name: account.first_name ?? '',
@@ -64,6 +68,17 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
         createdAt: formatTime(p.created_at),
         lastUsedAt: p.last_used_at ? formatTime(p.last_used_at) : undefined,
       })),
+      identities: identities?.map((i) => ({
+        id: i.id,
+        label: providers.find((p) => p.name === i.provider)?.label.replace(/^Continue with /, '') ?? i.provider,
+        email: i.email ?? '',
+        createdAt: formatTime(i.created_at),
+      })),
+      linkable: identities
+        ? providers
+            .filter((p) => !identities.some((i) => i.provider === p.name))
+            .map((p) => ({ name: p.name, label: p.label.replace(/^Continue with /, '') }))
+        : undefined,
       apps: apps?.map((a) => ({
         clientId: a.client_id,
         name: a.client_name,
@@ -133,6 +148,20 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
           }
           return pages.redirect(reply, pages.paths.account, 'session_revoked');
         }
+        case 'link_identity':
+          // The signed-in person links a provider account to this one: a form post (CSRF), never a link.
+          return await redirectToProvider(request, reply, {
+            provider: field(body, 'provider'),
+            redirectTo: pages.paths.account,
+            linkUserId: session.auth.userId,
+            apiPrefix: pages.apiPrefix,
+          });
+        case 'unlink_identity': {
+          if (!(await unlinkIdentity(services, session.auth, field(body, 'identity_id'), request.caller))) {
+            throw new AppError('NOT_FOUND', { detail: 'That sign-in provider is not linked to your account.' });
+          }
+          return pages.redirect(reply, pages.paths.account, 'identity_unlinked');
+        }
         case 'revoke_app': {
           const clientId = field(body, 'client_id');
           if (
@@ -155,7 +184,9 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
             ? 'profile'
             : action === 'revoke_app'
               ? 'apps'
-              : 'sessions';
+              : action === 'link_identity' || action === 'unlink_identity'
+                ? 'identities'
+                : 'sessions';
       const errors =
         section === 'password'
           ? formErrors(appError, {

@@ -22,9 +22,18 @@ export type { PagesOptions } from '../../domain/page-options.ts';
  * Mounted at the root of the Gatehouse scope (beside the API prefix); every
  * link and redirect is relative to where the host mounted Gatehouse.
  */
-export async function pageRoutes(app: FastifyInstance, options: { pages?: PagesOptions | undefined }): Promise<void> {
+export async function pageRoutes(
+  app: FastifyInstance,
+  options: { pages?: PagesOptions | undefined; apiPrefix?: string },
+): Promise<void> {
   const services = app.gatehouse;
   const pages = new Pages(services, resolvePagesConfig(services.config.pages, options.pages), app.prefix);
+  pages.apiPrefix = `${app.prefix}${options.apiPrefix ?? '/api/v1'}`;
+  pages.ssoButtons = services.config.ssoProviders.map((provider) => ({
+    name: provider.name,
+    label: provider.label,
+    href: `${pages.apiPrefix}/sso/${provider.name}/start`,
+  }));
 
   app.decorateRequest('gatehousePage', null as unknown as FastifyRequest['gatehousePage']);
   app.addHook('onRequest', async (request) => pages.prepare(request));

@@ -1,9 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { AppError } from '../../domain/errors.ts';
+import { type AppError, PROBLEMS, type ProblemCode } from '../../domain/errors.ts';
 import { type LoggedIn, loginWithPassword } from '../../flows/login.ts';
 import { completeMfaLogin } from '../../flows/login-mfa.ts';
 import { captchaToken } from '../../infra/captcha.ts';
 import { setDeviceCookie, trustedDevice } from '../device-cookie.ts';
+import { SSO_MFA_COOKIE } from '../sso.ts';
 import { sessionCookie } from './cookies.ts';
 import { asAppError, field, formBody, formErrors, safeRedirect } from './forms.ts';
 import type { Pages } from './page.ts';
@@ -53,13 +54,38 @@ export function loginPages(app: FastifyInstance, pages: Pages): void {
     });
   }
 
-  app.get<{ Querystring: { redirect_to?: string } }>('/login', { schema: { hide: true } }, async (request, reply) =>
-    pages.render(request, reply, 'login', {
-      title,
-      labels: LABELS,
-      redirectTo: safeRedirect(request.query.redirect_to),
-      emailSignIn: services.config.emailSignIn !== 'off' && pages.path('/email-sign-in'),
-    }),
+  app.get<{ Querystring: { redirect_to?: string; sso_error?: string } }>(
+    '/login',
+    { schema: { hide: true } },
+    async (request, reply) => {
+      // Back from a provider's sign-in that did not work: its problem, in the page's words.
+      const ssoError = request.query.sso_error;
+      const problem = typeof ssoError === 'string' && Object.hasOwn(PROBLEMS, ssoError) ? ssoError : undefined;
+      return pages.render(request, reply, 'login', {
+        title,
+        labels: LABELS,
+        redirectTo: safeRedirect(request.query.redirect_to),
+        emailSignIn: services.config.emailSignIn !== 'off' && pages.path('/email-sign-in'),
+        ...(problem && {
+          errors: {
+            status: PROBLEMS[problem as ProblemCode].status,
+            fields: {},
+            form: `${PROBLEMS[problem as ProblemCode].title}. ${PROBLEMS[problem as ProblemCode].fix}`,
+          },
+        }),
+      });
+    },
+  );
+
+  // The second step of a provider's sign-in (SSO): the challenge waits in a short-lived httpOnly cookie.
+  app.get<{ Querystring: { redirect_to?: string } }>(
+    '/login/mfa',
+    { schema: { hide: true } },
+    async (request, reply) => {
+      const token = request.gatehousePage.cookies[SSO_MFA_COOKIE];
+      if (!token) return pages.redirect(reply, pages.paths.login);
+      return codeForm(request, reply, token, safeRedirect(request.query.redirect_to), false);
+    },
   );
 
   app.post('/login', { schema: { hide: true }, config: { rateLimit: 'login' } }, async (request, reply) => {

@@ -29,6 +29,7 @@ const NOTICES = {
   passkey_added: 'Your passkey was added. You can sign in with it now.',
   passkey_removed: 'That passkey was removed.',
   app_revoked: 'That application no longer has access to your account, and its sign-ins were ended.',
+  identity_unlinked: 'That sign-in provider was unlinked from your account.',
 } as const;
 export type Notice = keyof typeof NOTICES;
 
@@ -76,6 +77,10 @@ export class Pages {
   readonly views: PageViews;
   readonly base: string;
   readonly captcha: CaptchaWidget | undefined;
+  /** "Continue with …" links of SSO_PROVIDERS, for the login and register pages. */
+  ssoButtons: { name: string; label: string; href: string }[] = [];
+  /** Where the JSON API is mounted, from the root of the app. */
+  apiPrefix = '/api/v1';
   readonly #cookies: ReturnType<typeof cookieNames>;
   readonly #formTargets: string[];
   readonly #publicOrigin: string;
@@ -266,6 +271,7 @@ export class Pages {
         minLength: config.passwordMinLength,
       }),
       usernameRequired: config.usernameRequired,
+      sso: this.ssoButtons,
     });
   }
 
