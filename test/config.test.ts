@@ -329,6 +329,80 @@ test('OIDC_PROVIDER is off by default, a boolean, and needs the pages', () => {
   );
 });
 
+test('SSO_PROVIDERS: presets, a generic issuer, and every missing or bad setting named', () => {
+  assert.deepEqual(loadConfig({ DATA_DIR: dataDir() }).ssoProviders, []);
+  const config = loadConfig({
+    DATA_DIR: dataDir(),
+    SSO_PROVIDERS: 'google, github,acme',
+    SSO_GOOGLE_CLIENT_ID: 'g',
+    SSO_GITHUB_CLIENT_ID: 'h',
+    SSO_GITHUB_CLIENT_SECRET: 'hs',
+    SSO_GITHUB_URL: 'https://github.example.com/',
+    SSO_GITHUB_API_URL: 'https://github.example.com/api/v3',
+    SSO_ACME_CLIENT_ID: 'a',
+    SSO_ACME_ISSUER: 'https://id.acme.test',
+    SSO_ACME_ALLOWED_DOMAINS: 'Acme.test,@acme.example',
+    SSO_ACME_TRUSTED: 'true',
+    SSO_ACME_SCOPES: 'email profile',
+  });
+  const [google, github, acme] = config.ssoProviders;
+  assert.deepEqual(
+    [google?.kind, google?.issuer, google?.label, google?.trusted],
+    ['oidc', 'https://accounts.google.com', 'Continue with Google', false],
+  );
+  assert.deepEqual(
+    [github?.kind, github?.githubUrl, github?.githubApiUrl, github?.scopes],
+    ['github', 'https://github.example.com', 'https://github.example.com/api/v3', ['read:user', 'user:email']],
+  );
+  assert.deepEqual(
+    [acme?.kind, acme?.issuer, acme?.allowedDomains, acme?.trusted, acme?.scopes, acme?.label],
+    [
+      'oidc',
+      'https://id.acme.test',
+      ['acme.test', 'acme.example'],
+      true,
+      ['openid', 'email', 'profile'],
+      'Continue with Acme',
+    ],
+  );
+  const refused = (env: Record<string, string>, variable: string) =>
+    assert.throws(
+      () => loadConfig({ DATA_DIR: dataDir(), ...env }),
+      (error: unknown) => error instanceof ConfigError && error.variable === variable,
+      `${JSON.stringify(env)} names ${variable}`,
+    );
+  refused({ SSO_PROVIDERS: 'Acme Corp' }, 'SSO_PROVIDERS');
+  refused({ SSO_PROVIDERS: 'acme,acme', SSO_ACME_CLIENT_ID: 'a', SSO_ACME_ISSUER: 'https://x.test' }, 'SSO_PROVIDERS');
+  refused({ SSO_PROVIDERS: 'acme' }, 'SSO_ACME_CLIENT_ID');
+  refused({ SSO_PROVIDERS: 'acme', SSO_ACME_CLIENT_ID: 'a' }, 'SSO_ACME_ISSUER');
+  refused({ SSO_PROVIDERS: 'acme', SSO_ACME_CLIENT_ID: 'a', SSO_ACME_ISSUER: 'not a url' }, 'SSO_ACME_ISSUER');
+  refused({ SSO_PROVIDERS: 'github', SSO_GITHUB_CLIENT_ID: 'h' }, 'SSO_GITHUB_CLIENT_SECRET');
+  refused({ SSO_PROVIDERS: 'microsoft', SSO_MICROSOFT_CLIENT_ID: 'm' }, 'SSO_MICROSOFT_TENANT');
+  refused(
+    { SSO_PROVIDERS: 'acme', SSO_ACME_CLIENT_ID: 'a', SSO_ACME_ISSUER: 'https://x.test', SSO_ACME_TRUSTED: 'maybe' },
+    'SSO_ACME_TRUSTED',
+  );
+  refused(
+    {
+      ENVIRONMENT: 'production',
+      SECRET_KEY: 'k'.repeat(40),
+      SMTP_URL: 'smtp://mail.test',
+      PUBLIC_URL: 'https://auth.example.com',
+      SSO_PROVIDERS: 'acme',
+      SSO_ACME_CLIENT_ID: 'a',
+      SSO_ACME_ISSUER: 'http://id.acme.test',
+    },
+    'SSO_ACME_ISSUER',
+  );
+  const microsoft = loadConfig({
+    DATA_DIR: dataDir(),
+    SSO_PROVIDERS: 'microsoft',
+    SSO_MICROSOFT_CLIENT_ID: 'm',
+    SSO_MICROSOFT_TENANT: 'contoso.onmicrosoft.com',
+  }).ssoProviders[0];
+  assert.equal(microsoft?.issuer, 'https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0');
+});
+
 test('REGISTER_RETURNS_TOKENS=true is refused with REQUIRE_EMAIL_VERIFICATION=true, naming both', () => {
   assert.equal(loadConfig({ DATA_DIR: dataDir() }).registerReturnsTokens, false);
   const ok = loadConfig({ DATA_DIR: dataDir(), REGISTER_RETURNS_TOKENS: 'true', REQUIRE_EMAIL_VERIFICATION: 'false' });

@@ -179,7 +179,12 @@ const CONFIG_VARS = (() => {
     get(_, key) {
       if (typeof key === 'string' && /^[A-Z][A-Z0-9_]*$/.test(key)) names.add(key);
       // A 32-byte SECRET_KEY keeps loadConfig from generating one into DATA_DIR.
-      return key === 'SECRET_KEY' ? 'k'.repeat(32) : undefined;
+      if (key === 'SECRET_KEY') return 'k'.repeat(32);
+      // The three presets and `acme`, the generic issuer the docs use: their SSO_<NAME>_* variables are read.
+      if (key === 'SSO_PROVIDERS') return 'google,microsoft,github,acme';
+      if (typeof key === 'string' && /^SSO_[A-Z0-9]+_(CLIENT_ID|CLIENT_SECRET|TENANT)$/.test(key)) return 'x';
+      if (key === 'SSO_ACME_ISSUER') return 'https://id.acme.example';
+      return undefined;
     },
   });
   loadConfig(env);
