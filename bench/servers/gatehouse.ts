@@ -3,8 +3,10 @@
 import { buildApp } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 
-const app = await buildApp(loadConfig(process.env));
-await app.listen({ port: 0, host: '127.0.0.1' });
+const config = loadConfig(process.env);
+const app = await buildApp(config);
+// PORT when the scenario needs to know it in advance (PUBLIC_URL, a provider's callback), else any free port.
+await app.listen({ port: process.env.PORT ? config.port : 0, host: '127.0.0.1' });
 const address = app.server.address();
 process.stdout.write(`${JSON.stringify({ port: typeof address === 'object' && address ? address.port : 0 })}\n`);
 process.on('SIGTERM', () => void app.close().then(() => process.exit(0)));
