@@ -407,6 +407,19 @@ describe('the callback is bound to the browser that started it, once', () => {
     await assertNothingIssued(gh.app, before, res, /^state_invalid$/, p.email);
   });
 
+  test('the provider answers with an error: 401 SSO_FAILED (provider_error), the state spent', async () => {
+    const started = await start(gh);
+    const back = new URL(started.authorizeUrl.searchParams.get('redirect_uri') ?? '');
+    back.searchParams.set('error', 'access_denied');
+    back.searchParams.set('state', started.state);
+    const before = await snapshot(gh.app);
+    const res = await callback(back.href, started.binding);
+    assertProblem(res, 401, 'SSO_FAILED');
+    await assertNothingIssued(gh.app, before, res, /^provider_error:access_denied$/);
+    const again = await callback(await authorize(started), started.binding);
+    assertProblem(again, 400, 'SSO_STATE_INVALID');
+  });
+
   test('a replayed callback (same URL, same cookie) after a success: 400, no second session', async () => {
     const p = person();
     idp.claims = (c) => ({ ...c, sub: p.sub, email: p.email, email_verified: true });
