@@ -107,6 +107,25 @@ export async function resetPassword(
     await recordPasswordHistory(trx, user.id, passwordHash);
     await voidOneTimeTokens(trx, 'reset_password', user.id, now);
     const revoked = await revokeUserSessions(services, user.id, { reason: 'password_reset' }, trx);
+    // The reset proves who holds the address: a provider identity that never proved it (linked while it
+    // was unverified at the provider) may be someone else's way in, and goes.
+    const dropped = await trx
+      .deleteFrom('user_identities')
+      .where('user_id', '=', user.id)
+      .where('email_verified', '=', false)
+      .returning('provider')
+      .execute();
+    for (const identity of dropped) {
+      await recordAudit(
+        trx,
+        {
+          action: 'identity_unlinked',
+          userId: user.id,
+          details: { provider: identity.provider, reason: 'unverified_at_password_reset' },
+        },
+        context,
+      );
+    }
     await queuePasswordChangedMail(services, trx, user);
     await recordAudit(
       trx,

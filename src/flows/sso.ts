@@ -111,7 +111,7 @@ function unavailable(provider: SsoProvider, cause: unknown): AppError {
  * `redirect_to` after the sign-in: a path of this site, or a URL of this
  * site's origin or of an origin in CORS_ORIGINS. Anything else is refused.
  */
-export function allowedRedirect(services: Services, value: unknown): string | null {
+function allowedRedirect(services: Services, value: unknown): string | null {
   if (value === undefined || value === null || value === '') return null;
   if (typeof value !== 'string' || value.length > 2048) throw redirectRefused();
   if (value.startsWith('/')) {
@@ -138,13 +138,27 @@ function redirectRefused(): AppError {
   });
 }
 
-/** `GET /sso/{provider}/start`: the provider's authorization URL, and the browser binding. */
+/**
+ * `GET /sso/{provider}/start`: the provider's authorization URL, and the
+ * browser binding. A refused `redirect_to` or an unreachable provider is
+ * audited (`sso_refused`) like a refused callback.
+ */
 export async function startSso(
   services: Services,
   provider: SsoProvider,
-  input: { redirectTo: string | null; linkUserId: number | null; callbackUrl: string },
+  input: { redirectTo: unknown; linkUserId: number | null; callbackUrl: string },
+  context: RequestContext,
 ): Promise<SsoStart> {
-  const config = await configurationOf(services, provider);
+  let redirectTo: string | null;
+  let config: client.Configuration;
+  try {
+    redirectTo = allowedRedirect(services, input.redirectTo);
+    config = await configurationOf(services, provider);
+  } catch (thrown) {
+    const error = thrown instanceof AppError ? thrown : unavailable(provider, thrown);
+    const reason = error.code === 'REDIRECT_NOT_ALLOWED' ? 'redirect_not_allowed' : 'provider_unavailable:discovery';
+    throw await refused(services, provider, reason, error, context, input.linkUserId);
+  }
   const state = randomBytes(32).toString('base64url');
   const nonce = randomBytes(32).toString('base64url');
   const binding = randomBytes(32).toString('base64url');
@@ -158,7 +172,7 @@ export async function startSso(
       binding_hash: sha256Hex(binding),
       nonce,
       code_verifier: verifier,
-      redirect_to: input.redirectTo,
+      redirect_to: redirectTo,
       link_user_id: input.linkUserId,
       created_at: now,
       expires_at: new Date(now.getTime() + STATE_SECONDS * 1000),

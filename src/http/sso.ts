@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.ts';
 import { AppError } from '../domain/errors.ts';
-import { allowedRedirect, finishSso, listIdentities, ssoProvider, startSso, unlinkIdentity } from '../flows/sso.ts';
+import { finishSso, listIdentities, ssoProvider, startSso, unlinkIdentity } from '../flows/sso.ts';
 import { requireUser } from './auth-guard.ts';
 import { readCookies, serializeCookie, sessionCookie } from './pages/cookies.ts';
 import { toAppError } from './problem.ts';
@@ -40,12 +40,16 @@ export async function redirectToProvider(
 ): Promise<FastifyReply> {
   const services = request.server.gatehouse;
   const provider = ssoProvider(services, input.provider);
-  const redirectTo = allowedRedirect(services, input.redirectTo);
-  const started = await startSso(services, provider, {
-    redirectTo,
-    linkUserId: input.linkUserId,
-    callbackUrl: ssoCallbackUrl(services.config, input.apiPrefix, provider.name),
-  });
+  const started = await startSso(
+    services,
+    provider,
+    {
+      redirectTo: input.redirectTo,
+      linkUserId: input.linkUserId,
+      callbackUrl: ssoCallbackUrl(services.config, input.apiPrefix, provider.name),
+    },
+    request.caller,
+  );
   reply.header('set-cookie', serializeCookie(services.config, SSO_COOKIE, started.binding, STATE_SECONDS));
   reply.header('cache-control', 'no-store');
   return reply.code(302).header('location', started.url).send();

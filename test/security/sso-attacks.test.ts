@@ -696,6 +696,7 @@ describe('redirect_to at /start', () => {
   for (const target of ['https://evil.example/', '//evil.example', '/\\evil', 'javascript:alert(1)']) {
     test(`${JSON.stringify(target)}: 400 REDIRECT_NOT_ALLOWED, not sent to the provider`, async () => {
       const before = await states();
+      const audited = await snapshot(gh.app);
       const res = await get(`${gh.base}/api/v1/sso/acme/start?redirect_to=${encodeURIComponent(target)}`, {
         accept: 'application/json',
       });
@@ -703,6 +704,7 @@ describe('redirect_to at /start', () => {
       assert.equal(res.location, null);
       assert.equal(cookieValue(res, 'gatehouse-sso'), undefined, 'no binding cookie');
       assert.equal(await states(), before, 'no state stored');
+      assert.deepEqual(await refusalsSince(gh.app, audited), ['redirect_not_allowed']);
     });
   }
 
@@ -756,6 +758,7 @@ describe('a provider that cannot be reached or answers garbage', () => {
       assert.equal(rows.length, 0);
       const now = await snapshot(gh.app);
       assert.deepEqual([now.users, now.identities, now.sessions], [before.users, before.identities, before.sessions]);
+      assert.deepEqual(await refusalsSince(gh.app, before), ['provider_unavailable:discovery']);
     });
   }
 
