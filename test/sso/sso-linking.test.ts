@@ -86,6 +86,9 @@ describe('linking identities and signing in with them (a real oidc-provider as t
   async function linkFromAccountPage(browser: HttpBrowser, sub: string, stopAt: string) {
     const page = await browser.open(`${base}/account`);
     assert.match(page.body, /Link Acme/);
+    // The form's answer redirects to the provider: the page's form-action allows its origin.
+    const formAction = /form-action ([^;]*)/.exec(String(page.response.headers.get('content-security-policy')))?.[1];
+    assert.ok(formAction?.split(' ').includes(new URL(idp.issuer).origin), formAction);
     const form = formIn(page.body, 'value="link_identity"');
     assert.equal(form.fields.provider, 'acme');
     const posted = await browser.post(new URL(form.action, base).href, form.fields);
