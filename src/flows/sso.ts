@@ -494,7 +494,13 @@ async function signInWith(
   }
   if (await hasTotp(services.db, user.id)) {
     services.metrics.logins.inc({ outcome: 'mfa_required' });
-    throw await mfaChallenge(services, user, user.email, loginSource(user, undefined), options.kind, 'fed');
+    const challenge = await mfaChallenge(services, user, user.email, loginSource(user, undefined), options.kind, 'fed');
+    // The code step comes next: where the sign-in was going goes along with it.
+    if (state.redirect_to === null) throw challenge;
+    throw new AppError('MFA_REQUIRED', {
+      ...challenge.options,
+      extensions: { ...challenge.options.extensions, redirect_to: state.redirect_to },
+    });
   }
   const issued = await recordLoginSuccess(services, user.email, user, context, {
     kind: options.kind,

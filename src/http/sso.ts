@@ -131,7 +131,9 @@ export const ssoRoutes: FastifyPluginAsyncTypebox<{ pagesBase: string | undefine
         if (error.code === 'MFA_REQUIRED' && pages !== undefined) {
           const token = String(error.options.extensions?.mfa_token ?? '');
           reply.header('set-cookie', serializeCookie(services.config, SSO_MFA_COOKIE, token, MFA_SECONDS));
-          return reply.code(303).header('location', `${pages}/login/mfa`).send(null);
+          const redirectTo = error.options.extensions?.redirect_to;
+          const query = typeof redirectTo === 'string' ? `?redirect_to=${encodeURIComponent(redirectTo)}` : '';
+          return reply.code(303).header('location', `${pages}/login/mfa${query}`).send(null);
         }
         const wantsPage = pages !== undefined && /\btext\/html\b/.test(String(request.headers.accept ?? ''));
         if (wantsPage) return reply.code(303).header('location', `${pages}/login?sso_error=${error.code}`).send(null);

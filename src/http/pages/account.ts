@@ -85,6 +85,10 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
         scopes: a.scopes.filter((scope) => scope !== 'openid').join(', ') || 'sign-in only',
         grantedAt: formatTime(a.granted_at),
       })),
+      // "Link …" posts here and is redirected on to the provider: form-action must allow its origin.
+      formTargets: identities
+        ? providers.map((p) => new URL(String(p.kind === 'github' ? p.githubUrl : p.issuer)).origin)
+        : [],
       section: failed?.section,
       values: { ...profile, ...(failed?.section === 'profile' ? failed.values : {}) },
       ...(failed && { errors: failed.errors }),
