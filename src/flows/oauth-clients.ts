@@ -290,7 +290,8 @@ export async function createClient(
   actorUserId: number | null,
 ): Promise<ClientRegistration> {
   const valid = validateMetadata(input, services.config.environment === 'production');
-  const clientId = randomBytes(16).toString('base64url');
+  // Hex: a client id never starts with `-`, which a command line would take for an option.
+  const clientId = randomBytes(16).toString('hex');
   const secret = valid.authMethod === 'none' ? undefined : newClientSecret();
   const now = services.clock.now();
   const row = await services.db.transaction().execute(async (trx) => {

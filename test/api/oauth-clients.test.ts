@@ -114,7 +114,7 @@ describe('OpenID Connect client registry (/admin/clients)', () => {
       assert.equal(res.statusCode, 201, res.body);
       assert.equal(res.headers['cache-control'], 'no-store');
       const body = json(res);
-      assert.match(String(body.client_id), /^[A-Za-z0-9_-]{22}$/);
+      assert.match(String(body.client_id), /^[0-9a-f]{32}$/);
       assert.match(String(body.client_secret), /^[A-Za-z0-9_-]{43}$/);
       assert.equal(body.client_secret_expires_at, 0);
       assert.ok(Number(body.client_id_issued_at) >= before - 1);
