@@ -211,3 +211,33 @@ export async function timed(task: () => Promise<unknown>, count: number, concurr
   await Promise.all(Array.from({ length: concurrency }, worker));
   return count / ((performance.now() - start) / 1000);
 }
+
+/** The middle round of an alternating comparison: both rates of the round whose ratio is the median. */
+export interface PairedRates {
+  baseline: number;
+  candidate: number;
+  /** candidate ÷ baseline of that round. */
+  ratio: number;
+}
+
+/**
+ * Times `baseline` then `candidate` (`count` runs each at `concurrency`) for
+ * `rounds` rounds and returns the round with the median ratio: alternating
+ * keeps drift (a warming JIT, a growing table) out of the ratio, and the
+ * median keeps one noisy round out of it.
+ */
+export async function alternatingRounds(options: {
+  rounds: number;
+  count: number;
+  concurrency: number;
+  baseline: () => Promise<unknown>;
+  candidate: () => Promise<unknown>;
+}): Promise<PairedRates> {
+  const results: PairedRates[] = [];
+  for (let i = 0; i < options.rounds; i++) {
+    const baseline = await timed(options.baseline, options.count, options.concurrency);
+    const candidate = await timed(options.candidate, options.count, options.concurrency);
+    results.push({ baseline, candidate, ratio: candidate / baseline });
+  }
+  return [...results].sort((a, b) => a.ratio - b.ratio)[Math.floor(results.length / 2)] as PairedRates;
+}

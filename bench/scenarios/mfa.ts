@@ -1,5 +1,6 @@
 import { Secret, TOTP } from 'otpauth';
 import {
+  alternatingRounds,
   type BenchResult,
   createDatabase,
   expectStatus,
@@ -7,7 +8,6 @@ import {
   postJson,
   round,
   startServer,
-  timed,
   uniqueUser,
 } from '../lib.ts';
 
@@ -94,22 +94,22 @@ export default async function mfa(): Promise<BenchResult[]> {
       expectStatus('login/mfa', await postJson(`${api}/login/mfa`, { mfa_token: challenge.mfa_token, code }), 200);
     };
 
-    const rounds: { ratio: number; mfa: number; password: number }[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const password = await timed(passwordLogin, accounts.length, CONCURRENCY);
-      const second = await timed(mfaLogin, accounts.length, CONCURRENCY);
-      rounds.push({ ratio: second / password, mfa: second, password });
-    }
-    const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)] as (typeof rounds)[0];
+    const mid = await alternatingRounds({
+      rounds: ROUNDS,
+      count: accounts.length,
+      concurrency: CONCURRENCY,
+      baseline: passwordLogin,
+      candidate: mfaLogin,
+    });
     return [
       {
         name: `password logins/s (HASH_CONCURRENCY=${HASH_CONCURRENCY})`,
-        value: round(mid.password, 1),
+        value: round(mid.baseline, 1),
         unit: 'logins/s',
       },
       {
         name: `logins/s with a second factor (password → 403 MFA_REQUIRED → POST /login/mfa with a TOTP code)`,
-        value: round(mid.mfa, 1),
+        value: round(mid.candidate, 1),
         unit: 'logins/s',
         ratio: round(mid.ratio),
         baseline: 'password-only logins/s on the same server, alternating rounds',

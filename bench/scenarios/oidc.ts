@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { HttpBrowser, signInOnPage } from '../../test/support/http-browser.ts';
 import {
+  alternatingRounds,
   type BenchResult,
   createDatabase,
   expectStatus,
@@ -9,7 +10,6 @@ import {
   postJson,
   round,
   startServer,
-  timed,
   uniqueUser,
 } from '../lib.ts';
 
@@ -93,22 +93,22 @@ export default async function oidc(): Promise<BenchResult[]> {
     };
     const passwordLogin = async () => expectStatus('password login', await postJson(`${api}/login`, account), 200);
 
-    const rounds: { ratio: number; oidc: number; password: number }[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const password = await timed(passwordLogin, PER_ROUND, CONCURRENCY);
-      const exchanged = await timed(signIn, PER_ROUND, CONCURRENCY);
-      rounds.push({ ratio: exchanged / password, oidc: exchanged, password });
-    }
-    const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)] as (typeof rounds)[0];
+    const mid = await alternatingRounds({
+      rounds: ROUNDS,
+      count: PER_ROUND,
+      concurrency: CONCURRENCY,
+      baseline: passwordLogin,
+      candidate: signIn,
+    });
     return [
       {
         name: `password logins/s (HASH_CONCURRENCY=${HASH_CONCURRENCY})`,
-        value: round(mid.password, 1),
+        value: round(mid.baseline, 1),
         unit: 'logins/s',
       },
       {
         name: 'OpenID sign-ins/s (GET /oauth/authorize → code → POST /oauth/token, single sign-on)',
-        value: round(mid.oidc, 1),
+        value: round(mid.candidate, 1),
         unit: 'sign-ins/s',
         ratio: round(mid.ratio),
         baseline: 'password logins/s on the same server, alternating rounds',

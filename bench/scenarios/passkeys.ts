@@ -1,5 +1,6 @@
 import { SoftAuthenticator } from '../../test/support/webauthn-authenticator.ts';
 import {
+  alternatingRounds,
   type BenchResult,
   createDatabase,
   expectStatus,
@@ -7,7 +8,6 @@ import {
   postJson,
   round,
   startServer,
-  timed,
   uniqueUser,
 } from '../lib.ts';
 
@@ -70,22 +70,22 @@ export default async function passkeys(): Promise<BenchResult[]> {
       );
     };
 
-    const rounds: { ratio: number; passkey: number; password: number }[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const password = await timed(passwordLogin, LOGINS_PER_ROUND, CONCURRENCY);
-      const passkey = await timed(passkeyLogin, LOGINS_PER_ROUND, CONCURRENCY);
-      rounds.push({ ratio: passkey / password, passkey, password });
-    }
-    const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)] as (typeof rounds)[0];
+    const mid = await alternatingRounds({
+      rounds: ROUNDS,
+      count: LOGINS_PER_ROUND,
+      concurrency: CONCURRENCY,
+      baseline: passwordLogin,
+      candidate: passkeyLogin,
+    });
     return [
       {
         name: `password logins/s (HASH_CONCURRENCY=${HASH_CONCURRENCY})`,
-        value: round(mid.password, 1),
+        value: round(mid.baseline, 1),
         unit: 'logins/s',
       },
       {
         name: 'passkey logins/s (POST /login/passkey/options → signature → POST /login/passkey/verify)',
-        value: round(mid.passkey, 1),
+        value: round(mid.candidate, 1),
         unit: 'logins/s',
         ratio: round(mid.ratio),
         baseline: 'password logins/s on the same server, alternating rounds',

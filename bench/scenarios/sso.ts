@@ -3,6 +3,7 @@ import { HttpBrowser } from '../../test/support/http-browser.ts';
 import { freePort } from '../../test/support/ports.ts';
 import { UpstreamIdp } from '../../test/support/upstream-idp.ts';
 import {
+  alternatingRounds,
   type BenchResult,
   createDatabase,
   expectStatus,
@@ -10,7 +11,6 @@ import {
   postJson,
   round,
   startServer,
-  timed,
   uniqueUser,
 } from '../lib.ts';
 
@@ -90,22 +90,22 @@ export default async function sso(): Promise<BenchResult[]> {
     const passwordLogin = async () =>
       expectStatus('password login', await postJson(`${server.url}/api/v1/login`, account), 200);
 
-    const rounds: { ratio: number; sso: number; password: number }[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const password = await timed(passwordLogin, PER_ROUND, CONCURRENCY);
-      const federated = await timed(signIn, PER_ROUND, CONCURRENCY);
-      rounds.push({ ratio: federated / password, sso: federated, password });
-    }
-    const mid = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)] as (typeof rounds)[0];
+    const mid = await alternatingRounds({
+      rounds: ROUNDS,
+      count: PER_ROUND,
+      concurrency: CONCURRENCY,
+      baseline: passwordLogin,
+      candidate: signIn,
+    });
     return [
       {
         name: `password logins/s (HASH_CONCURRENCY=${HASH_CONCURRENCY})`,
-        value: round(mid.password, 1),
+        value: round(mid.baseline, 1),
         unit: 'logins/s',
       },
       {
         name: 'federated sign-ins/s (start → provider → callback: code exchange, ID token verified, session)',
-        value: round(mid.sso, 1),
+        value: round(mid.candidate, 1),
         unit: 'sign-ins/s',
         ratio: round(mid.ratio),
         baseline: 'password logins/s on the same server, alternating rounds',
