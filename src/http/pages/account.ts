@@ -20,8 +20,8 @@ const LABELS = {
   current_password: 'Current password',
   new_password: 'New password',
   confirm_password: 'Confirm new password',
-  new_email: 'New email address',
-  password: 'Current password',
+  new_email: 'New e-mail address',
+  password: 'Your password',
 };
 const PROFILE_FIELDS = ['first_name', 'last_name', 'language_code'];
 const PASSWORD_FIELDS = ['current_password', 'new_password', 'confirm_password'];

@@ -31,8 +31,7 @@ const NOTICES = {
   passkey_removed: 'That passkey was removed.',
   app_revoked: 'That application no longer has access to your account, and its sign-ins were ended.',
   identity_unlinked: 'That sign-in provider was unlinked from your account.',
-  email_change_sent:
-    'We sent a link to the new address. Your account keeps its current address until the link is followed.',
+  email_change_sent: EMAIL_CHANGE_REQUESTED_MESSAGE,
   email_changed: 'Your new email address is confirmed: your account uses it from now on.',
   email_change_reverted:
     'Your previous email address is back and every session was signed out. If you did not ask for the change, reset your password now.',
