@@ -209,8 +209,9 @@ export async function confirmEmailChange(
         .updateTable('users')
         .set({ email: change.new_email, email_verified_at: now, updated_at: now })
         .where('id', '=', change.user_id)
-        // The account moved to another address meanwhile: this link was for the one it left.
+        // The account moved to another address meanwhile (this link was for the one it left), or was disabled.
         .where('email', '=', change.old_email)
+        .where('is_active', '=', true)
         .returning(['id', 'username', 'first_name', 'language_code'])
         .executeTakeFirst();
       if (!user) throw invalidToken();

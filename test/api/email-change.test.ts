@@ -370,6 +370,32 @@ describe('change of e-mail address', () => {
     assertProblem(await request(auth, { new_email: freshAddress() }), 403, 'REAUTHENTICATION_REQUIRED');
   });
 
+  test('a disabled account cannot take the new address', async () => {
+    const { account, auth } = await signedIn();
+    const token = await requestConfirmToken(account, auth, freshAddress());
+    await app.gatehouse.db.updateTable('users').set({ is_active: false }).where('id', '=', account.id).execute();
+    assertProblem(await post('/api/v1/me/email/confirm', { token }), 422, 'TOKEN_INVALID_OR_EXPIRED');
+    assert.equal((await userRow(account.id)).email, account.email);
+  });
+
+  test('the link pages show a button for a live link and "no longer works" for a dead one, and a GET spends nothing', async () => {
+    const { account, auth } = await signedIn();
+    const token = await requestConfirmToken(account, auth, freshAddress());
+    for (const path of ['/account/email/confirm', '/account/email/revert']) {
+      const dead = await app.inject({ url: `${path}?token=${'x'.repeat(43)}` });
+      assert.equal(dead.statusCode, 200);
+      assert.match(dead.body, /This link no longer works/);
+      assert.doesNotMatch(dead.body, /name="token"/);
+    }
+    const live = await app.inject({ url: `/account/email/confirm?token=${token}` });
+    assert.match(live.body, /Confirm new address/);
+    assert.ok(live.body.includes(`value="${token}"`));
+    // The revert page does not take a confirmation token.
+    assert.match((await app.inject({ url: `/account/email/revert?token=${token}` })).body, /This link no longer works/);
+    assert.equal((await userRow(account.id)).email, account.email);
+    assert.equal((await post('/api/v1/me/email/confirm', { token })).statusCode, 200);
+  });
+
   test('the mailed tokens are stored only as hashes', async () => {
     const { account, auth } = await signedIn();
     const token = await requestConfirmToken(account, auth, freshAddress());
