@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { json, strongPassword, uniqueName } from '../helpers.ts';
+import { json, logCapture, strongPassword, uniqueName } from '../helpers.ts';
 import { type ReceivedMail, startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
 import { testClock } from '../support/clock.ts';
 import { enrol } from '../support/mfa.ts';
@@ -406,5 +406,56 @@ describe('change of e-mail address', () => {
       .execute();
     assert.equal(rows.length, 1);
     assert.ok(!JSON.stringify(rows).includes(token));
+  });
+});
+
+describe('change of e-mail address: the links’ tokens never reach a log line', () => {
+  const logs = logCapture();
+  let app: FastifyInstance;
+  let smtp: TestMailServer;
+  let close: () => Promise<void>;
+
+  before(async () => {
+    ({ app, smtp, close } = await startAppWithMail({ LOG_LEVEL: 'debug' }, { logger: { stream: logs.stream } }));
+  });
+  after(() => close());
+
+  test('request, the link pages, confirmation and undo log neither token', async () => {
+    const account = await createAccount(app);
+    const { access_token } = await login(app, account);
+    const newEmail = `${uniqueName('new')}@example.org`;
+    const asked = await app.inject({
+      method: 'POST',
+      url: '/api/v1/me/email',
+      headers: bearer(access_token),
+      payload: { new_email: newEmail, password: account.password },
+    });
+    assert.equal(asked.statusCode, 202, asked.body);
+    const [mail] = await smtp.waitFor(newEmail);
+    const confirmLink = mail?.links.find((l) => l.includes('/account/email/confirm?token='));
+    assert.ok(confirmLink);
+    const confirmToken = tokenFrom(confirmLink);
+    await app.inject({ url: `/account/email/confirm?token=${confirmToken}` });
+    const confirmed = await app.inject({
+      method: 'POST',
+      url: '/api/v1/me/email/confirm',
+      payload: { token: confirmToken },
+    });
+    assert.equal(confirmed.statusCode, 200, confirmed.body);
+    const notices = await smtp.waitFor(account.email, 2);
+    const revertLink = notices.flatMap((m) => m.links).find((l) => l.includes('/account/email/revert?token='));
+    assert.ok(revertLink);
+    const revertToken = tokenFrom(revertLink);
+    await app.inject({ url: `/account/email/revert?token=${revertToken}` });
+    const reverted = await app.inject({
+      method: 'POST',
+      url: '/api/v1/me/email/revert',
+      payload: { token: revertToken },
+    });
+    assert.equal(reverted.statusCode, 200, reverted.body);
+    assert.ok(logs.lines.length > 0, 'the app logged');
+    for (const secret of [confirmToken, revertToken, account.password]) {
+      assert.ok(!logs.lines.some((l) => l.includes(secret)), `a log line holds ${secret.slice(0, 6)}…`);
+    }
   });
 });
