@@ -203,7 +203,12 @@ export async function confirmEmailChange(
         .returning(['id', 'user_id', 'old_email', 'new_email'])
         .executeTakeFirst();
       if (!change) throw invalidToken();
-      const taken = await trx.selectFrom('users').select('id').where('email', '=', change.new_email).executeTakeFirst();
+      const taken = await trx
+        .selectFrom('users')
+        .select('id')
+        .where('email', '=', change.new_email)
+        .where('id', '!=', change.user_id)
+        .executeTakeFirst();
       if (taken) throw new AppError('EMAIL_TAKEN');
       const user = await trx
         .updateTable('users')
