@@ -15,6 +15,7 @@ import { adminRoutes } from './http/admin.ts';
 import { clientIpResolver } from './http/client-ip.ts';
 import { compatApi, compatRootRoutes, compatRoutes } from './http/compat.ts';
 import { corsOptions } from './http/cors.ts';
+import { emailChangeRoutes } from './http/email-change.ts';
 import { emailSignInRoutes } from './http/email-sign-in.ts';
 import { healthRoutes } from './http/health.ts';
 import { invitationRoutes } from './http/invitations.ts';
@@ -230,6 +231,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(logoutRoutes);
         await api.register(sessionRoutes);
         await api.register(accountRoutes);
+        await api.register(emailChangeRoutes);
         await api.register(mfaRoutes);
         await api.register(passkeyRoutes);
         await api.register(adminRoutes);

@@ -345,6 +345,21 @@ interface SsoStatesTable {
   used_at: NullableTimestamp;
 }
 
+interface EmailChangesTable {
+  id: Generated<number>;
+  user_id: number;
+  old_email: string;
+  new_email: string;
+  confirm_token_hash: string;
+  confirm_expires_at: Timestamp;
+  confirmed_at: NullableTimestamp;
+  revert_token_hash: string | null;
+  revert_expires_at: NullableTimestamp;
+  reverted_at: NullableTimestamp;
+  cancelled_at: NullableTimestamp;
+  created_at: Generated<Date>;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -371,6 +386,7 @@ export interface Database {
   oidc_keys: OidcKeysTable;
   user_identities: UserIdentitiesTable;
   sso_states: SsoStatesTable;
+  email_changes: EmailChangesTable;
 }
 
 export type User = Selectable<UsersTable>;

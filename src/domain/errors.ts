@@ -168,6 +168,11 @@ export const PROBLEMS = {
     title: 'Challenge is unknown, used or expired',
     fix: 'Ask for new options (each challenge works once, for 5 minutes) and try again.',
   },
+  EMAIL_UNCHANGED: {
+    status: 422,
+    title: 'The new e-mail address is the current one',
+    fix: 'Enter an address other than the one the account already has.',
+  },
   INTERNAL_ERROR: { status: 500, title: 'Internal server error', fix: 'Try again later; the error was logged.' },
   SERVICE_UNAVAILABLE: {
     status: 503,

@@ -7,7 +7,7 @@ import type { AuthContext } from '../infra/sessions.ts';
 import { recordLoginFailure } from './login.ts';
 
 /** What the password is asked for, as the attempt's audit row says (`details.via`). */
-type Reauthentication = 'change_password' | 'delete_account' | 'disable_mfa' | 'reauthenticate';
+type Reauthentication = 'change_password' | 'delete_account' | 'disable_mfa' | 'reauthenticate' | 'change_email';
 
 /**
  * Checks the password of a signed-in user before a change that demands it.

@@ -56,7 +56,10 @@ export type AuditAction =
   | 'sso_account_created'
   | 'sso_refused'
   | 'identity_linked'
-  | 'identity_unlinked';
+  | 'identity_unlinked'
+  | 'email_change_requested'
+  | 'email_changed'
+  | 'email_change_reverted';
 
 export interface AuditEntry {
   action: AuditAction;

@@ -25,6 +25,8 @@ export interface Purged {
   email_sign_ins: number;
   /** The OpenID provider's expired interactions, sessions, grants, codes and tokens. */
   oidc_payloads: number;
+  /** Changes of e-mail address whose links (confirmation, then undo) all expired. */
+  email_changes: number;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -36,7 +38,7 @@ const CHUNK = 5_000;
 /**
  * Deletes rows that can no longer matter: sessions a day past their expiry
  * (no token of theirs is accepted any more), one-time tokens and second-factor
- * challenges a day past use or expiry, e-mail sign-ins and the OpenID provider's state a day past expiry, login and registration attempts and sent or failed mail past their retention, and
+ * challenges a day past use or expiry, e-mail sign-ins and the OpenID provider's state a day past expiry, changes of e-mail address a day past their last link's expiry, login and registration attempts and sent or failed mail past their retention, and
  * lockout rows whose failures and lock history are already forgotten. The
  * audit log is never touched: its rows form a hash chain.
  */
@@ -93,6 +95,13 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
     oidc_payloads: Number(
       (await db.deleteFrom('oidc_payloads').where('expires_at', '<', graceEnd).executeTakeFirst()).numDeletedRows,
     ),
+    email_changes: await deleteInChunks(db, 'email_changes', () =>
+      db
+        .selectFrom('email_changes')
+        .select('id')
+        .where('confirm_expires_at', '<', graceEnd)
+        .where((w) => w.or([w('revert_expires_at', 'is', null), w('revert_expires_at', '<', graceEnd)])),
+    ),
   };
 }
 
@@ -104,7 +113,8 @@ type ChunkedTable =
   | 'login_attempts'
   | 'registration_attempts'
   | 'email_outbox'
-  | 'email_sign_ins';
+  | 'email_sign_ins'
+  | 'email_changes';
 
 /** Deletes the rows whose ids `which` selects, CHUNK at a time, until none is left; returns how many went. */
 async function deleteInChunks(

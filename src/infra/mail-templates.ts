@@ -30,6 +30,12 @@ export interface MailDataByTemplate {
   passkey_added: { name: string; passkeyName: string; link: string; resetLink: string };
   /** `provider`: the SSO provider's name as its button shows it (Google, GitHub, Acme). */
   identity_linked: { name: string; provider: string; link: string; resetLink: string };
+  /** To the new address: `link` confirms the change (24 hours, once). */
+  email_change_confirm: { name: string; newEmail: string; link: string };
+  /** To the old address once the change is confirmed: `link` reverts it (7 days, once), `resetLink` to forgot-password. */
+  email_change_notice: { name: string; newEmail: string; link: string; resetLink: string };
+  /** To the new address when another account has it: nothing changes; `name` is that account's owner. */
+  email_change_taken: { name: string; loginLink: string; resetLink: string };
   invitation: {
     organizationName: string;
     inviterName: string;
@@ -55,6 +61,9 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'email_sign_in',
   'passkey_added',
   'identity_linked',
+  'email_change_confirm',
+  'email_change_notice',
+  'email_change_taken',
 ];
 
 export interface RenderedMail {
@@ -240,6 +249,42 @@ const CATALOGS: Record<string, Catalog> = {
       actions: link ? [{ label: 'Sign in', link }] : [],
       footer: 'If you did not ask to sign in, ignore this message: nobody can sign in without it.',
     }),
+    email_change_confirm: ({ name, newEmail, link }) => ({
+      subject: 'Confirm your new email address',
+      greeting: `Hello ${name},`,
+      lines: [
+        `You asked to change the email address of your account to ${newEmail}. Confirm that this address is yours to finish the change.`,
+        'This link is valid for 24 hours and works once; until it is followed, your account keeps its current address.',
+      ],
+      actions: [{ label: 'Confirm the new address', link }],
+      footer: 'If you did not ask for this, ignore this message: nothing changes.',
+    }),
+    email_change_notice: ({ name, newEmail, link, resetLink }) => ({
+      subject: 'The email address of your account was changed',
+      greeting: `Hello ${name},`,
+      lines: [
+        `The email address of your account was just changed to ${newEmail}. Mail for your account no longer comes here.`,
+        'If you did not make this change, undo it with the button below within 7 days: it restores this address and signs out every session. Then reset your password.',
+      ],
+      actions: [
+        { label: 'I did not do this: undo the change', link },
+        { label: 'Reset my password', link: resetLink },
+      ],
+      footer: 'If you made this change, there is nothing else to do.',
+    }),
+    email_change_taken: ({ name, loginLink, resetLink }) => ({
+      subject: 'Someone tried to move an account to your address',
+      greeting: `Hello ${name},`,
+      lines: [
+        'Someone asked to change the email address of another account to this address, but you already have an account with it. Nothing was changed.',
+        'If it was you, log in to the account that has this address, or reset its password if you have forgotten it.',
+      ],
+      actions: [
+        { label: 'Log in', link: loginLink },
+        { label: 'Reset your password', link: resetLink },
+      ],
+      footer: 'If it was not you, you can ignore this message: your account is unchanged.',
+    }),
   },
   es: {
     verify_email: ({ name, link }) => ({
@@ -386,6 +431,42 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       actions: link ? [{ label: 'Iniciar sesión', link }] : [],
       footer: 'Si no pediste iniciar sesión, ignora este mensaje: nadie puede entrar sin él.',
+    }),
+    email_change_confirm: ({ name, newEmail, link }) => ({
+      subject: 'Confirma tu nueva dirección de correo',
+      greeting: `Hola ${name}:`,
+      lines: [
+        `Pediste cambiar la dirección de correo de tu cuenta a ${newEmail}. Confirma que esta dirección es tuya para terminar el cambio.`,
+        'Este enlace es válido durante 24 horas y funciona una sola vez; hasta que lo sigas, tu cuenta conserva su dirección actual.',
+      ],
+      actions: [{ label: 'Confirmar la nueva dirección', link }],
+      footer: 'Si no lo pediste, ignora este mensaje: no cambia nada.',
+    }),
+    email_change_notice: ({ name, newEmail, link, resetLink }) => ({
+      subject: 'Se cambió la dirección de correo de tu cuenta',
+      greeting: `Hola ${name}:`,
+      lines: [
+        `La dirección de correo de tu cuenta acaba de cambiar a ${newEmail}. El correo de tu cuenta ya no llega aquí.`,
+        'Si no hiciste este cambio, deshazlo con el botón de abajo en un plazo de 7 días: restaura esta dirección y cierra todas las sesiones. Después restablece tu contraseña.',
+      ],
+      actions: [
+        { label: 'No fui yo: deshacer el cambio', link },
+        { label: 'Restablecer mi contraseña', link: resetLink },
+      ],
+      footer: 'Si hiciste este cambio, no tienes que hacer nada más.',
+    }),
+    email_change_taken: ({ name, loginLink, resetLink }) => ({
+      subject: 'Alguien intentó llevar una cuenta a tu dirección',
+      greeting: `Hola ${name}:`,
+      lines: [
+        'Alguien pidió cambiar la dirección de correo de otra cuenta a esta dirección, pero ya tienes una cuenta con ella. No se cambió nada.',
+        'Si fuiste tú, inicia sesión en la cuenta que tiene esta dirección, o restablece su contraseña si la olvidaste.',
+      ],
+      actions: [
+        { label: 'Iniciar sesión', link: loginLink },
+        { label: 'Restablecer tu contraseña', link: resetLink },
+      ],
+      footer: 'Si no fuiste tú, puedes ignorar este mensaje: tu cuenta no cambió.',
     }),
   },
 };

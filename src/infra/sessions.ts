@@ -46,7 +46,8 @@ export type RevocationReason =
   | 'password_reset'
   | 'account_disabled'
   | 'account_deleted'
-  | 'admin';
+  | 'admin'
+  | 'email_change_reverted';
 
 /** A session about to be inserted: its row, and what its first tokens need. */
 export interface NewSession {

@@ -414,6 +414,7 @@ describe('gatehouse CLI', () => {
       assert.equal(res.code, 0, res.stderr);
       const purged = JSON.parse(res.stdout) as Record<string, number>;
       assert.deepEqual(Object.keys(purged).sort(), [
+        'email_changes',
         'email_outbox',
         'email_sign_ins',
         'lockouts',

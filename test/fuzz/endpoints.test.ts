@@ -49,6 +49,8 @@ const PAGES = [
   '/verify-email',
   '/account',
   '/account/mfa',
+  '/account/email/confirm',
+  '/account/email/revert',
   '/account/passkeys',
   '/account/passkeys/options',
   '/login/passkey',

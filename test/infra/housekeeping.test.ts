@@ -57,6 +57,21 @@ async function seed(db: Db) {
       .returning('id')
       .executeTakeFirstOrThrow()
       .then((r) => r.id);
+  const emailChange = (confirmExpires: Date, revertExpires: Date | null) =>
+    db
+      .insertInto('email_changes')
+      .values({
+        user_id: user.id,
+        old_email: `${name}@example.com`,
+        new_email: `${name}@example.org`,
+        confirm_token_hash: randomUUID(),
+        confirm_expires_at: confirmExpires,
+        revert_token_hash: revertExpires ? randomUUID() : null,
+        revert_expires_at: revertExpires,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+      .then((r) => r.id);
   const attempt = (attempted_at: Date) =>
     db
       .insertInto('login_attempts')
@@ -108,6 +123,8 @@ async function seed(db: Db) {
       lockouts: [await lockout('forgotten', ago(2 * DAY), null), await lockout('old-lock', ago(3 * DAY), ago(2 * DAY))],
       email_sign_ins: [await signIn(ago(2 * DAY))],
       oidc_payloads: [await oidc(ago(2 * DAY))],
+      // Never confirmed, and confirmed with an undo link that expired too.
+      email_changes: [await emailChange(ago(2 * DAY), null), await emailChange(ago(8 * DAY), ago(2 * DAY))],
     },
     kept: {
       // Expired less than a day ago, live, or revoked but not yet expired.
@@ -122,6 +139,12 @@ async function seed(db: Db) {
       email_sign_ins: [await signIn(ago(DAY / 2)), await signIn(ahead(DAY))],
       // Expired less than a day ago, live, and a row without an expiry (none the provider writes today).
       oidc_payloads: [await oidc(ago(DAY / 2)), await oidc(ahead(DAY)), await oidc(null)],
+      // A live confirmation link, one expired less than a day ago, and a confirmed change whose undo link still works.
+      email_changes: [
+        await emailChange(ahead(DAY), null),
+        await emailChange(ago(DAY / 2), null),
+        await emailChange(ago(3 * DAY), ahead(4 * DAY)),
+      ],
     },
   };
 }
@@ -203,6 +226,7 @@ describe('housekeeping', () => {
       lockouts: 0,
       email_sign_ins: 0,
       oidc_payloads: 0,
+      email_changes: 0,
     });
   });
 

@@ -32,6 +32,22 @@ const hostileData: MailDataByTemplate = {
     resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
     byAdmin: true,
   },
+  email_change_confirm: {
+    name: HOSTILE,
+    newEmail: HOSTILE,
+    link: 'http://gatehouse.test/account/email/confirm?token=a"b<c',
+  },
+  email_change_notice: {
+    name: HOSTILE,
+    newEmail: HOSTILE,
+    link: 'http://gatehouse.test/account/email/revert?token=a"b<c',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+  },
+  email_change_taken: {
+    name: HOSTILE,
+    loginLink: 'http://gatehouse.test/login?x="><script>',
+    resetLink: 'http://gatehouse.test/forgot-password?x="><script>',
+  },
   identity_linked: {
     name: HOSTILE,
     provider: HOSTILE,

@@ -74,6 +74,8 @@ describe('CSRF on every form of the pages', () => {
   const outboxCount = async (email: string) =>
     (await db().selectFrom('email_outbox').select('id').where('to_address', '=', email).execute()).length;
   const user = (id: number) => db().selectFrom('users').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  const sessionsLive = (id: number) =>
+    db().selectFrom('sessions').select('id').where('user_id', '=', id).where('revoked_at', 'is', null).execute();
   const challengeCount = async () => (await db().selectFrom('webauthn_challenges').select('id').execute()).length;
 
   /** A verified account and a browser signed in to it through the login page. */
@@ -401,6 +403,55 @@ describe('CSRF on every form of the pages', () => {
         state: async () =>
           (await db().selectFrom('memberships').select('organization_id').where('user_id', '=', account.id).execute())
             .length,
+      };
+    },
+    'POST /account, action=change_email (the victim’s account moved to the attacker’s address)': async () => {
+      const { account, browser } = await signedInVictim();
+      const attackerAddress = `moved.${account.email}`;
+      return {
+        browser,
+        formPage: '/account',
+        url: '/account',
+        fields: { action: 'change_email', new_email: attackerAddress, password: account.password },
+        state: () => outboxCount(attackerAddress),
+      };
+    },
+    'POST /account/email/confirm (a change of address confirmed in the victim’s browser)': async () => {
+      const victim = await signUp(app);
+      const newEmail = `new.${victim.email}`;
+      const asked = await call(app, 'POST', '/api/v1/me/email', victim.token, {
+        new_email: newEmail,
+        password: victim.password,
+      });
+      assert.equal(asked.statusCode, 202, asked.body);
+      const token = await mailedToken(newEmail, '/account/email/confirm');
+      return {
+        browser: await anonymous(`/account/email/confirm?token=${token}`),
+        formPage: `/account/email/confirm?token=${token}`,
+        url: '/account/email/confirm',
+        fields: { token },
+        state: async () => (await user(victim.id)).email,
+      };
+    },
+    'POST /account/email/revert (a change of address undone, every session signed out)': async () => {
+      const victim = await signUp(app);
+      const newEmail = `new.${victim.email}`;
+      const asked = await call(app, 'POST', '/api/v1/me/email', victim.token, {
+        new_email: newEmail,
+        password: victim.password,
+      });
+      assert.equal(asked.statusCode, 202, asked.body);
+      const confirmed = await call(app, 'POST', '/api/v1/me/email/confirm', undefined, {
+        token: await mailedToken(newEmail, '/account/email/confirm'),
+      });
+      assert.equal(confirmed.statusCode, 200, confirmed.body);
+      const token = await mailedToken(victim.email, '/account/email/revert');
+      return {
+        browser: await anonymous(`/account/email/revert?token=${token}`),
+        formPage: `/account/email/revert?token=${token}`,
+        url: '/account/email/revert',
+        fields: { token },
+        state: async () => [(await user(victim.id)).email, (await sessionsLive(victim.id)).length],
       };
     },
   };

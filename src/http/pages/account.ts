@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../domain/errors.ts';
 import { getAccount, updateAccount } from '../../flows/account.ts';
 import type { BrowserSession } from '../../flows/authenticate.ts';
+import { emailChangeNeedsPassword, requestEmailChange } from '../../flows/email-change.ts';
 import { connectedApps, revokeConnectedApp } from '../../flows/oidc.ts';
 import { listPasskeys } from '../../flows/passkeys.ts';
 import { changePassword } from '../../flows/password-change.ts';
@@ -19,11 +20,14 @@ const LABELS = {
   current_password: 'Current password',
   new_password: 'New password',
   confirm_password: 'Confirm new password',
+  new_email: 'New e-mail address',
+  password: 'Your password',
 };
 const PROFILE_FIELDS = ['first_name', 'last_name', 'language_code'];
 const PASSWORD_FIELDS = ['current_password', 'new_password', 'confirm_password'];
+const EMAIL_FIELDS = ['new_email', 'password'];
 
-type Section = 'profile' | 'password' | 'sessions' | 'apps' | 'identities';
+type Section = 'profile' | 'password' | 'email' | 'sessions' | 'apps' | 'identities';
 
 /** The account page: profile, organizations, sessions, password. One path; each form says what it does. */
 export function accountPages(app: FastifyInstance, pages: Pages): void {
@@ -36,12 +40,13 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
     failed?: { section: Section; errors: FormErrors; values: Record<string, string> },
   ): Promise<FastifyReply> {
     const providers = services.config.ssoProviders;
-    const [account, sessions, passkeys, apps, identities] = await Promise.all([
+    const [account, sessions, passkeys, apps, identities, emailNeedsPassword] = await Promise.all([
       getAccount(services, session.auth.userId),
       listSessions(services, session.auth),
       listPasskeys(services, session.auth),
       services.config.oidcProvider ? connectedApps(services, session.auth.userUuid) : undefined,
       providers.length > 0 ? listIdentities(services, session.auth.userId) : undefined,
+      emailChangeNeedsPassword(services, session.auth.userId),
     ]);
     const profile = {
       first_name: account.first_name ?? '',
@@ -89,8 +94,9 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
       formTargets: identities
         ? providers.map((p) => new URL(String(p.kind === 'github' ? p.githubUrl : p.issuer)).origin)
         : [],
+      emailNeedsPassword,
       section: failed?.section,
-      values: { ...profile, ...(failed?.section === 'profile' ? failed.values : {}) },
+      values: { ...profile, ...(failed?.section === 'profile' || failed?.section === 'email' ? failed.values : {}) },
       ...(failed && { errors: failed.errors }),
     });
   }
@@ -141,6 +147,15 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
             request.caller,
           );
           return pages.redirect(reply, pages.paths.account, 'password_changed');
+        case 'change_email':
+          await enforceRateLimit(request, reply, 'reauthenticate');
+          await requestEmailChange(
+            services,
+            session.auth,
+            { new_email: field(body, 'new_email'), password: field(body, 'password') },
+            request.caller,
+          );
+          return pages.redirect(reply, pages.paths.account, 'email_change_sent');
         case 'sign_out_session': {
           const id = field(body, 'session_id');
           if (!(await revokeOwnSession(services, session.auth, id, request.caller))) {
@@ -184,13 +199,15 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
       const section: Section =
         action === 'password'
           ? 'password'
-          : action === 'profile'
-            ? 'profile'
-            : action === 'revoke_app'
-              ? 'apps'
-              : action === 'link_identity' || action === 'unlink_identity'
-                ? 'identities'
-                : 'sessions';
+          : action === 'change_email'
+            ? 'email'
+            : action === 'profile'
+              ? 'profile'
+              : action === 'revoke_app'
+                ? 'apps'
+                : action === 'link_identity' || action === 'unlink_identity'
+                  ? 'identities'
+                  : 'sessions';
       const errors =
         section === 'password'
           ? formErrors(appError, {
@@ -203,8 +220,18 @@ export function accountPages(app: FastifyInstance, pages: Pages): void {
                 PASSWORD_MISMATCH: 'confirm_password',
               },
             })
-          : formErrors(appError, { fields: section === 'profile' ? PROFILE_FIELDS : [] });
-      const values = section === 'profile' ? Object.fromEntries(PROFILE_FIELDS.map((f) => [f, field(body, f)])) : {};
+          : section === 'email'
+            ? formErrors(appError, {
+                fields: EMAIL_FIELDS,
+                placement: { INVALID_CREDENTIALS: 'password', EMAIL_UNCHANGED: 'new_email' },
+              })
+            : formErrors(appError, { fields: section === 'profile' ? PROFILE_FIELDS : [] });
+      const values =
+        section === 'profile'
+          ? Object.fromEntries(PROFILE_FIELDS.map((f) => [f, field(body, f)]))
+          : section === 'email'
+            ? { new_email: field(body, 'new_email') }
+            : {};
       return show(request, reply, session, { section, errors, values });
     }
   });

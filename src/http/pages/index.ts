@@ -4,6 +4,7 @@ import { type PagesOptions, resolvePagesConfig } from '../../domain/page-options
 import { toAppError } from '../problem.ts';
 import { acceptInvitationPages } from './accept-invitation.ts';
 import { accountPages } from './account.ts';
+import { emailChangePages } from './email-change.ts';
 import { emailSignInPages } from './email-sign-in.ts';
 import { forgotPasswordPages } from './forgot-password.ts';
 import { loginPages } from './login.ts';
@@ -63,6 +64,7 @@ export async function pageRoutes(
   forgotPasswordPages(app, pages);
   resetPasswordPages(app, pages);
   accountPages(app, pages);
+  emailChangePages(app, pages);
   mfaPages(app, pages);
   acceptInvitationPages(app, pages);
   if (services.config.emailSignIn !== 'off') emailSignInPages(app, pages);

@@ -3,6 +3,7 @@ import { AppError } from '../../domain/errors.ts';
 import type { PagesConfig } from '../../domain/page-options.ts';
 import { passwordPolicyHint } from '../../domain/password-policy.ts';
 import { authenticateBrowserSession, type BrowserSession } from '../../flows/authenticate.ts';
+import { EMAIL_CHANGE_REQUESTED_MESSAGE } from '../../flows/email-change.ts';
 import { FORGOT_PASSWORD_MESSAGE } from '../../flows/password-reset.ts';
 import { ACCEPTED_REGISTRATION_MESSAGE } from '../../flows/register.ts';
 import { RESEND_VERIFICATION_MESSAGE } from '../../flows/verify-email.ts';
@@ -30,6 +31,10 @@ const NOTICES = {
   passkey_removed: 'That passkey was removed.',
   app_revoked: 'That application no longer has access to your account, and its sign-ins were ended.',
   identity_unlinked: 'That sign-in provider was unlinked from your account.',
+  email_change_sent: EMAIL_CHANGE_REQUESTED_MESSAGE,
+  email_changed: 'Your new email address is confirmed: your account uses it from now on.',
+  email_change_reverted:
+    'Your previous email address is back and every session was signed out. If you did not ask for the change, reset your password now.',
 } as const;
 export type Notice = keyof typeof NOTICES;
 
@@ -129,6 +134,8 @@ export class Pages {
       verifyEmail: this.path('/verify-email'),
       resendVerification: this.path('/resend-verification'),
       account: this.path('/account'),
+      emailConfirm: this.path('/account/email/confirm'),
+      emailRevert: this.path('/account/email/revert'),
       acceptInvitation: this.path('/accept-invitation'),
       passkeys: this.path('/account/passkeys'),
       passkeyOptions: this.path('/account/passkeys/options'),
