@@ -56,6 +56,9 @@ export type AuditAction =
   | 'sso_account_created'
   | 'sso_refused'
   | 'identity_linked'
+  | 'role_created'
+  | 'role_updated'
+  | 'role_deleted'
   | 'identity_unlinked';
 
 export interface AuditEntry {
