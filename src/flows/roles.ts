@@ -15,10 +15,10 @@ export interface RoleView {
 }
 
 /** An organization keeps at most this many custom roles. */
-export const MAX_CUSTOM_ROLES = 100;
+const MAX_CUSTOM_ROLES = 100;
 
 /** The permission that manages roles; `members:read` lists them. */
-export const MANAGE_ROLES = 'members:manage';
+const MANAGE_ROLES = 'members:manage';
 
 interface RoleRow {
   id: number;
@@ -28,7 +28,7 @@ interface RoleRow {
 }
 
 /** What a custom role may hold: the built-in permissions, then those the host application declared. */
-export function assignablePermissions(services: Services): string[] {
+function assignablePermissions(services: Services): string[] {
   return [...PERMISSIONS, ...services.hostPermissions];
 }
 

@@ -103,5 +103,7 @@ export function requireOrgPermission(permission: Permission | HostPermission, op
   return guard;
 }
 
-/** The name the issue gives `requireOrgPermission`: `requirePermission('scans:start')`. */
-export const requirePermission = requireOrgPermission;
+/** `requireOrgPermission` under the shorter name hosts use for their own permissions: `requirePermission('scans:start')`. */
+export function requirePermission(permission: Permission | HostPermission, options: OrgGuardOptions = {}): OrgGuard {
+  return requireOrgPermission(permission, options);
+}

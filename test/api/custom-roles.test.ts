@@ -127,6 +127,26 @@ describe('custom roles per organization', () => {
       to: ['organization:read', 'members:read', 'scans:start'],
     });
 
+    // A host permission no longer declared, left in the row: an admin still replaces and deletes the role.
+    await app.gatehouse.db
+      .updateTable('roles')
+      .set({ permissions: JSON.stringify(['organization:read', 'members:read', 'scans:start', 'legacy:thing']) })
+      .where('name', '=', 'support')
+      .where(
+        'organization_id',
+        '=',
+        app.gatehouse.db.selectFrom('organizations').select('id').where('uuid', '=', String(o.uuid)),
+      )
+      .execute();
+    const stale = await call(app, 'PATCH', roles(o, '/support'), owner.token, {
+      permissions: ['organization:read', 'members:read', 'scans:start', 'legacy:thing'],
+    });
+    assertProblem(stale, 422, 'VALIDATION_ERROR');
+    const cleaned = await call(app, 'PATCH', roles(o, '/support'), owner.token, {
+      permissions: ['organization:read', 'members:read', 'scans:start'],
+    });
+    assert.equal(cleaned.statusCode, 200, cleaned.body);
+
     const deleted = await call(app, 'DELETE', roles(o, '/support'), owner.token);
     assert.equal(deleted.statusCode, 204, deleted.body);
     assert.equal(deleted.body, '');
