@@ -208,7 +208,7 @@ export async function isMember(db: Kysely<Database>, organizationId: number, use
   return row !== undefined;
 }
 
-/** The names of the organization's roles: the built-in three first, then the custom ones by name. */
+/** The names of the organization's roles: the built-in three first, then the custom ones, oldest first. */
 export async function organizationRoleNames(db: Kysely<Database>, organizationId: number): Promise<string[]> {
   const rows = await db
     .selectFrom('roles')
