@@ -143,20 +143,23 @@ export async function updateRole(
   input: Record<string, unknown>,
   context: RequestContext,
 ): Promise<RoleView> {
-  const errors: FieldError[] = Object.keys(input)
-    .filter((field) => field !== 'permissions')
-    .map((field) => ({
-      field,
-      message:
-        field === 'name' ? 'A role cannot be renamed; create one with the new name' : 'Only permissions can be changed',
-      code: 'not_allowed',
-    }));
-  const permissions = checkPermissions(input.permissions, assignablePermissions(services));
-  if (!permissions.ok) errors.push(permissions.error);
-  if (errors.length > 0 || !permissions.ok) throw invalid(errors);
   return services.db.transaction().execute(async (trx) => {
     const actor = await lockAndAuthorize(trx, access, MANAGE_ROLES, services.hostPermissions);
+    // The role first: an unknown one is 404 and a built-in one 403 whatever the body says.
     const role = await findCustomRole(trx, access.organizationId, roleName);
+    const errors: FieldError[] = Object.keys(input)
+      .filter((field) => field !== 'permissions')
+      .map((field) => ({
+        field,
+        message:
+          field === 'name'
+            ? 'A role cannot be renamed; create one with the new name'
+            : 'Only permissions can be changed',
+        code: 'not_allowed',
+      }));
+    const permissions = checkPermissions(input.permissions, assignablePermissions(services));
+    if (!permissions.ok) errors.push(permissions.error);
+    if (errors.length > 0 || !permissions.ok) throw invalid(errors);
     // Both what the role had and what it gets: no one widens, or narrows, a role beyond their own.
     requireHoldsAll(actor, [...role.permissions, ...permissions.value], 'this change');
     const row = await trx

@@ -33,8 +33,9 @@ const CreateBody = Type.Object(
 );
 
 const UpdateBody = Type.Object(
-  { permissions: PermissionList },
-  { additionalProperties: true, description: 'Only `permissions`; any other field is refused with 422' },
+  // Optional here so that an unknown (404) or built-in (403) role is named before a missing list (422).
+  { permissions: Type.Optional(PermissionList) },
+  { additionalProperties: true, description: 'Only `permissions` (required); any other field is refused with 422' },
 );
 
 /** Custom roles per organization: members with `members:read` list them, `members:manage` changes them. */

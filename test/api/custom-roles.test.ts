@@ -230,6 +230,13 @@ describe('custom roles per organization', () => {
       assertProblem(await call(app, 'PATCH', roles(o, `/${name}`), owner.token, { permissions: [] }), 404, 'NOT_FOUND');
       assertProblem(await call(app, 'DELETE', roles(o, `/${name}`), owner.token), 404, 'NOT_FOUND');
     }
+    // The role is judged before the body.
+    assertProblem(
+      await call(app, 'PATCH', roles(o, '/ghost'), owner.token, { permissions: ['nope:x'] }),
+      404,
+      'NOT_FOUND',
+    );
+    assertProblem(await call(app, 'PATCH', roles(o, '/admin'), owner.token, {}), 403, 'ROLE_BUILT_IN');
     for (const name of ['admin', 'user', 'viewer']) {
       assertProblem(
         await call(app, 'PATCH', roles(o, `/${name}`), owner.token, { permissions: ['organization:read'] }),
