@@ -9,6 +9,7 @@ import { type DatabaseHandle, explainConnectionError, migrateToLatest, openDatab
 import { AppError } from './domain/errors.ts';
 import { resolvePagesConfig } from './domain/page-options.ts';
 import type { RequestContext } from './domain/request-context.ts';
+import { hostPermissions } from './domain/roles.ts';
 import type { OrganizationAccess } from './flows/org-access.ts';
 import { accountRoutes } from './http/account.ts';
 import { adminRoutes } from './http/admin.ts';
@@ -27,6 +28,7 @@ import { metricsRoutes, metricsServer, observeRequests } from './http/metrics.ts
 import { mfaRoutes } from './http/mfa.ts';
 import { addMultipartParser } from './http/multipart.ts';
 import { oauthClientRoutes } from './http/oauth-clients.ts';
+import { undeclaredPermission } from './http/org-guard.ts';
 import { organizationRoutes } from './http/organizations.ts';
 import { pageJsonRoutes } from './http/page-json.ts';
 import { type PagesOptions, pageRoutes } from './http/pages/index.ts';
@@ -38,6 +40,7 @@ import { problemPages } from './http/problem-pages.ts';
 import { rateLimitRoutes } from './http/rate-limit.ts';
 import { refreshRoutes } from './http/refresh.ts';
 import { registerRoutes } from './http/register.ts';
+import { roleRoutes } from './http/roles.ts';
 import { Problem, ProblemRef } from './http/schemas.ts';
 import { DOCS_CSP, securityHeaders } from './http/security-headers.ts';
 import { sessionRoutes } from './http/sessions.ts';
@@ -74,6 +77,13 @@ export interface GatehouseOptions {
    * root of this plugin. Overrides the PAGES_* configuration; `false` leaves them out.
    */
   pages?: PagesOptions | false;
+  /**
+   * Permissions of the host application's own (`scope:action`, e.g.
+   * `['scans:start']`), checked on its routes with `requirePermission`.
+   * Organization admins put them in custom roles; the built-in `admin` role
+   * holds them all, `user` and `viewer` none.
+   */
+  permissions?: readonly string[];
 }
 
 declare module 'fastify' {
@@ -93,6 +103,8 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   const config = options.config ?? loadConfig();
   const prefix = (options.prefix ?? '/api/v1').replace(/\/+$/, '');
   const ownsDatabase = !options.database;
+  // Before the database opens: a malformed host permission is a programming error.
+  const declared = hostPermissions(options.permissions ?? []);
   for (const warning of config.warnings ?? []) app.log.warn(warning);
   const database =
     options.database ?? (await openDatabase(config.databaseUrl, config.dataDir, { poolSize: config.databasePoolSize }));
@@ -112,11 +124,23 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   const services = await createServices(config, database, app.log, {
     ...(options.clock && { clock: options.clock }),
     ...(options.breachChecker && { breach: options.breachChecker }),
+    hostPermissions: declared,
   });
   app.decorate('gatehouse', services);
   app.decorateRequest('caller', null as unknown as RequestContext);
   app.decorateRequest('auth', null as unknown as AuthContext);
   app.decorateRequest('membership', null as unknown as OrganizationAccess);
+  // A host route guarded by `requirePermission` for a permission it did not declare fails when it is declared.
+  app.addHook('onRoute', (route) => {
+    for (const hook of [route.onRequest, route.preValidation, route.preHandler].flat()) {
+      const permission = undeclaredPermission(hook, declared);
+      if (permission !== undefined) {
+        throw new TypeError(
+          `requirePermission: "${permission}" is not declared; add it to the \`permissions\` option of app.register(gatehouse, …)`,
+        );
+      }
+    }
+  });
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onReady', async () => services.housekeeper.start());
@@ -239,6 +263,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(organizationRoutes);
         await api.register(memberRoutes);
         await api.register(invitationRoutes);
+        await api.register(roleRoutes);
         // Off: the routes do not exist (404).
         if (config.emailSignIn !== 'off') await api.register(emailSignInRoutes);
         await api.register(ssoRoutes, { pagesBase: pagesOn ? scope.prefix : undefined });
@@ -260,5 +285,5 @@ export { loadConfig } from './config.ts';
 export { AppError } from './domain/errors.ts';
 export type { OrganizationAccess } from './flows/org-access.ts';
 export { requireSuperuser, requireUser } from './http/auth-guard.ts';
-export { type OrgGuardOptions, requireOrgPermission, requireOrgRole } from './http/org-guard.ts';
+export { type OrgGuardOptions, requireOrgPermission, requireOrgRole, requirePermission } from './http/org-guard.ts';
 export { sendProblem } from './http/problem.ts';

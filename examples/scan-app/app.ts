@@ -4,6 +4,8 @@
  *
  *   POST /api/v1/organizations/{uuid}/scan   role `user` (or admin) → 202
  *   GET  /api/v1/organizations/{uuid}/scans  role `viewer` or above → 200
+ *   POST /api/v1/organizations/{uuid}/scans/{scan_uuid}/cancel
+ *        permission `scans:cancel`, the app's own: admins, and custom roles holding it → 200
  *
  * Run it with `node examples/scan-app/server.ts`. It imports Gatehouse from this
  * repository's sources; an installed application imports the same names from
@@ -13,7 +15,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import type { Generated } from 'kysely';
 import { type Migration, Migrator } from 'kysely/migration';
 import { type Static, Type } from 'typebox';
-import gatehouse, { type Config, requireOrgRole, sendProblem } from '../../src/plugin.ts';
+import gatehouse, { AppError, type Config, requireOrgRole, requirePermission, sendProblem } from '../../src/plugin.ts';
 import * as scanRequests from './migrations/0001_scan_requests.ts';
 
 interface ScanRequestsTable {
@@ -67,6 +69,7 @@ const ScanRequest = Type.Object({
 });
 
 const OrganizationParams = Type.Object({ uuid: Type.String() });
+const ScanParams = Type.Object({ uuid: Type.String(), scan_uuid: Type.String() });
 
 export interface ScanAppOptions {
   config: Config;
@@ -84,7 +87,8 @@ export async function buildScanApp(options: ScanAppOptions): Promise<FastifyInst
   // The host answers its own errors in the same problem+json shape as Gatehouse.
   app.setErrorHandler((error, request, reply) => sendProblem(request, reply, error));
 
-  await app.register(gatehouse, { config: options.config });
+  // `scans:cancel` is this app's own permission: organization admins hold it and can put it in custom roles.
+  await app.register(gatehouse, { config: options.config, permissions: ['scans:cancel'] });
   await migrateScanApp(app.gatehouse.db);
   const db = app.gatehouse.db.withTables<{ scan_requests: ScanRequestsTable }>();
 
@@ -136,6 +140,38 @@ export async function buildScanApp(options: ScanAppOptions): Promise<FastifyInst
         organization_uuid: request.membership.organizationUuid,
         created_at: r.created_at.toISOString(),
       }));
+    },
+  );
+
+  app.post<{ Params: Static<typeof ScanParams> }>(
+    '/api/v1/organizations/:uuid/scans/:scan_uuid/cancel',
+    {
+      onRequest: requirePermission('scans:cancel'),
+      schema: { params: ScanParams, response: { 200: ScanRequest } },
+    },
+    async (request) => {
+      const { membership } = request;
+      const uuid = request.params.scan_uuid.toLowerCase();
+      const row = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uuid)
+        ? await db
+            .updateTable('scan_requests')
+            .set({ status: 'cancelled' })
+            .where('uuid', '=', uuid)
+            .where('organization_id', '=', membership.organizationId)
+            .returning(['uuid', 'target', 'protocol_filter', 'status', 'created_at', 'requested_by'])
+            .executeTakeFirst()
+        : undefined;
+      if (!row) throw new AppError('NOT_FOUND', { detail: 'Scan not found' });
+      const requester =
+        row.requested_by === null
+          ? undefined
+          : await db.selectFrom('users').select('uuid').where('id', '=', row.requested_by).executeTakeFirst();
+      return {
+        ...row,
+        organization_uuid: membership.organizationUuid,
+        requested_by: requester?.uuid ?? null,
+        created_at: row.created_at.toISOString(),
+      };
     },
   );
 

@@ -26,6 +26,7 @@ import * as emailSignIn from './migrations/0010_email_sign_in.ts';
 import * as oidcProvider from './migrations/0011_oidc_provider.ts';
 import * as sso from './migrations/0012_sso.ts';
 import * as emailChanges from './migrations/0013_email_changes.ts';
+import * as customRoles from './migrations/0014_custom_roles.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -246,6 +247,7 @@ const migrations: Record<string, Migration> = {
   '0011_oidc_provider': oidcProvider,
   '0012_sso': sso,
   '0013_email_changes': emailChanges,
+  '0014_custom_roles': customRoles,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -42,7 +42,10 @@ interface RolesTable {
   organization_id: number;
   name: string;
   permissions: Json<string[]>;
+  /** `admin`, `user`, `viewer`: made with the organization, never changed or deleted. */
+  built_in: Generated<boolean>;
   created_at: Generated<Date>;
+  updated_at: Generated<Date>;
 }
 
 interface MembershipsTable {
@@ -59,7 +62,8 @@ interface InvitationsTable {
   uuid: Generated<string>;
   organization_id: number;
   email: string;
-  role_id: number;
+  /** Null once the invitation's custom role was deleted (only when it was no longer pending). */
+  role_id: number | null;
   invited_by: number | null;
   created_at: Generated<Date>;
   expires_at: Timestamp;

@@ -173,6 +173,21 @@ export const PROBLEMS = {
     title: 'The new e-mail address is the current one',
     fix: 'Enter an address other than the one the account already has.',
   },
+  ROLE_EXISTS: {
+    status: 409,
+    title: 'Role already exists',
+    fix: "Choose another name: `admin`, `user`, `viewer` and the organization's custom roles are taken.",
+  },
+  ROLE_BUILT_IN: {
+    status: 403,
+    title: 'Built-in roles cannot be changed',
+    fix: 'Create a custom role with the permissions you need and give it to the members instead.',
+  },
+  ROLE_IN_USE: {
+    status: 409,
+    title: 'Role is in use',
+    fix: 'Give its members another role and revoke its pending invitations, then delete it.',
+  },
   INTERNAL_ERROR: { status: 500, title: 'Internal server error', fix: 'Try again later; the error was logged.' },
   SERVICE_UNAVAILABLE: {
     status: 503,

@@ -5,7 +5,7 @@ import { checkEmail } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { isLinkTokenShaped, isUuid } from '../domain/identifiers.ts';
 import type { RequestContext } from '../domain/request-context.ts';
-import { checkRole, isRoleName, type RoleName } from '../domain/roles.ts';
+import { checkRole } from '../domain/roles.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { outboxRow, publicLink } from '../infra/mail.ts';
@@ -22,7 +22,10 @@ import {
   lockAndAuthorize,
   lockOrganization,
   type OrganizationAccess,
-  roleId,
+  organizationRole,
+  organizationRoleNames,
+  requireHoldsAll,
+  rolePermissions,
 } from './org-access.ts';
 import { getOrganization, type OrganizationView } from './organizations.ts';
 
@@ -33,7 +36,7 @@ export interface InvitationView {
   uuid: string;
   organization_uuid: string;
   email: string;
-  role: RoleName;
+  role: string;
   invited_by: string | null;
   created_at: string;
   expires_at: string;
@@ -44,7 +47,11 @@ const invalidInvitation = () =>
     detail: 'This invitation is invalid, has already been used, was revoked or has expired. Ask for a new one.',
   });
 
-function validInvitationInput(input: { email?: unknown; role?: unknown }): { email: string; role: RoleName } {
+/** The address and one of the organization's roles (`roles`: built-in and custom), or 422 naming the fields. */
+function validInvitationInput(
+  input: { email?: unknown; role?: unknown },
+  roles: readonly string[],
+): { email: string; role: string } {
   const errors: FieldError[] = [];
   let email: string | undefined;
   if (typeof input.email !== 'string') {
@@ -54,7 +61,7 @@ function validInvitationInput(input: { email?: unknown; role?: unknown }): { ema
     if (check.ok) email = check.value;
     else errors.push(check.error);
   }
-  const roleCheck = checkRole(input.role);
+  const roleCheck = checkRole(input.role, 'role', roles);
   const role = roleCheck.ok ? roleCheck.value : undefined;
   if (!roleCheck.ok) errors.push(roleCheck.error);
   if (errors.length > 0 || !email || !role) {
@@ -93,7 +100,7 @@ function invitationView(row: InvitationRow): InvitationView {
     uuid: row.uuid,
     organization_uuid: row.organization_uuid,
     email: row.email,
-    role: row.role as RoleName,
+    role: row.role,
     invited_by: row.invited_by,
     created_at: row.created_at.toISOString(),
     expires_at: row.expires_at.toISOString(),
@@ -215,11 +222,14 @@ export async function createInvitation(
   input: { email?: unknown; role?: unknown },
   context: RequestContext,
 ): Promise<InvitationView> {
-  const { email, role } = validInvitationInput(input);
+  const { email, role } = validInvitationInput(input, await organizationRoleNames(services.db, access.organizationId));
   const now = services.clock.now();
   const view = await services.db.transaction().execute(async (trx) => {
     // Serialised per organization: two invitations of one address at once leave one pending.
-    await lockAndAuthorize(trx, access, 'invitations:manage');
+    const actor = await lockAndAuthorize(trx, access, 'invitations:manage', services.hostPermissions);
+    const invitedRole = await organizationRole(trx, access.organizationId, role);
+    // A custom role that invites offers no role holding more than it does.
+    requireHoldsAll(actor, rolePermissions(invitedRole, services.hostPermissions), `the ${role} role`);
     const invitee = await trx
       .selectFrom('users')
       .select(['id', 'language_code'])
@@ -229,14 +239,13 @@ export async function createInvitation(
       throw new AppError('CONFLICT', { detail: 'This person is already a member of the organization' });
     }
     await assertUnderInvitationCaps(services, trx, access.organizationId, email, now);
-    const invitedRoleId = await roleId(trx, access.organizationId, role);
     const replaced = await revokePending(trx, access.organizationId, { email }, now);
     const inserted = await trx
       .insertInto('invitations')
       .values({
         organization_id: access.organizationId,
         email,
-        role_id: invitedRoleId,
+        role_id: invitedRole.id,
         invited_by: access.userId,
         created_at: now,
         expires_at: new Date(now.getTime() + ONE_TIME_TOKEN_TTL_SECONDS.invitation * 1000),
@@ -325,7 +334,7 @@ export async function revokeInvitation(
 /** What a live invitation link offers, as its page shows it before accepting. */
 export interface InvitationOffer {
   organizationName: string;
-  role: RoleName;
+  role: string;
   email: string;
 }
 
@@ -343,7 +352,7 @@ export async function describeInvitation(services: Services, token: unknown): Pr
     .where('invitations.id', '=', live.invitationId)
     .where(pendingAt(now))
     .executeTakeFirst();
-  if (!row || !isRoleName(row.role)) return undefined;
+  if (!row) return undefined;
   return { organizationName: row.name, role: row.role, email: row.email };
 }
 
@@ -384,7 +393,7 @@ export async function acceptInvitation(
       .where('invitations.id', '=', live.invitationId)
       .where(pendingAt(now))
       .executeTakeFirst();
-    if (!invitation || !isRoleName(invitation.role)) throw invalidInvitation();
+    if (!invitation?.role_id) throw invalidInvitation();
 
     const user = await trx
       .selectFrom('users')

@@ -3,10 +3,19 @@ import type { Database } from '../db/schema.ts';
 import { AppError } from '../domain/errors.ts';
 import { isUuid } from '../domain/identifiers.ts';
 import type { RequestContext } from '../domain/request-context.ts';
-import { checkRole, type RoleName } from '../domain/roles.ts';
+import { checkRole } from '../domain/roles.ts';
 import { recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
-import { countAdmins, lockAndAuthorize, type OrganizationAccess, requirePermission, roleId } from './org-access.ts';
+import {
+  countAdmins,
+  lockAndAuthorize,
+  type OrganizationAccess,
+  organizationRole,
+  organizationRoleNames,
+  requireHoldsAll,
+  requirePermission,
+  rolePermissions,
+} from './org-access.ts';
 
 export interface MemberView {
   user_uuid: string;
@@ -14,13 +23,13 @@ export interface MemberView {
   email: string;
   first_name: string | null;
   last_name: string | null;
-  role: RoleName;
+  role: string;
   joined_at: string;
 }
 
-/** A role name from a request body, or 422 naming the field. */
-function validRole(raw: unknown): RoleName {
-  const check = checkRole(raw);
+/** A role of the organization (built-in or custom) from a request body, or 422 naming the field. */
+function validRole(raw: unknown, available: readonly string[]): string {
+  const check = checkRole(raw, 'role', available);
   if (!check.ok) {
     throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors: [check.error] });
   }
@@ -41,12 +50,22 @@ function memberQuery(db: Kysely<Database>, organizationId: number) {
       'users.first_name',
       'users.last_name',
       'roles.name as role',
+      'roles.permissions as role_permissions',
+      'roles.built_in as role_built_in',
       'memberships.created_at',
     ])
     .where('memberships.organization_id', '=', organizationId);
 }
 
 type MemberRow = Awaited<ReturnType<ReturnType<typeof memberQuery>['executeTakeFirstOrThrow']>>;
+
+/** What the member's role grants. */
+function heldBy(member: MemberRow, hostPermissions: readonly string[]): string[] {
+  return rolePermissions(
+    { name: member.role, built_in: member.role_built_in, permissions: member.role_permissions },
+    hostPermissions,
+  );
+}
 
 function memberView(row: MemberRow, role = row.role): MemberView {
   return {
@@ -55,7 +74,7 @@ function memberView(row: MemberRow, role = row.role): MemberView {
     email: row.email,
     first_name: row.first_name,
     last_name: row.last_name,
-    role: role as RoleName,
+    role,
     joined_at: row.created_at.toISOString(),
   };
 }
@@ -84,20 +103,23 @@ export async function changeMemberRole(
   input: { role?: unknown },
   context: RequestContext,
 ): Promise<MemberView> {
-  const role = validRole(input.role);
+  const role = validRole(input.role, await organizationRoleNames(services.db, access.organizationId));
   return services.db.transaction().execute(async (trx) => {
-    await lockAndAuthorize(trx, access, 'members:manage');
+    const actor = await lockAndAuthorize(trx, access, 'members:manage', services.hostPermissions);
     const member = await findMember(trx, access.organizationId, userUuid);
     if (member.role === role) return memberView(member);
+    const target = await organizationRole(trx, access.organizationId, role);
+    // A custom role that manages members hands out, and takes away, no more than it holds.
+    requireHoldsAll(actor, heldBy(member, services.hostPermissions), `${member.username}'s current role`);
+    requireHoldsAll(actor, rolePermissions(target, services.hostPermissions), `the ${role} role`);
     if (member.role === 'admin' && (await countAdmins(trx, access.organizationId, member.user_id)) === 0) {
       throw new AppError('CONFLICT', {
         detail: 'The last admin of an organization cannot be demoted; make another member an admin first',
       });
     }
-    const targetRoleId = await roleId(trx, access.organizationId, role);
     await trx
       .updateTable('memberships')
-      .set({ role_id: targetRoleId, updated_at: services.clock.now() })
+      .set({ role_id: target.id, updated_at: services.clock.now() })
       .where('id', '=', member.id)
       .execute();
     await recordAudit(
@@ -126,10 +148,13 @@ export async function removeMember(
   context: RequestContext,
 ): Promise<void> {
   await services.db.transaction().execute(async (trx) => {
-    const actor = await lockAndAuthorize(trx, access, 'organization:read');
+    const actor = await lockAndAuthorize(trx, access, 'organization:read', services.hostPermissions);
     const member = await findMember(trx, access.organizationId, userUuid);
     const leaving = member.user_id === actor.userId;
-    if (!leaving) requirePermission(actor, 'members:manage');
+    if (!leaving) {
+      requirePermission(actor, 'members:manage');
+      requireHoldsAll(actor, heldBy(member, services.hostPermissions), `${member.username}'s role`);
+    }
     if (member.role === 'admin' && (await countAdmins(trx, access.organizationId, member.user_id)) === 0) {
       throw new AppError('CONFLICT', {
         detail: leaving

@@ -2,7 +2,7 @@ import { type Kysely, sql } from 'kysely';
 import type { Database } from '../db/schema.ts';
 import { AppError } from '../domain/errors.ts';
 import { isUuid } from '../domain/identifiers.ts';
-import { describeRequirement, grants, isRoleName, type Requirement, type RoleName } from '../domain/roles.ts';
+import { describeRequirement, grants, type Requirement } from '../domain/roles.ts';
 
 /** A user's standing in one organization, as the permission check found it. */
 export interface OrganizationAccess {
@@ -11,8 +11,9 @@ export interface OrganizationAccess {
   name: string;
   slug: string;
   userId: number;
-  role: RoleName;
-  /** The permissions of the member's role row. */
+  /** `admin`, `user`, `viewer` or one of the organization's custom roles. */
+  role: string;
+  /** The permissions of the member's role row (the built-in `admin` also holds every host permission). */
   permissions: readonly string[];
   /** The organization requires a second factor, and this member has none: its routes refuse them. */
   missingRequiredMfa: boolean;
@@ -23,12 +24,18 @@ export interface OrganizationAccess {
 /** Where a member refused for want of a second factor turns one on (the account page's enrolment). */
 const MFA_ENROLMENT_PATH = '/account/mfa';
 
-/** The user's membership in the organization, or undefined (not a member, unknown or malformed uuid). */
+/**
+ * The user's membership in the organization, or undefined (not a member,
+ * unknown or malformed uuid). One statement whatever the role, built-in or
+ * custom: `hostPermissions` (those the host declared) are added to the
+ * built-in `admin` role's, not read.
+ */
 export async function findMembership(
   db: Kysely<Database>,
   userId: number,
   organizationUuid: string,
   sessionId?: number,
+  hostPermissions: readonly string[] = [],
 ): Promise<OrganizationAccess | undefined> {
   if (!isUuid(organizationUuid)) return undefined;
   const row = await db
@@ -42,6 +49,7 @@ export async function findMembership(
       'organizations.slug',
       'roles.name as role',
       'roles.permissions',
+      'roles.built_in',
       'organizations.require_mfa',
       sql<boolean>`exists (select 1 from mfa_totp where mfa_totp.user_id = ${sql.ref('memberships.user_id')} and mfa_totp.confirmed_at is not null)`.as(
         'has_mfa',
@@ -54,7 +62,7 @@ export async function findMembership(
     .where('organizations.uuid', '=', organizationUuid.toLowerCase())
     .where('memberships.user_id', '=', userId)
     .executeTakeFirst();
-  if (!row || !isRoleName(row.role)) return undefined;
+  if (!row) return undefined;
   return {
     organizationId: row.id,
     organizationUuid: row.uuid,
@@ -62,10 +70,41 @@ export async function findMembership(
     slug: row.slug,
     userId,
     role: row.role,
-    permissions: Array.isArray(row.permissions) ? row.permissions : [],
+    permissions: rolePermissions(
+      { name: row.role, built_in: row.built_in, permissions: row.permissions },
+      hostPermissions,
+    ),
     missingRequiredMfa: row.require_mfa && !row.has_mfa && !row.passkey_session,
     ...(sessionId !== undefined && { sessionId }),
   };
+}
+
+/** What a role row grants: its permissions, and for the built-in `admin` every host permission too. */
+export function rolePermissions(
+  role: { name: string; built_in: boolean; permissions: unknown },
+  hostPermissions: readonly string[],
+): string[] {
+  const permissions = Array.isArray(role.permissions) ? (role.permissions as string[]) : [];
+  return role.built_in && role.name === 'admin' && hostPermissions.length > 0
+    ? [...permissions, ...hostPermissions.filter((p) => !permissions.includes(p))]
+    : permissions;
+}
+
+/**
+ * No one hands out more than they hold: FORBIDDEN unless the actor's role
+ * holds every one of `permissions` (those of a role they give, change or
+ * take away). Admins hold them all, so this only limits custom roles that
+ * hold `members:manage` or `invitations:manage`.
+ */
+export function requireHoldsAll(access: OrganizationAccess, permissions: readonly string[], what: string): void {
+  // Custom roles cannot be named admin: this is the built-in role, which holds whatever a role may hold
+  // (also a host permission that is no longer declared but still sits in a custom role).
+  if (access.role === 'admin') return;
+  const missing = permissions.filter((permission) => !access.permissions.includes(permission));
+  if (missing.length === 0) return;
+  throw new AppError('FORBIDDEN', {
+    detail: `Your role in this organization (${access.role}) does not hold ${missing.join(', ')}, which ${what} has`,
+  });
 }
 
 /**
@@ -94,8 +133,9 @@ export async function authorizeMember(
   organizationUuid: string,
   requirement: Requirement,
   sessionId?: number,
+  hostPermissions: readonly string[] = [],
 ): Promise<OrganizationAccess> {
-  const access = await findMembership(db, userId, organizationUuid, sessionId);
+  const access = await findMembership(db, userId, organizationUuid, sessionId, hostPermissions);
   if (!access) throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
   if (access.missingRequiredMfa) {
     throw new AppError('MFA_REQUIRED_BY_ORGANIZATION', {
@@ -132,11 +172,12 @@ export async function lockAndAuthorize(
   trx: Kysely<Database>,
   access: OrganizationAccess,
   requirement: Requirement,
+  hostPermissions: readonly string[] = [],
 ): Promise<OrganizationAccess> {
   if (!(await lockOrganization(trx, access.organizationId))) {
     throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
   }
-  return authorizeMember(trx, access.userId, access.organizationUuid, requirement, access.sessionId);
+  return authorizeMember(trx, access.userId, access.organizationUuid, requirement, access.sessionId, hostPermissions);
 }
 
 /** Members holding the `admin` role, other than `exceptUserId`. Call under `lockOrganization`. */
@@ -167,14 +208,39 @@ export async function isMember(db: Kysely<Database>, organizationId: number, use
   return row !== undefined;
 }
 
-/** The id of the organization's role row of that name; CONFLICT when the organization lacks it. */
-export async function roleId(db: Kysely<Database>, organizationId: number, role: RoleName): Promise<number> {
+/** The names of the organization's roles: the built-in three first, then the custom ones, oldest first. */
+export async function organizationRoleNames(db: Kysely<Database>, organizationId: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('roles')
+    .select('name')
+    .where('organization_id', '=', organizationId)
+    .orderBy('built_in', 'desc')
+    .orderBy('id')
+    .execute();
+  return rows.map((row) => row.name);
+}
+
+/**
+ * The organization's role row of that name; 422 VALIDATION_ERROR on `field`
+ * (listing the organization's roles) when it has none, e.g. a custom role
+ * deleted since the request was validated.
+ */
+export async function organizationRole(
+  db: Kysely<Database>,
+  organizationId: number,
+  role: string,
+  field = 'role',
+): Promise<{ id: number; name: string; permissions: string[]; built_in: boolean }> {
   const row = await db
     .selectFrom('roles')
-    .select('id')
+    .select(['id', 'name', 'permissions', 'built_in'])
     .where('organization_id', '=', organizationId)
     .where('name', '=', role)
     .executeTakeFirst();
-  if (!row) throw new AppError('CONFLICT', { detail: `This organization has no ${role} role` });
-  return row.id;
+  if (row) return row;
+  const names = await organizationRoleNames(db, organizationId);
+  throw new AppError('VALIDATION_ERROR', {
+    detail: 'One or more fields are invalid',
+    errors: [{ field, message: `Role must be one of ${names.join(', ')}`, code: 'invalid_value' }],
+  });
 }

@@ -4,7 +4,7 @@ import { checkOrganizationName, checkStorable, slugify } from '../domain/account
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { DEFAULT_PAGE_SIZE, decodeCursor, type Page, pageOf } from '../domain/paging.ts';
 import type { RequestContext } from '../domain/request-context.ts';
-import { DEFAULT_ROLE_PERMISSIONS, isRoleName, ROLE_NAMES, type RoleName } from '../domain/roles.ts';
+import { DEFAULT_ROLE_PERMISSIONS, ROLE_NAMES } from '../domain/roles.ts';
 import { type AuditLogView, recordAudit } from '../infra/audit.ts';
 import type { Services } from '../infra/container.ts';
 import { hasTotp } from '../infra/mfa.ts';
@@ -22,7 +22,7 @@ export interface OrganizationView {
   uuid: string;
   name: string;
   slug: string;
-  role: RoleName;
+  role: string;
   /** Members without a second factor are refused by the organization's routes (403 MFA_REQUIRED_BY_ORGANIZATION). */
   require_mfa: boolean;
   created_at: string;
@@ -72,7 +72,7 @@ export async function createOrganizationWithOwner(
   db: Kysely<Database>,
   name: string,
   ownerId: number,
-): Promise<OrganizationSummary & { role: RoleName }> {
+): Promise<OrganizationSummary & { role: string }> {
   const organization = await insertWithFreeSlug(db, name);
   const roles = await db
     .insertInto('roles')
@@ -81,6 +81,7 @@ export async function createOrganizationWithOwner(
         organization_id: organization.id,
         name: role,
         permissions: JSON.stringify(DEFAULT_ROLE_PERMISSIONS[role]),
+        built_in: true,
       })),
     )
     .returning(['id', 'name'])
@@ -105,7 +106,7 @@ function validName(raw: unknown): string {
 
 function organizationView(
   row: { uuid: string; name: string; slug: string; require_mfa: boolean; created_at: Date; updated_at: Date },
-  role: RoleName,
+  role: string,
 ): OrganizationView {
   return {
     uuid: row.uuid,
@@ -137,7 +138,7 @@ export async function listOrganizations(services: Services, userId: number): Pro
     .orderBy('organizations.name')
     .orderBy('organizations.id')
     .execute();
-  return rows.filter((r) => isRoleName(r.role)).map((r) => organizationView(r, r.role as RoleName));
+  return rows.map((r) => organizationView(r, r.role));
 }
 
 /** `POST /organizations`: a new organization with default roles; the caller is its admin. */

@@ -15,7 +15,6 @@ import {
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizePassword, passwordPolicyIssues } from '../domain/password-policy.ts';
 import type { RequestContext } from '../domain/request-context.ts';
-import type { RoleName } from '../domain/roles.ts';
 import { isStorableText } from '../domain/text.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
@@ -58,7 +57,8 @@ export interface UserOrganization {
   uuid: string;
   name: string;
   slug: string;
-  role: RoleName;
+  /** `admin`, `user`, `viewer` or a custom role of the organization. */
+  role: string;
 }
 
 export interface RegisteredAccount extends UserBody, Partial<TokenPair> {

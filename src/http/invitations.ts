@@ -19,7 +19,7 @@ const Invitation = Type.Object({
 const InviteBody = Type.Object(
   {
     email: Type.String({ description: 'Who is invited; they accept with an account verified for this address' }),
-    role: Type.String({ description: '`admin`, `user` or `viewer`' }),
+    role: Type.String({ description: '`admin`, `user`, `viewer` or a custom role of the organization' }),
   },
   { additionalProperties: true },
 );

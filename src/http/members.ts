@@ -21,7 +21,7 @@ const MemberParams = Type.Object({
 });
 
 const RoleBody = Type.Object(
-  { role: Type.String({ description: '`admin`, `user` or `viewer`' }) },
+  { role: Type.String({ description: '`admin`, `user`, `viewer` or a custom role of the organization' }) },
   { additionalProperties: true },
 );
 

@@ -1,5 +1,13 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { isRoleName, PERMISSIONS, type Permission, type Requirement, type RoleName } from '../domain/roles.ts';
+import {
+  type HostPermission,
+  isBuiltInPermission,
+  isRoleName,
+  PERMISSION_PATTERN,
+  type Permission,
+  type Requirement,
+  type RoleName,
+} from '../domain/roles.ts';
 import { authorizeMember, type OrganizationAccess } from '../flows/org-access.ts';
 import { requireUser } from './auth-guard.ts';
 import { sendProblem } from './problem.ts';
@@ -18,6 +26,19 @@ export interface OrgGuardOptions {
 
 export type OrgGuard = (request: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply | undefined>;
 
+/** The host permission a guard checks, so that the plugin can refuse routes that use an undeclared one. */
+const HOST_PERMISSION = Symbol('gatehouse.hostPermission');
+
+/**
+ * The host permission a route hook checks when it is a guard made by
+ * `requirePermission` for a permission the host has not declared, else undefined.
+ */
+export function undeclaredPermission(hook: unknown, declared: readonly string[]): string | undefined {
+  if (typeof hook !== 'function') return undefined;
+  const permission = (hook as { [HOST_PERMISSION]?: string })[HOST_PERMISSION];
+  return permission !== undefined && !declared.includes(permission) ? permission : undefined;
+}
+
 /**
  * A route hook (`onRequest` or `preHandler`) that admits the bearer of a
  * valid access token who is a member of the organization in the path and
@@ -30,14 +51,24 @@ function organizationGuard(requirement: Requirement, options: OrgGuardOptions): 
   const param = options.param ?? 'uuid';
   return async function organizationGuardHook(request, reply) {
     try {
+      const { db, hostPermissions } = request.server.gatehouse;
+      // A route declared before Gatehouse was registered escaped the declaration-time check.
+      if (
+        typeof requirement === 'string' &&
+        !isBuiltInPermission(requirement) &&
+        !hostPermissions.includes(requirement)
+      ) {
+        throw new Error(`requirePermission: "${requirement}" is not declared in the plugin's \`permissions\` option`);
+      }
       await requireUser(request, reply);
       const value = (request.params as Record<string, unknown> | undefined)?.[param];
       request.membership = await authorizeMember(
-        request.server.gatehouse.db,
+        db,
         request.auth.userId,
         typeof value === 'string' ? value : '',
         requirement,
         request.auth.sessionId,
+        hostPermissions,
       );
       return undefined;
     } catch (error) {
@@ -55,10 +86,24 @@ export function requireOrgRole(role: RoleName, options: OrgGuardOptions = {}): O
   return organizationGuard({ role }, options);
 }
 
-/** Guard for routes that need one permission of the member's role, e.g. `requireOrgPermission('members:manage')`. */
-export function requireOrgPermission(permission: Permission, options: OrgGuardOptions = {}): OrgGuard {
-  if (!(PERMISSIONS as readonly string[]).includes(permission)) {
+/**
+ * Guard for routes that need one permission of the member's role, e.g.
+ * `requireOrgPermission('members:manage')`: a built-in permission, or one the
+ * host declared with the plugin's `permissions` option (`scans:start`), which
+ * the built-in `admin` role and the custom roles holding it have. A malformed
+ * name throws at once; an undeclared one when the route is declared after
+ * Gatehouse was registered (otherwise, answering 500, when it is called).
+ */
+export function requireOrgPermission(permission: Permission | HostPermission, options: OrgGuardOptions = {}): OrgGuard {
+  if (typeof permission !== 'string' || !(isBuiltInPermission(permission) || PERMISSION_PATTERN.test(permission))) {
     throw new TypeError(`requireOrgPermission: unknown permission "${String(permission)}"`);
   }
-  return organizationGuard(permission, options);
+  const guard = organizationGuard(permission, options);
+  if (!isBuiltInPermission(permission)) Object.defineProperty(guard, HOST_PERMISSION, { value: permission });
+  return guard;
+}
+
+/** `requireOrgPermission` under the shorter name hosts use for their own permissions: `requirePermission('scans:start')`. */
+export function requirePermission(permission: Permission | HostPermission, options: OrgGuardOptions = {}): OrgGuard {
+  return requireOrgPermission(permission, options);
 }

@@ -1,5 +1,4 @@
 import { Type } from 'typebox';
-import { ROLE_NAMES } from '../domain/roles.ts';
 
 /** Problem details as API.md describes them, for the OpenAPI document. */
 export const Problem = Type.Object(
@@ -37,7 +36,9 @@ export function problems(...statuses: number[]): Record<number, typeof ProblemRe
 }
 
 /** A member's role, as every response names it. */
-export const RoleSchema = Type.Enum(ROLE_NAMES);
+export const RoleSchema = Type.String({
+  description: "`admin`, `user`, `viewer`, or one of the organization's custom roles",
+});
 
 export const UserOrganization = Type.Object({
   uuid: Type.String({ format: 'uuid' }),

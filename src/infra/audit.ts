@@ -59,7 +59,10 @@ export type AuditAction =
   | 'identity_unlinked'
   | 'email_change_requested'
   | 'email_changed'
-  | 'email_change_reverted';
+  | 'email_change_reverted'
+  | 'role_created'
+  | 'role_updated'
+  | 'role_deleted';
 
 export interface AuditEntry {
   action: AuditAction;

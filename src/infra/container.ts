@@ -55,6 +55,8 @@ export interface Services {
   auditSealer: AuditSealer;
   /** Deletes expired sessions, spent tokens and old records every HOUSEKEEPING_INTERVAL_MINUTES. */
   housekeeper: Housekeeper;
+  /** Permissions the host application declared (`permissions` plugin option), beside the built-in ones. */
+  hostPermissions: readonly string[];
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -63,6 +65,7 @@ export interface Services {
 export interface ServiceOverrides {
   clock?: Clock;
   breach?: BreachChecker;
+  hostPermissions?: readonly string[];
 }
 
 export async function createServices(
@@ -138,6 +141,7 @@ export async function createServices(
     metrics,
     auditSealer,
     housekeeper,
+    hostPermissions: overrides.hostPermissions ?? [],
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);

@@ -105,6 +105,12 @@ const ROLE_LABELS: Record<string, Record<string, string>> = {
   es: { admin: 'administrador', user: 'miembro', viewer: 'lector' },
 };
 
+/** A built-in role in words; a custom role by its name (own keys only: `constructor` is a valid role name). */
+function roleLabel(language: string, role: string): string {
+  const labels = ROLE_LABELS[language];
+  return labels && Object.hasOwn(labels, role) ? (labels[role] ?? role) : role;
+}
+
 const CATALOGS: Record<string, Catalog> = {
   en: {
     verify_email: ({ name, link }) => ({
@@ -228,7 +234,7 @@ const CATALOGS: Record<string, Catalog> = {
       subject: `${inSubject(inviterName)} invited you to join ${inSubject(organizationName)}`,
       greeting: 'Hello,',
       lines: [
-        `${inBody(inviterName)} (${inviterEmail}) invited you to join ${inBody(organizationName)} as ${ROLE_LABELS.en?.[role] ?? role}.`,
+        `${inBody(inviterName)} (${inviterEmail}) invited you to join ${inBody(organizationName)} as ${roleLabel('en', role)}.`,
         'This invitation is valid for 7 days. Nothing happens unless you accept it.',
       ],
       actions: [{ label: 'Accept the invitation', link }],
@@ -411,7 +417,7 @@ const CATALOGS: Record<string, Catalog> = {
       subject: `${inSubject(inviterName)} te invitó a unirte a ${inSubject(organizationName)}`,
       greeting: 'Hola:',
       lines: [
-        `${inBody(inviterName)} (${inviterEmail}) te invitó a unirte a ${inBody(organizationName)} como ${ROLE_LABELS.es?.[role] ?? role}.`,
+        `${inBody(inviterName)} (${inviterEmail}) te invitó a unirte a ${inBody(organizationName)} como ${roleLabel('es', role)}.`,
         'Esta invitación es válida durante 7 días. No pasa nada si no la aceptas.',
       ],
       actions: [{ label: 'Aceptar la invitación', link }],

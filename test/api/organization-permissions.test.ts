@@ -17,6 +17,8 @@ interface Fixture {
   invitation: Body;
   /** The acting user's own pending invitation (see the accept row). */
   actorInvitationToken: string | undefined;
+  /** A custom role nobody holds. */
+  role: string;
 }
 
 interface Row {
@@ -110,6 +112,32 @@ const MATRIX: Row[] = [
     path: (f) => org(f, '/audit-logs'),
     expect: statuses(200, 403, 403, 404, 401),
   },
+  {
+    endpoint: 'GET /organizations/{uuid}/roles',
+    method: 'GET',
+    path: (f) => org(f, '/roles'),
+    expect: statuses(200, 200, 200, 404, 401),
+  },
+  {
+    endpoint: 'POST /organizations/{uuid}/roles',
+    method: 'POST',
+    path: (f) => org(f, '/roles'),
+    body: () => ({ name: uniqueName('role'), permissions: ['members:read'] }),
+    expect: statuses(201, 403, 403, 404, 401),
+  },
+  {
+    endpoint: 'PATCH /organizations/{uuid}/roles/{name}',
+    method: 'PATCH',
+    path: (f) => org(f, `/roles/${f.role}`),
+    body: () => ({ permissions: ['organization:read', 'resources:read'] }),
+    expect: statuses(200, 403, 403, 404, 401),
+  },
+  {
+    endpoint: 'DELETE /organizations/{uuid}/roles/{name}',
+    method: 'DELETE',
+    path: (f) => org(f, `/roles/${f.role}`),
+    expect: statuses(204, 403, 403, 404, 401),
+  },
   // The acting user was invited before joining: members are already in (409); the non-member joins (200).
   {
     endpoint: 'POST /invitations/accept (own invitation)',
@@ -165,7 +193,13 @@ describe('organization endpoints × roles', () => {
       actorInvitationToken = (await invite(users[actor].email)).token;
       if (actor !== 'non-member') await addMember(app, String(created.uuid), users[actor].id, actor);
     }
-    return { org: created, target, invitation, actorInvitationToken };
+    const role = uniqueName('role');
+    const res = await call(app, 'POST', `/api/v1/organizations/${String(created.uuid)}/roles`, owner.token, {
+      name: role,
+      permissions: ['organization:read'],
+    });
+    assert.equal(res.statusCode, 201, res.body);
+    return { org: created, target, invitation, actorInvitationToken, role };
   }
 
   /** What a refused request must leave untouched. */
@@ -191,7 +225,13 @@ describe('organization endpoints × roles', () => {
       .where('organization_id', '=', db.selectFrom('organizations').select('id').where('uuid', '=', String(f.org.uuid)))
       .orderBy('uuid')
       .execute();
-    return { organization, members, invitations };
+    const roles = await db
+      .selectFrom('roles')
+      .select(['name', 'permissions'])
+      .where('organization_id', '=', db.selectFrom('organizations').select('id').where('uuid', '=', String(f.org.uuid)))
+      .orderBy('name')
+      .execute();
+    return { organization, members, invitations, roles };
   }
 
   for (const row of MATRIX) {
@@ -223,7 +263,7 @@ describe('organization endpoints × roles', () => {
         Object.keys(operations).map((m) => `${m.toUpperCase()} ${path.slice('/api/v1'.length)}`),
       );
     const covered = MATRIX.map((r) => r.endpoint.replace(/ \(.*\)$/, ''));
-    assert.equal(documented.length, 13);
+    assert.equal(documented.length, 17);
     assert.deepEqual([...new Set(covered)].sort(), documented.sort());
   });
 });

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  checkPermissions,
   checkRole,
+  checkRoleName,
   DEFAULT_ROLE_PERMISSIONS,
   grants,
+  hostPermissions,
   isRoleName,
   PERMISSIONS,
   type RoleName,
@@ -75,5 +78,53 @@ describe('roles and permissions', () => {
     const missing = checkRole(undefined);
     assert.equal(missing.ok ? 'ok' : missing.error.code, 'required');
     assert.equal(checkRole(1).ok, false);
+  });
+
+  test("checkRole with the organization's roles accepts its custom names and lists them", () => {
+    const available = ['admin', 'user', 'viewer', 'auditor'];
+    assert.deepEqual(checkRole('auditor', 'role', available), { ok: true, value: 'auditor' });
+    assert.deepEqual(checkRole('auditor'), {
+      ok: false,
+      error: { field: 'role', message: 'Role must be one of admin, user, viewer', code: 'invalid_value' },
+    });
+    const unknown = checkRole('ghost', 'role', available);
+    assert.equal(unknown.ok ? '' : unknown.error.message, 'Role must be one of admin, user, viewer, auditor');
+  });
+
+  test('custom role names: a lowercase letter, then 1-31 of [a-z0-9_-]', () => {
+    for (const name of ['ab', 'auditor', 'team_lead', 'on-call', `a${'b'.repeat(31)}`]) {
+      assert.deepEqual(checkRoleName(name), { ok: true, value: name }, name);
+    }
+    for (const name of ['a', 'Auditor', '1ab', '_ab', 'a b', 'a.b', `a${'b'.repeat(32)}`, '', 'ünï', 12, null]) {
+      const check = checkRoleName(name);
+      assert.equal(check.ok ? '' : `${check.error.field}:${check.error.code}`, 'name:invalid_value', String(name));
+    }
+    const missing = checkRoleName(undefined);
+    assert.equal(missing.ok ? '' : missing.error.code, 'required');
+  });
+
+  test('permission lists: known ones only, repeats dropped, order kept', () => {
+    const allowed = [...PERMISSIONS, 'scans:start'];
+    assert.deepEqual(checkPermissions(['scans:start', 'members:read', 'scans:start'], allowed), {
+      ok: true,
+      value: ['scans:start', 'members:read'],
+    });
+    assert.deepEqual(checkPermissions([], allowed), { ok: true, value: [] });
+    for (const raw of [['nope:x'], ['members:read', 1], 'members:read', { 0: 'members:read' }]) {
+      const check = checkPermissions(raw, allowed);
+      assert.equal(check.ok ? '' : check.error.field, 'permissions', JSON.stringify(raw));
+    }
+    const missing = checkPermissions(undefined, allowed);
+    assert.equal(missing.ok ? '' : missing.error.code, 'required');
+  });
+
+  test('host permissions are scope:action in lowercase; built-in names and repeats are dropped', () => {
+    assert.deepEqual(hostPermissions(['scans:start', 'members:read', 'scans:start', 'reports:export']), [
+      'scans:start',
+      'reports:export',
+    ]);
+    for (const bad of ['scans', 'Scans:start', 'scans:', ':start', 'scans:start:now', 'scans start', 1]) {
+      assert.throws(() => hostPermissions([bad]), /must be "scope:action"/, String(bad));
+    }
   });
 });

@@ -139,6 +139,42 @@ describe('example host application: scan-app', () => {
       assertProblem(await call(app, 'GET', url, actors['non-member'].token), 404, 'NOT_FOUND');
     });
 
+    test("cancelling needs the app's own permission scans:cancel: admins, and custom roles holding it", async () => {
+      const queued = await call(app, 'POST', scanUrl(organizationUuid), actors.user.token, {
+        target: 'cancel.example',
+      });
+      assert.equal(queued.statusCode, 202, queued.body);
+      const cancelUrl = `/api/v1/organizations/${organizationUuid}/scans/${String(json(queued).uuid)}/cancel`;
+      // The built-in user role holds none of the app's permissions.
+      assertProblem(await call(app, 'POST', cancelUrl, actors.user.token), 403, 'FORBIDDEN');
+      assertProblem(await call(app, 'POST', cancelUrl, actors['non-member'].token), 404, 'NOT_FOUND');
+
+      const role = await call(app, 'POST', `/api/v1/organizations/${organizationUuid}/roles`, owner.token, {
+        name: 'scan-operator',
+        permissions: ['organization:read', 'resources:read', 'scans:cancel'],
+      });
+      assert.equal(role.statusCode, 201, role.body);
+      const operator = await signUp(app);
+      await addMember(app, organizationUuid, operator.id, 'scan-operator');
+      const cancelled = await call(app, 'POST', cancelUrl, operator.token);
+      assert.equal(cancelled.statusCode, 200, cancelled.body);
+      assert.equal(json(cancelled).status, 'cancelled');
+      assert.equal(json(cancelled).requested_by, actors.user.uuid);
+      // Admins hold every permission the app declared.
+      assert.equal((await call(app, 'POST', cancelUrl, owner.token)).statusCode, 200);
+      assertProblem(
+        await call(app, 'POST', `/api/v1/organizations/${organizationUuid}/scans/${randomUUID()}/cancel`, owner.token),
+        404,
+        'NOT_FOUND',
+      );
+      // The custom role can cancel but not start scans: it lacks resources:use, which role user requires.
+      assertProblem(
+        await call(app, 'POST', scanUrl(organizationUuid), operator.token, { target: 'example.com' }),
+        403,
+        'FORBIDDEN',
+      );
+    });
+
     test('unknown and malformed organization uuids answer 404 problem+json, not 500', async () => {
       for (const uuid of [randomUUID(), 'not-a-uuid', '%27%20or%201%3D1']) {
         assertProblem(

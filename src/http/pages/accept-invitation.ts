@@ -3,11 +3,12 @@ import { acceptInvitation, describeInvitation, type InvitationOffer } from '../.
 import { asAppError, type FormErrors, field, formBody, formErrors } from './forms.ts';
 import type { Pages } from './page.ts';
 
-const ROLE_WORDS = {
-  admin: 'an admin',
-  user: 'a member',
-  viewer: 'a viewer',
-} as const;
+/** The built-in roles in words; a custom role is named (`the auditor role`). */
+const ROLE_WORDS: ReadonlyMap<string, string> = new Map([
+  ['admin', 'an admin'],
+  ['user', 'a member'],
+  ['viewer', 'a viewer'],
+]);
 
 /**
  * `/accept-invitation?token=`, the link of an invitation mail. It asks for one
@@ -33,7 +34,7 @@ export function acceptInvitationPages(app: FastifyInstance, pages: Pages): void 
     return pages.render(request, reply, 'accept-invitation', {
       title,
       token: offer ? token : '',
-      offer: offer && { ...offer, roleWords: ROLE_WORDS[offer.role] },
+      offer: offer && { ...offer, roleWords: ROLE_WORDS.get(offer.role) ?? `the ${offer.role} role` },
       signedIn: !!session,
       signedInAs: session?.auth.email,
       loginLink: loginAndBack(token),
