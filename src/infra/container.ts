@@ -14,6 +14,7 @@ import {
 } from './breach.ts';
 import { BreachIndex } from './breach-index.ts';
 import { type CaptchaVerifier, createCaptchaVerifier } from './captcha.ts';
+import type { ClaimsHook } from './claims.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
 import { Housekeeper } from './housekeeping.ts';
@@ -55,6 +56,8 @@ export interface Services {
   auditSealer: AuditSealer;
   /** Deletes expired sessions, spent tokens and old records every HOUSEKEEPING_INTERVAL_MINUTES. */
   housekeeper: Housekeeper;
+  /** The host application's extra access token claims (plugin option `claims`). */
+  claimsHook: ClaimsHook | undefined;
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -63,6 +66,7 @@ export interface Services {
 export interface ServiceOverrides {
   clock?: Clock;
   breach?: BreachChecker;
+  claims?: ClaimsHook;
 }
 
 export async function createServices(
@@ -138,6 +142,7 @@ export async function createServices(
     metrics,
     auditSealer,
     housekeeper,
+    claimsHook: overrides.claims,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);
