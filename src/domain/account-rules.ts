@@ -122,7 +122,7 @@ export function slugify(name: string): string {
 }
 
 /** Largest `user_metadata` or `app_metadata`, as JSON in UTF-8. */
-export const METADATA_MAX_BYTES = 4096;
+const METADATA_MAX_BYTES = 4096;
 
 /**
  * `user_metadata` / `app_metadata`: a JSON object (not an array, null or a

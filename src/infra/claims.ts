@@ -49,7 +49,7 @@ export interface ClaimsHookContext {
 export type ClaimsHook = (context: ClaimsHookContext) => Record<string, unknown> | Promise<Record<string, unknown>>;
 
 /** Claims Gatehouse sets itself: a hook's keys among these are dropped (and logged). */
-export const REGISTERED_CLAIMS: ReadonlySet<string> = new Set([
+const REGISTERED_CLAIMS: ReadonlySet<string> = new Set([
   'sub',
   'iss',
   'aud',
@@ -71,7 +71,7 @@ export const REGISTERED_CLAIMS: ReadonlySet<string> = new Set([
 ]);
 
 /** A hook that has not answered after this long fails the login or refresh. */
-export const CLAIMS_HOOK_TIMEOUT_MS = 5_000;
+const CLAIMS_HOOK_TIMEOUT_MS = 5_000;
 
 interface HookServices {
   claimsHook: ClaimsHook | undefined;
