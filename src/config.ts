@@ -148,6 +148,10 @@ export interface Config {
   oidcProvider: boolean;
   /** SSO_PROVIDERS and their SSO_<NAME>_* settings: sign-in with other identity providers (docs/sso.md). */
   ssoProviders: SsoProvider[];
+  /** ACCESS_TOKEN_ORG_CLAIMS: access tokens carry `orgs`, the role per organization uuid (docs/auth.md). */
+  accessTokenOrgClaims: boolean;
+  /** ACCESS_TOKEN_METADATA_CLAIMS: access tokens carry `user_metadata` and `app_metadata`. */
+  accessTokenMetadataClaims: boolean;
   /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
   warnings: string[];
 }
@@ -439,6 +443,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     emailSignInLimitPerAddress: read.rateLimit('EMAIL_SIGN_IN_LIMIT_PER_ADDRESS', '3/15m'),
     oidcProvider: read.boolean('OIDC_PROVIDER', false),
     ssoProviders: ssoProviders(read, environment),
+    accessTokenOrgClaims: read.boolean('ACCESS_TOKEN_ORG_CLAIMS', false),
+    accessTokenMetadataClaims: read.boolean('ACCESS_TOKEN_METADATA_CLAIMS', false),
     warnings,
   };
 

@@ -10,6 +10,7 @@ import { AppError } from './domain/errors.ts';
 import { resolvePagesConfig } from './domain/page-options.ts';
 import type { RequestContext } from './domain/request-context.ts';
 import { hostPermissions } from './domain/roles.ts';
+import { type AdminUserView, setAppMetadata } from './flows/admin.ts';
 import type { OrganizationAccess } from './flows/org-access.ts';
 import { accountRoutes } from './http/account.ts';
 import { adminRoutes } from './http/admin.ts';
@@ -48,6 +49,7 @@ import { ssoRoutes } from './http/sso.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { verifyEmailRoutes } from './http/verify-email.ts';
 import type { BreachChecker } from './infra/breach.ts';
+import type { ClaimsHook } from './infra/claims.ts';
 import type { Clock } from './infra/clock.ts';
 import { createServices, type Services } from './infra/container.ts';
 import type { AuthContext } from './infra/sessions.ts';
@@ -84,11 +86,26 @@ export interface GatehouseOptions {
    * holds them all, `user` and `viewer` none.
    */
   permissions?: readonly string[];
+  /**
+   * Extra access token claims, computed at every login and refresh, e.g.
+   * `async ({ user, session }) => ({ tenant: 'x' })`. Registered claims
+   * (`sub`, `exp`, `sid`, `orgs`… see docs/auth.md) are never replaced: such
+   * keys are dropped with a warning. A hook that throws, returns something
+   * other than an object or takes over 5 s fails the login or refresh with
+   * 503 CLAIMS_HOOK_FAILED, and nothing is written.
+   */
+  claims?: ClaimsHook;
+}
+
+/** What a host application calls on `app.gatehouse`, beside the services. */
+export interface GatehouseHostApi {
+  /** Replaces a user's `app_metadata` (a JSON object of at most 4096 bytes); audited as `admin_user_updated`. */
+  setAppMetadata(userUuid: string, metadata: Record<string, unknown>): Promise<AdminUserView>;
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
-    gatehouse: Services;
+    gatehouse: Services & GatehouseHostApi;
   }
   interface FastifyRequest {
     caller: RequestContext;
@@ -121,12 +138,20 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
       'OIDC_PROVIDER=true needs the pages (people sign in and consent on them): do not pass `pages: false`',
     );
   }
+  if (options.claims !== undefined && typeof options.claims !== 'function') {
+    if (ownsDatabase) await database.close().catch(() => {});
+    throw new Error('the `claims` option must be a function ({ user, session }) => claims');
+  }
   const services = await createServices(config, database, app.log, {
     ...(options.clock && { clock: options.clock }),
     ...(options.breachChecker && { breach: options.breachChecker }),
     hostPermissions: declared,
+    ...(options.claims && { claims: options.claims }),
   });
-  app.decorate('gatehouse', services);
+  const hostApi: GatehouseHostApi = {
+    setAppMetadata: (userUuid, metadata) => setAppMetadata(services, userUuid, metadata),
+  };
+  app.decorate('gatehouse', Object.assign(services, hostApi));
   app.decorateRequest('caller', null as unknown as RequestContext);
   app.decorateRequest('auth', null as unknown as AuthContext);
   app.decorateRequest('membership', null as unknown as OrganizationAccess);
@@ -287,3 +312,4 @@ export type { OrganizationAccess } from './flows/org-access.ts';
 export { requireSuperuser, requireUser } from './http/auth-guard.ts';
 export { type OrgGuardOptions, requireOrgPermission, requireOrgRole, requirePermission } from './http/org-guard.ts';
 export { sendProblem } from './http/problem.ts';
+export type { ClaimsHook, ClaimsHookContext } from './infra/claims.ts';

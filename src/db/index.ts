@@ -27,6 +27,7 @@ import * as oidcProvider from './migrations/0011_oidc_provider.ts';
 import * as sso from './migrations/0012_sso.ts';
 import * as emailChanges from './migrations/0013_email_changes.ts';
 import * as customRoles from './migrations/0014_custom_roles.ts';
+import * as claimsMetadata from './migrations/0015_claims_metadata.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -248,6 +249,7 @@ const migrations: Record<string, Migration> = {
   '0012_sso': sso,
   '0013_email_changes': emailChanges,
   '0014_custom_roles': customRoles,
+  '0015_claims_metadata': claimsMetadata,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

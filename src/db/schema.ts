@@ -24,6 +24,10 @@ export interface UsersTable {
   last_login_at: NullableTimestamp;
   /** False for an account made by a provider's sign-in, until a password is set. */
   has_password: Generated<boolean>;
+  /** The user's own JSON object (PATCH /me); at most 4 KiB serialized. */
+  user_metadata: ColumnType<Record<string, unknown>, string | undefined, string>;
+  /** Set by superusers and the host application only; at most 4 KiB serialized. */
+  app_metadata: ColumnType<Record<string, unknown>, string | undefined, string>;
 }
 
 interface OrganizationsTable {

@@ -120,3 +120,31 @@ export function slugify(name: string): string {
     .replace(/-+$/, '');
   return slug === '' ? 'organization' : slug;
 }
+
+/** Largest `user_metadata` or `app_metadata`, as JSON in UTF-8. */
+const METADATA_MAX_BYTES = 4096;
+
+/**
+ * `user_metadata` / `app_metadata`: a JSON object (not an array, null or a
+ * scalar) of at most METADATA_MAX_BYTES serialized, whose keys and strings
+ * PostgreSQL can store (no NUL, no lone surrogates).
+ */
+export function checkMetadata(value: unknown, field: string): Check<Record<string, unknown>> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return fail(field, 'Must be a JSON object', 'invalid_type');
+  }
+  if (new TextEncoder().encode(JSON.stringify(value)).length > METADATA_MAX_BYTES) {
+    return fail(field, `Must be at most ${METADATA_MAX_BYTES} bytes as JSON`, 'too_large');
+  }
+  if (!storableJson(value)) return fail(field, 'Must not contain NUL bytes or invalid Unicode', 'invalid_characters');
+  return { ok: true, value: value as Record<string, unknown> };
+}
+
+function storableJson(value: unknown): boolean {
+  if (typeof value === 'string') return isStorableText(value);
+  if (Array.isArray(value)) return value.every(storableJson);
+  if (typeof value === 'object' && value !== null) {
+    return Object.entries(value).every(([key, item]) => isStorableText(key) && storableJson(item));
+  }
+  return true;
+}

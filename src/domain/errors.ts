@@ -194,6 +194,11 @@ export const PROBLEMS = {
     title: 'Service temporarily unavailable',
     fix: 'Wait for `retry_after` seconds and try again.',
   },
+  CLAIMS_HOOK_FAILED: {
+    status: 503,
+    title: 'Token claims could not be computed',
+    fix: "The host application's claims hook failed or timed out: no token was issued and nothing changed; try again.",
+  },
 } as const satisfies Record<string, { status: number; title: string; fix: string }>;
 
 export type ProblemCode = keyof typeof PROBLEMS;

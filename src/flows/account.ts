@@ -1,8 +1,15 @@
+import { isDeepStrictEqual } from 'node:util';
 import { CompiledQuery, type Kysely, sql } from 'kysely';
 import { BatchedRead } from '../db/batched-read.ts';
 import { prepared } from '../db/prepared.ts';
 import type { Database } from '../db/schema.ts';
-import { type Check, checkLanguageCode, checkPersonName, checkStorable } from '../domain/account-rules.ts';
+import {
+  type Check,
+  checkLanguageCode,
+  checkMetadata,
+  checkPersonName,
+  checkStorable,
+} from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { isUuid } from '../domain/identifiers.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
@@ -21,6 +28,10 @@ export interface AccountView extends UserBody {
   last_login_at: string | null;
   organizations: UserOrganization[];
   mfa: MfaStatus;
+  /** The user's own JSON object (PATCH /me). */
+  user_metadata: Record<string, unknown>;
+  /** Set by superusers and the host application; read-only here. */
+  app_metadata: Record<string, unknown>;
 }
 
 function selectAccount(db: Kysely<Database>) {
@@ -37,6 +48,8 @@ function selectAccount(db: Kysely<Database>) {
     'users.email_verified_at',
     'users.created_at',
     'users.last_login_at',
+    'users.user_metadata',
+    'users.app_metadata',
     // One statement with a cached plan: see migrations/0004_account_view.ts.
     sql<UserOrganization[]>`gatehouse_user_organizations(${sql.ref('users.id')})`.as('organizations'),
     sql<boolean>`exists (select 1 from mfa_totp where mfa_totp.user_id = ${sql.ref('users.id')} and mfa_totp.confirmed_at is not null)`.as(
@@ -65,6 +78,8 @@ function toView(row: AccountRow | undefined): AccountView {
     last_login_at: row.last_login_at?.toISOString() ?? null,
     organizations: row.organizations,
     mfa: { totp: row.mfa_totp, backup_codes_left: row.mfa_totp ? Number(row.mfa_backup_codes_left) : 0 },
+    user_metadata: row.user_metadata,
+    app_metadata: row.app_metadata,
   };
 }
 
@@ -128,9 +143,11 @@ interface AccountUpdate {
   first_name?: string | null;
   last_name?: string | null;
   language_code?: string;
+  /** Replaces the stored object as a whole. */
+  user_metadata?: Record<string, unknown>;
 }
 
-const EDITABLE = new Set(['first_name', 'last_name', 'language_code']);
+const EDITABLE = new Set(['first_name', 'last_name', 'language_code', 'user_metadata']);
 
 /** Only the profile fields; anything else sent is refused, never silently ignored or applied. */
 function validateUpdate(input: Record<string, unknown>): AccountUpdate {
@@ -142,6 +159,15 @@ function validateUpdate(input: Record<string, unknown>): AccountUpdate {
     return undefined;
   };
   for (const [field, value] of Object.entries(input)) {
+    if (field === 'app_metadata') {
+      errors.push({ field, message: 'app_metadata is set by administrators only', code: 'not_allowed' });
+      continue;
+    }
+    if (field === 'user_metadata') {
+      const metadata = take(checkMetadata(value, field));
+      if (metadata !== undefined) update.user_metadata = metadata;
+      continue;
+    }
     if (!EDITABLE.has(field)) {
       errors.push({ field, message: 'Field cannot be changed here', code: 'not_allowed' });
       continue;
@@ -183,16 +209,24 @@ export async function updateAccount(
   return services.db.transaction().execute(async (trx) => {
     const before = await trx
       .selectFrom('users')
-      .select(['first_name', 'last_name', 'language_code'])
+      .select(['first_name', 'last_name', 'language_code', 'user_metadata'])
       .where('id', '=', auth.userId)
       .forUpdate()
       .executeTakeFirst();
     if (!before) throw new AppError('TOKEN_INVALID', { detail: 'The account no longer exists' });
-    const changed = (Object.keys(update) as (keyof AccountUpdate)[]).filter((k) => update[k] !== before[k]);
+    // Field names only in the audit row: metadata values are the user's own.
+    const changed = (Object.keys(update) as (keyof AccountUpdate)[]).filter(
+      (k) => !isDeepStrictEqual(update[k], before[k]),
+    );
     if (changed.length > 0) {
+      const { user_metadata, ...profile } = update;
       await trx
         .updateTable('users')
-        .set({ ...update, updated_at: services.clock.now() })
+        .set({
+          ...profile,
+          ...(user_metadata && { user_metadata: JSON.stringify(user_metadata) }),
+          updated_at: services.clock.now(),
+        })
         .where('id', '=', auth.userId)
         .execute();
       await recordAudit(trx, { action: 'user_updated', userId: auth.userId, details: { fields: changed } }, context);

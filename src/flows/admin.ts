@@ -1,9 +1,11 @@
+import { isDeepStrictEqual } from 'node:util';
 import { sql } from 'kysely';
 import type { User } from '../db/schema.ts';
-import { AppError } from '../domain/errors.ts';
+import { checkMetadata } from '../domain/account-rules.ts';
+import { AppError, type FieldError } from '../domain/errors.ts';
 import { canonicalUuid, normalizeIdentifier } from '../domain/identifiers.ts';
 import { DEFAULT_PAGE_SIZE, decodeCursor, type Page, pageOf } from '../domain/paging.ts';
-import type { RequestContext } from '../domain/request-context.ts';
+import { type RequestContext, SYSTEM_CONTEXT } from '../domain/request-context.ts';
 import { isStorableText } from '../domain/text.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { type AuditAction, type AuditLogView, recordAudit } from '../infra/audit.ts';
@@ -14,17 +16,19 @@ import { findUserByIdentifier } from '../infra/users.ts';
 import { resetMfaAsAdmin } from './mfa.ts';
 import { assertAcceptablePassword, validateRegistration } from './register.ts';
 
-/** Who performs an administrative action: a superuser over the API, or an operator at the CLI. */
+/** Who performs an administrative action: a superuser over the API, an operator at the CLI, or the host application. */
 export interface AdminActor {
-  /** The superuser's id; null at the CLI. */
+  /** The superuser's id; null at the CLI and for the host. */
   userId: number | null;
-  via: 'api' | 'cli';
+  via: 'api' | 'cli' | 'host';
 }
 
 /** A user as superusers see it. */
 export interface AdminUserView extends UserBody {
   is_superuser: boolean;
   last_login_at: string | null;
+  user_metadata: Record<string, unknown>;
+  app_metadata: Record<string, unknown>;
 }
 
 function adminUserView(user: User): AdminUserView {
@@ -32,6 +36,8 @@ function adminUserView(user: User): AdminUserView {
     ...userBody(user),
     is_superuser: user.is_superuser,
     last_login_at: user.last_login_at?.toISOString() ?? null,
+    user_metadata: user.user_metadata,
+    app_metadata: user.app_metadata,
   };
 }
 
@@ -96,6 +102,25 @@ export interface AdminUserChanges {
   is_active?: boolean | undefined;
   /** Clear the login lockout of the account, from every source. */
   unlock?: boolean | undefined;
+  /** Replace the stored object (checked here: a JSON object of at most METADATA_MAX_BYTES). */
+  app_metadata?: unknown;
+  user_metadata?: unknown;
+}
+
+type MetadataField = 'app_metadata' | 'user_metadata';
+
+/** The metadata a change sets, checked; VALIDATION_ERROR lists each bad field. */
+function metadataChanges(changes: AdminUserChanges): Partial<Record<MetadataField, Record<string, unknown>>> {
+  const valid: Partial<Record<MetadataField, Record<string, unknown>>> = {};
+  const errors: FieldError[] = [];
+  for (const field of ['app_metadata', 'user_metadata'] as const) {
+    if (changes[field] === undefined) continue;
+    const check = checkMetadata(changes[field], field);
+    if (check.ok) valid[field] = check.value;
+    else errors.push(check.error);
+  }
+  if (errors.length > 0) throw new AppError('VALIDATION_ERROR', { detail: 'One or more fields are invalid', errors });
+  return valid;
 }
 
 /**
@@ -113,6 +138,7 @@ export async function updateUserAsAdmin(
   if (changes.is_active === false && actor.userId === target.id) {
     throw new AppError('CONFLICT', { detail: 'You cannot disable your own account' });
   }
+  const metadata = metadataChanges(changes);
   const now = services.clock.now();
   const applied: Record<string, unknown> = {};
   if (changes.unlock) {
@@ -134,12 +160,27 @@ export async function updateUserAsAdmin(
         applied.sessions_revoked = revoked.length;
       }
     }
+    // Names only: metadata values never reach the audit log.
+    const fields = (Object.keys(metadata) as MetadataField[]).filter(
+      (field) => !isDeepStrictEqual(metadata[field], user[field]),
+    );
+    if (fields.length > 0) {
+      const set: Partial<Record<MetadataField, string>> = {};
+      for (const field of fields) set[field] = JSON.stringify(metadata[field]);
+      user = await trx
+        .updateTable('users')
+        .set({ ...set, updated_at: now })
+        .where('id', '=', target.id)
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    }
+    const requested = { is_active: changes.is_active, unlock: changes.unlock };
     await recordAudit(
       trx,
       {
         action: 'admin_user_updated',
         userId: target.id,
-        details: { by_user_id: actor.userId, via: actor.via, requested: changes, applied },
+        details: { by_user_id: actor.userId, via: actor.via, requested, applied, fields },
       },
       context,
     );
@@ -359,5 +400,24 @@ export async function listLoginAttempts(
         .execute();
       return pageOf(rows, limit, (r) => ({ ...r, attempted_at: r.attempted_at.toISOString() }));
     },
+  );
+}
+
+/**
+ * The host application's `app.gatehouse.setAppMetadata(userUuid, metadata)`:
+ * replaces the user's `app_metadata`, with the rules of the admin API
+ * (NOT_FOUND, VALIDATION_ERROR); audited as `admin_user_updated` via `host`.
+ */
+export async function setAppMetadata(
+  services: Services,
+  userUuid: string,
+  metadata: Record<string, unknown>,
+): Promise<AdminUserView> {
+  return updateUserByUuid(
+    services,
+    userUuid,
+    { app_metadata: metadata },
+    { userId: null, via: 'host' },
+    SYSTEM_CONTEXT,
   );
 }

@@ -8,6 +8,7 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { isStorableText } from '../domain/text.ts';
 import { auditRow, recordAudit } from '../infra/audit.ts';
 import { loginNeedsCaptcha } from '../infra/captcha.ts';
+import { hostClaims, metadataOf, orgClaimsOf, productClaims } from '../infra/claims.ts';
 import type { Services } from '../infra/container.ts';
 import { type LockoutSource, lockoutSubject, type Reservation } from '../infra/lockout.ts';
 import { hasTotp } from '../infra/mfa.ts';
@@ -155,11 +156,18 @@ export async function loginWithPassword(
     services.metrics.logins.inc({ outcome: 'mfa_required' });
     throw await mfaChallenge(services, user, identifier, source, options.kind);
   }
-  const issued = await recordLoginSuccess(services, identifier, user, context, {
-    kind: options.kind,
-    amr: ['pwd'],
-    hashUpgraded,
-  });
+  let issued: IssuedSession;
+  try {
+    issued = await recordLoginSuccess(services, identifier, user, context, {
+      kind: options.kind,
+      amr: ['pwd'],
+      hashUpgraded,
+    });
+  } catch (error) {
+    // No session (the claims hook failed): the right password is neither a failure nor a success.
+    await services.lockout.cancelled(reservation);
+    throw error;
+  }
   await services.lockout.succeeded(reservation);
   services.metrics.logins.inc({ outcome: 'success' });
   return { ...issued, userId: user.id };
@@ -294,6 +302,11 @@ export async function recordLoginSuccess(
   const { kind, amr, hashUpgraded, method } = options;
   const now = services.clock.now();
   const session = newSession(services, user, context, { kind, amr });
+  // Before anything is written: a failing hook leaves no session behind.
+  const host = await hostClaims(services, {
+    user: { id: user.id, uuid: user.uuid, email: user.email },
+    session: { uuid: session.uuid, amr, auth_time: Math.floor(session.issuedAt.getTime() / 1000) },
+  });
   // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
   const query = services.db
     .with('touched', (db) =>
@@ -336,8 +349,11 @@ export async function recordLoginSuccess(
     )
     .insertInto('sessions')
     .values(session.row)
-    .returning('id');
+    .returning('id')
+    // The organizations claim comes from this same statement; off, the statement is unchanged.
+    .$if(services.config.accessTokenOrgClaims, (q) => q.returning(orgClaimsOf(user.id).as('org_claims')));
   const [row] = await executePrepared(services.db, query);
   if (!row) throw new Error('session insert returned no row');
-  return startedSession(services, user, session, row.id);
+  const claims = { ...host, ...productClaims(services.config, { ...row, ...metadataOf(user) }) };
+  return startedSession(services, user, session, row.id, claims);
 }

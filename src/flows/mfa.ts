@@ -478,7 +478,7 @@ export async function reauthenticateSession(
 export async function resetMfaAsAdmin(
   services: Services,
   target: FactorUser,
-  actor: { userId: number | null; via: 'api' | 'cli' },
+  actor: { userId: number | null; via: 'api' | 'cli' | 'host' },
   context: RequestContext,
 ): Promise<boolean> {
   return removeSecondFactor(services, target, context, {

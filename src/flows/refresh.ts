@@ -1,8 +1,10 @@
+import { sql } from 'kysely';
 import { executePrepared } from '../db/prepared.ts';
 import { AppError } from '../domain/errors.ts';
 import { decideRefresh, type RefreshableSession } from '../domain/refresh-reuse.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
+import { type ClaimSources, hostClaims, orgClaimsOf, productClaims } from '../infra/claims.ts';
 import type { Services } from '../infra/container.ts';
 import {
   amrOf,
@@ -54,6 +56,8 @@ export async function rotateRefreshToken(
         'users.email',
         'users.is_active',
       ])
+      .$if(services.config.accessTokenOrgClaims, (q) => q.select(orgClaimsOf(sql.ref('users.id')).as('org_claims')))
+      .$if(services.config.accessTokenMetadataClaims, (q) => q.select(['users.user_metadata', 'users.app_metadata']))
       .where('sessions.uuid', '=', claims.sid)
       .forUpdate('sessions')
       .executeTakeFirst();
@@ -67,6 +71,8 @@ export async function rotateRefreshToken(
     if (decision.kind === 'invalid' || decision.kind === 'expired' || decision.kind === 'disabled') return decision;
     if (!row) return { kind: 'invalid', detail: 'Refresh token is invalid' } as const;
     const user = { uuid: row.user_uuid, email: row.email };
+    // Before the session changes: a failing hook rolls nothing forward (and cannot stop a reuse's revocation).
+    const extraClaims = decision.kind === 'reuse' ? {} : await accessClaims(services, row, row.uuid);
 
     if (decision.kind === 'rotate') {
       const generation = row.generation + 1;
@@ -93,6 +99,7 @@ export async function rotateRefreshToken(
         user,
         { uuid: row.uuid, generation, issuedAt: now, expiresAt, ...authenticationOf(row) },
         now,
+        extraClaims,
       );
       return { kind: 'issued', issued: { tokens, session: { id: row.id, uuid: row.uuid, expiresAt } } } as const;
     }
@@ -107,7 +114,7 @@ export async function rotateRefreshToken(
         expiresAt: row.expires_at,
         ...authenticationOf(row),
       };
-      const tokens = await tokenPair(services, user, session, now);
+      const tokens = await tokenPair(services, user, session, now, extraClaims);
       const issued = { tokens, session: { id: row.id, uuid: row.uuid, expiresAt: row.expires_at } };
       return { kind: 'issued', issued } as const;
     }
@@ -181,10 +188,14 @@ async function rotateCurrent(
         'users.email',
         'users.is_active',
       ])
+      .$if(services.config.accessTokenOrgClaims, (q) => q.select(orgClaimsOf(sql.ref('users.id')).as('org_claims')))
+      .$if(services.config.accessTokenMetadataClaims, (q) => q.select(['users.user_metadata', 'users.app_metadata']))
       .where('sessions.uuid', '=', sessionUuid),
   );
   const now = services.clock.now();
   if (!row || decideRefresh(refreshable(services, row), presented, now, 0).kind !== 'rotate') return undefined;
+  // Before the swap: a failing hook leaves the presented refresh token current.
+  const extraClaims = await accessClaims(services, row, sessionUuid);
   const generation = row.generation + 1;
   const expiresAt = sessionExpiry(services, row.created_at, now);
   const audit: AuditEntry = {
@@ -227,8 +238,22 @@ async function rotateCurrent(
     user,
     { uuid: sessionUuid, generation, issuedAt: now, expiresAt, ...authenticationOf(row) },
     now,
+    extraClaims,
   );
   return { tokens, session: { id: row.id, uuid: sessionUuid, expiresAt } };
+}
+
+/** The host's claims, then the product's (which win: the hook cannot name them). */
+async function accessClaims(
+  services: Services,
+  row: ClaimSources & { user_id: number; user_uuid: string; email: string; amr: string; auth_time: Date },
+  sessionUuid: string,
+): Promise<Record<string, unknown>> {
+  const host = await hostClaims(services, {
+    user: { id: row.user_id, uuid: row.user_uuid, email: row.email },
+    session: { uuid: sessionUuid, amr: amrOf(row.amr), auth_time: Math.floor(row.auth_time.getTime() / 1000) },
+  });
+  return { ...host, ...productClaims(services.config, row) };
 }
 
 function authenticationOf(row: { amr: string; auth_time: Date }): SessionAuthentication {

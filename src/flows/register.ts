@@ -18,6 +18,7 @@ import type { RequestContext } from '../domain/request-context.ts';
 import { isStorableText } from '../domain/text.ts';
 import { type UserBody, userBody } from '../domain/user-view.ts';
 import { AUDIT_COLUMNS, type AuditEntry, auditSelection, recordAudit } from '../infra/audit.ts';
+import { hostClaims, orgClaimsOf, productClaims } from '../infra/claims.ts';
 import type { Services } from '../infra/container.ts';
 import { outboxRow, publicLink, type QueuedMail } from '../infra/mail.ts';
 import { MAILS_PER_HOUR } from '../infra/mailed-links.ts';
@@ -410,9 +411,19 @@ export async function register(
  */
 async function signIn(services: Services, user: SessionUser, context: RequestContext): Promise<TokenPair> {
   const session = newSession(services, user, context, { kind: 'api' });
-  const row = await services.db.insertInto('sessions').values(session.row).returning('id').executeTakeFirstOrThrow();
+  const host = await hostClaims(services, {
+    user: { id: user.id, uuid: user.uuid, email: user.email },
+    session: { uuid: session.uuid, amr: session.amr, auth_time: Math.floor(session.issuedAt.getTime() / 1000) },
+  });
+  const row = await services.db
+    .insertInto('sessions')
+    .values(session.row)
+    .returning('id')
+    .$if(services.config.accessTokenOrgClaims, (q) => q.returning(orgClaimsOf(user.id).as('org_claims')))
+    .executeTakeFirstOrThrow();
   await services.db.updateTable('users').set({ last_login_at: session.issuedAt }).where('id', '=', user.id).execute();
-  return (await startedSession(services, user, session, row.id)).tokens;
+  const claims = { ...host, ...productClaims(services.config, row) };
+  return (await startedSession(services, user, session, row.id, claims)).tokens;
 }
 
 /** Longest email or username kept in `registration_attempts`: what was sent may be far longer than what is valid. */

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { deleteAccount, getAccountOfLiveSession, updateAccount } from '../flows/account.ts';
 import { bearerToken, requireUser } from './auth-guard.ts';
-import { OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
+import { Metadata, OptionalText, problems, UserBodyProperties, UserOrganization } from './schemas.ts';
 
 const Account = Type.Object({
   ...UserBodyProperties,
@@ -15,6 +15,8 @@ const Account = Type.Object({
     },
     { description: 'The second factor' },
   ),
+  user_metadata: Metadata("The user's own JSON object, changed with PATCH /me"),
+  app_metadata: Metadata('Set by superusers and the host application only'),
 });
 
 const AccountUpdate = Type.Object(
@@ -22,6 +24,12 @@ const AccountUpdate = Type.Object(
     first_name: OptionalText,
     last_name: OptionalText,
     language_code: Type.Optional(Type.String({ description: 'BCP 47 tag such as en or pt-BR' })),
+    user_metadata: Type.Optional(
+      Type.Unknown({
+        description:
+          'A JSON object of at most 4096 bytes; replaces the stored one (422 VALIDATION_ERROR otherwise). `app_metadata` is refused (422, code not_allowed).',
+      }),
+    ),
   },
   { additionalProperties: true, description: 'Only these fields; any other field is refused with 422' },
 );
@@ -53,7 +61,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireUser,
       schema: {
         tags: ['account'],
-        summary: 'Change first_name, last_name or language_code',
+        summary: 'Change first_name, last_name, language_code or user_metadata',
         security,
         body: AccountUpdate,
         response: { 200: Account, ...problems(400, 401, 413, 415, 422) },

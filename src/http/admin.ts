@@ -11,7 +11,7 @@ import {
   updateUserByUuid,
 } from '../flows/admin.ts';
 import { requireSuperuser } from './auth-guard.ts';
-import { problems } from './schemas.ts';
+import { Metadata, problems } from './schemas.ts';
 
 const Nullable = <T extends ReturnType<typeof Type.String>>(schema: T) => Type.Union([schema, Type.Null()]);
 
@@ -29,6 +29,8 @@ const AdminUser = Type.Object({
   email_verified: Type.Boolean(),
   created_at: Type.String({ format: 'date-time' }),
   last_login_at: Nullable(Type.String({ format: 'date-time' })),
+  user_metadata: Metadata("The user's own JSON object"),
+  app_metadata: Metadata('Set by superusers and the host application only'),
 });
 
 const AuditLog = Type.Object({
@@ -76,6 +78,12 @@ const UpdateUserBody = Type.Object(
     unlock: Type.Optional(
       Type.Boolean({ description: 'true clears the login lockout of the account, from every source' }),
     ),
+    app_metadata: Type.Optional(
+      Type.Unknown({ description: 'A JSON object of at most 4096 bytes; replaces the stored one' }),
+    ),
+    user_metadata: Type.Optional(
+      Type.Unknown({ description: 'A JSON object of at most 4096 bytes; replaces the stored one' }),
+    ),
   },
   { additionalProperties: true },
 );
@@ -117,9 +125,9 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         tags: ['administration'],
-        summary: 'Enable, disable or unlock a user',
+        summary: 'Enable, disable or unlock a user, or set their metadata',
         description:
-          'Disabling revokes every session of the user at once. Audited as `admin_user_updated`. A superuser cannot disable their own account (409).',
+          'Disabling revokes every session of the user at once. `app_metadata` and `user_metadata` replace the stored objects (JSON objects of at most 4096 bytes, 422 VALIDATION_ERROR otherwise). Audited as `admin_user_updated` (metadata by field name, never its values). A superuser cannot disable their own account (409).',
         security,
         params: Type.Object({ uuid: Type.String() }),
         body: UpdateUserBody,
@@ -127,14 +135,20 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const { is_active, unlock } = request.body;
-      if (is_active === undefined && !unlock) {
+      const { is_active, unlock, app_metadata, user_metadata } = request.body;
+      if (is_active === undefined && !unlock && app_metadata === undefined && user_metadata === undefined) {
         throw new AppError('VALIDATION_ERROR', {
           detail: 'Nothing to change',
-          errors: [{ field: 'is_active', message: 'Give is_active, or unlock: true', code: 'required' }],
+          errors: [
+            {
+              field: 'is_active',
+              message: 'Give is_active, unlock: true, app_metadata or user_metadata',
+              code: 'required',
+            },
+          ],
         });
       }
-      const changes = { is_active, unlock };
+      const changes = { is_active, unlock, app_metadata, user_metadata };
       return updateUserByUuid(app.gatehouse, request.params.uuid, changes, actor(request), request.caller);
     },
   );

@@ -69,3 +69,6 @@ export const NewPassword = {
   new_password: Type.String({ description: 'Must satisfy the password policy; checked against breach data' }),
   confirm_password: Type.String({ description: 'Must equal new_password' }),
 };
+
+/** `user_metadata` / `app_metadata` in a response: a JSON object (docs/auth.md). */
+export const Metadata = (description: string) => Type.Record(Type.String(), Type.Unknown(), { description });

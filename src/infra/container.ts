@@ -14,6 +14,7 @@ import {
 } from './breach.ts';
 import { BreachIndex } from './breach-index.ts';
 import { type CaptchaVerifier, createCaptchaVerifier } from './captcha.ts';
+import type { ClaimsHook } from './claims.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
 import { Housekeeper } from './housekeeping.ts';
@@ -57,6 +58,8 @@ export interface Services {
   housekeeper: Housekeeper;
   /** Permissions the host application declared (`permissions` plugin option), beside the built-in ones. */
   hostPermissions: readonly string[];
+  /** The host application's extra access token claims (plugin option `claims`). */
+  claimsHook: ClaimsHook | undefined;
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -66,6 +69,7 @@ export interface ServiceOverrides {
   clock?: Clock;
   breach?: BreachChecker;
   hostPermissions?: readonly string[];
+  claims?: ClaimsHook;
 }
 
 export async function createServices(
@@ -142,6 +146,7 @@ export async function createServices(
     auditSealer,
     housekeeper,
     hostPermissions: overrides.hostPermissions ?? [],
+    claimsHook: overrides.claims,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);

@@ -485,7 +485,7 @@ function lockedError(retryAfterSeconds: number): AppError {
 export interface Unlocker {
   /** The superuser who asked; null for the CLI and for a password reset. */
   byUserId: number | null;
-  via: 'api' | 'cli' | 'password_reset';
+  via: 'api' | 'cli' | 'host' | 'password_reset';
 }
 
 /**

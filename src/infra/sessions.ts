@@ -122,6 +122,7 @@ export async function startedSession(
   user: SessionUser,
   session: NewSession,
   sessionId: number,
+  extraClaims: Record<string, unknown> = {},
 ): Promise<IssuedSession> {
   services.revocations.remember(session.uuid, { id: sessionId, userId: user.id, userUuid: user.uuid });
   const tokens = await tokenPair(
@@ -136,16 +137,18 @@ export async function startedSession(
       authTime: session.issuedAt,
     },
     session.issuedAt,
+    extraClaims,
   );
   return { tokens, session: { id: sessionId, uuid: session.uuid, expiresAt: session.expiresAt } };
 }
 
-/** The access and refresh tokens of one generation of a session. */
+/** The access and refresh tokens of one generation of a session; `extraClaims` go into the access token. */
 export async function tokenPair(
   services: Services,
   user: { uuid: string; email: string },
   session: { uuid: string; generation: number; issuedAt: Date; expiresAt: Date } & SessionAuthentication,
   now: Date,
+  extraClaims: Record<string, unknown> = {},
 ): Promise<TokenPair> {
   const { tokens } = services;
   const [accessToken, refreshToken] = await Promise.all([
@@ -158,6 +161,7 @@ export async function tokenPair(
         authTime: Math.floor(session.authTime.getTime() / 1000),
       },
       now,
+      extraClaims,
     ),
     tokens.signRefreshToken({
       sub: user.uuid,

@@ -170,14 +170,18 @@ export class TokenService {
     );
   }
 
-  /** `amr` (RFC 8176) and `auth_time` say how and when the session's user last proved who they are. */
+  /**
+   * `amr` (RFC 8176) and `auth_time` say how and when the session's user last proved who they are.
+   * `extra` (the product's and the host's claims) never replaces a claim set here.
+   */
   async signAccessToken(
     claims: { sub: string; email: string; sid: string; amr: string[]; authTime: number },
     issuedAt: Date,
+    extra: Record<string, unknown> = {},
   ): Promise<string> {
     const iat = Math.floor(issuedAt.getTime() / 1000);
     return this.#sign(
-      { email: claims.email, type: 'access', sid: claims.sid, amr: claims.amr, auth_time: claims.authTime },
+      { ...extra, email: claims.email, type: 'access', sid: claims.sid, amr: claims.amr, auth_time: claims.authTime },
       claims.sub,
       randomBytes(16).toString('base64url'),
       iat,

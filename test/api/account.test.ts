@@ -66,6 +66,7 @@ describe('the account: /api/v1/me', () => {
     assert.equal(res.statusCode, 200, res.body);
     const body = json(res);
     assert.deepEqual(Object.keys(body).sort(), [
+      'app_metadata',
       'created_at',
       'email',
       'email_verified',
@@ -78,6 +79,7 @@ describe('the account: /api/v1/me', () => {
       'mfa',
       'name',
       'organizations',
+      'user_metadata',
       'username',
       'uuid',
     ]);
@@ -93,6 +95,8 @@ describe('the account: /api/v1/me', () => {
     assert.match(String(body.created_at), /Z$/);
     assert.match(String(body.last_login_at), /Z$/);
     assert.deepEqual(body.mfa, { totp: false, backup_codes_left: 0 });
+    assert.deepEqual(body.user_metadata, {});
+    assert.deepEqual(body.app_metadata, {});
     const orgs = body.organizations as Body[];
     assert.equal(orgs.length, 2);
     const mine = orgs.find((o) => o.name === orgName);

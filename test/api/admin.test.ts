@@ -137,6 +137,7 @@ describe('administration API', () => {
       const res = await get(`/api/v1/admin/users?search=${tag}_0`);
       const [user] = json<Page>(res).items;
       assert.deepEqual(Object.keys(user ?? {}).sort(), [
+        'app_metadata',
         'created_at',
         'email',
         'email_verified',
@@ -148,6 +149,7 @@ describe('administration API', () => {
         'last_login_at',
         'last_name',
         'name',
+        'user_metadata',
         'username',
         'uuid',
       ]);
