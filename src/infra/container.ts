@@ -18,6 +18,7 @@ import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
 import { Housekeeper } from './housekeeping.ts';
 import { Lockout } from './lockout.ts';
+import { useMailOverrides } from './mail-templates.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
 import { PasswordHasher } from './passwords.ts';
@@ -85,6 +86,8 @@ export async function createServices(
   );
   await revocations.start();
   const metrics = createMetrics();
+  // MAIL_TEMPLATE_DIR was read and checked with the configuration; every mail rendered from now on uses it.
+  const dropMailOverrides = useMailOverrides(config.mailTemplates);
   const abuseMetrics = createAbuseMetrics(metrics);
   const ownBreach = overrides.breach ? undefined : createBreachChecker(config, log, abuseMetrics, breachIndex);
   const clock = overrides.clock ?? systemClock;
@@ -144,6 +147,7 @@ export async function createServices(
       return checks;
     },
     close: async () => {
+      dropMailOverrides();
       revocations.stop();
       await outbox.stop();
       await auditSealer.stop();
