@@ -46,7 +46,7 @@ const PART_SUFFIXES: readonly [string, MailPart][] = [
   ['.html', 'html'],
 ];
 
-const LANGUAGE_TAG = /^[a-z]{2,3}(-[a-z0-9]{1,8})*$/i;
+const LANGUAGE_TAG = /^[a-z]{2,8}(-[a-z0-9]{1,8})*$/i;
 const PLACEHOLDER = /\{\{\s*([^{}]*?)\s*\}\}/g;
 const VARIABLE = /^[A-Za-z][A-Za-z0-9_]*$/;
 
