@@ -30,7 +30,7 @@ export type MailPart = 'subject' | 'text' | 'html';
 /** Literal text, or the name of the variable whose value goes there. */
 type Segment = string | { variable: string };
 
-export type MailOverride = Partial<Record<MailPart, readonly Segment[]>>;
+type MailOverride = Partial<Record<MailPart, readonly Segment[]>>;
 
 /** template → language tag (lower case; `''` for any language) → the parts the files give. */
 export type MailOverrides = ReadonlyMap<string, ReadonlyMap<string, MailOverride>>;
@@ -51,7 +51,7 @@ const PLACEHOLDER = /\{\{\s*([^{}]*?)\s*\}\}/g;
 const VARIABLE = /^[A-Za-z][A-Za-z0-9_]*$/;
 
 /** `<template>[.<language>].subject.txt | .txt | .html`, or why the name is not one. */
-export function parseOverrideFileName(
+function parseOverrideFileName(
   file: string,
 ): { template: string; language: string; part: MailPart } | { error: string } {
   const suffix = PART_SUFFIXES.find(([ending]) => file.endsWith(ending));
@@ -70,7 +70,7 @@ export function parseOverrideFileName(
 }
 
 /** A part's text as literal runs and placeholders; throws naming the first unknown or malformed placeholder. */
-export function compileOverride(source: string, allowed: readonly string[]): Segment[] {
+function compileOverride(source: string, allowed: readonly string[]): Segment[] {
   const segments: Segment[] = [];
   let at = 0;
   for (const match of source.matchAll(PLACEHOLDER)) {

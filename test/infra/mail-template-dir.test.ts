@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, type TestContext, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { ConfigError } from '../../src/config.ts';
-import { renderMail, useMailOverrides } from '../../src/infra/mail-templates.ts';
+import { MAIL_VARIABLES } from '../../src/domain/mail-overrides.ts';
+import { MAIL_TEMPLATES, renderMail, useMailOverrides } from '../../src/infra/mail-templates.ts';
 import { json, newUser, startApp, testConfig } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
 
@@ -293,4 +294,17 @@ describe('MAIL_TEMPLATE_DIR end to end', () => {
     assert.equal(mail?.subject, 'Verifica tu dirección de correo');
     assert.match(mail?.text ?? '', /^Hola Ana:/);
   });
+});
+
+test('docs/email.md lists every template with exactly its placeholders', () => {
+  const doc = readFileSync(join(import.meta.dirname, '../../docs/email.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## Custom templates'));
+  const rows = new Map(
+    [...section.matchAll(/^\| `(\w+)` \| (`\{\{.*)\|$/gm)].map((m) => [
+      m[1],
+      [...(m[2] as string).matchAll(/\{\{(\w+)\}\}/g)].map((v) => v[1]),
+    ]),
+  );
+  assert.deepEqual([...rows.keys()].sort(), [...MAIL_TEMPLATES].sort());
+  for (const template of MAIL_TEMPLATES) assert.deepEqual(rows.get(template), [...MAIL_VARIABLES[template]], template);
 });
