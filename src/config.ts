@@ -543,7 +543,6 @@ function withPassword(
   return url.toString();
 }
 
-/** The address of a From header: `Name <a@example.com>` → `a@example.com`. */
 /** Every file of MAIL_TEMPLATE_DIR, read once here: a bad name or placeholder stops start-up, not a mail. */
 function mailTemplateOverrides(dir: string | undefined): MailOverrides {
   if (dir === undefined) return NO_MAIL_OVERRIDES;
@@ -578,6 +577,7 @@ function mailTemplateOverrides(dir: string | undefined): MailOverrides {
   }
 }
 
+/** The address of a From header: `Name <a@example.com>` → `a@example.com`. */
 function mailAddress(from: string): string {
   return /<([^<>]+)>\s*$/.exec(from)?.[1]?.trim() ?? from.trim();
 }

@@ -455,14 +455,10 @@ export function renderMail<T extends MailTemplate>(
   const override = (part: MailPart) => overridePart(overrides, template, languageCode, part);
   const values = variableValues(template, language, data);
   const subjectOverride = override('subject');
+  const filledSubject = subjectOverride ? fillOverride(subjectOverride, (v) => inSubject(values[v] ?? '')) : '';
   // One line whatever a template put in it: a line break in a subject would be a header of its own.
-  const subject =
-    (subjectOverride &&
-      oneLine(
-        fillOverride(subjectOverride, (v) => inSubject(values[v] ?? '')),
-        SUBJECT_MAX,
-      )) ||
-    oneLine(content.subject, SUBJECT_MAX);
+  // An override left blank by its values (a null `code`) gives way to the built-in subject: never none.
+  const subject = oneLine(filledSubject, SUBJECT_MAX) || oneLine(content.subject, SUBJECT_MAX);
   const textOverride = override('text');
   const htmlOverride = override('html');
   return {
@@ -485,7 +481,8 @@ function variableValues<T extends MailTemplate>(
   for (const variable of VARIABLES[template]) {
     const value = data[variable];
     const shown = value === null || value === undefined ? '' : oneLine(String(value), OVERRIDE_VALUE_MAX);
-    values[variable] = variable === 'role' ? (ROLES_BY_LANGUAGE[language]?.[shown] ?? shown) : shown;
+    const roles = ROLES_BY_LANGUAGE[language] ?? {};
+    values[variable] = variable === 'role' && Object.hasOwn(roles, shown) ? (roles[shown] as string) : shown;
   }
   return values;
 }

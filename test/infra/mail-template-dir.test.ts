@@ -148,10 +148,18 @@ describe('MAIL_TEMPLATE_DIR overrides', () => {
     assert.equal(renderMail('verify_email', 'en', verify).text, `${CODE} Ann`);
   });
 
-  test('a null value fills its placeholder with nothing', (t) => {
-    useDir(t, templateDir({ 'email_sign_in.txt': 'Code: {{code}}. Link: {{link}}.' }));
+  test('a null value fills its placeholder with nothing; a blank subject gives way to the built-in one', (t) => {
+    useDir(
+      t,
+      templateDir({
+        'email_sign_in.txt': 'Code: {{code}}. Link: {{link}}.',
+        'email_sign_in.subject.txt': ' {{link}} ',
+      }),
+    );
     const mail = renderMail('email_sign_in', 'en', { name: 'Ann', link: null, code: '123456' });
     assert.equal(mail.text, 'Code: 123456. Link: .');
+    // A subject left blank by its values is the built-in one: a mail never goes out without a subject.
+    assert.equal(mail.subject, 'Your sign-in code');
   });
 
   test('without MAIL_TEMPLATE_DIR there are no overrides', () => {
