@@ -11,6 +11,7 @@ import { oneLine } from '../domain/text.ts';
 import { escapeHtml } from '../views/escape.ts';
 import { GERMAN, GERMAN_ROLES } from './mail-i18n/de.ts';
 import { FRENCH, FRENCH_ROLES } from './mail-i18n/fr.ts';
+import { inBody, inSubject } from './mail-i18n/names.ts';
 
 /** What each mail needs; every value is interpolated escaped in the HTML part. */
 export interface MailDataByTemplate {
@@ -90,17 +91,10 @@ interface Content {
 
 export type Catalog = { [T in MailTemplate]: (data: MailDataByTemplate[T]) => Content };
 
-/** Characters of someone else's name that a subject shows at most. */
-export const SUBJECT_NAME_MAX = 60;
-/** Characters of someone else's name that a body line shows at most (names are validated to 100). */
-const BODY_NAME_MAX = 100;
+export { SUBJECT_NAME_MAX } from './mail-i18n/names.ts';
+
 /** Characters a subject has at most, whatever a template puts in it. */
 const SUBJECT_MAX = 200;
-
-/** A name someone else chose, as a subject shows it. */
-export const inSubject = (name: string) => oneLine(name, SUBJECT_NAME_MAX);
-/** A name someone else chose, as a body line shows it. */
-export const inBody = (name: string) => oneLine(name, BODY_NAME_MAX);
 
 const ROLE_LABELS: Record<string, Record<string, string>> = {
   en: { admin: 'an administrator', user: 'a member', viewer: 'a viewer' },

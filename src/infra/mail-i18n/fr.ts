@@ -1,5 +1,6 @@
 import type { RoleName } from '../../domain/roles.ts';
-import { type Catalog, inBody, inSubject } from '../mail-templates.ts';
+import type { Catalog } from '../mail-templates.ts';
+import { inBody, inSubject } from './names.ts';
 
 /** A role as the invitation names it: "… à rejoindre Acme en tant que membre". */
 export const FRENCH_ROLES: Record<RoleName, string> = {
