@@ -120,6 +120,15 @@ export function buildMailOverrides(files: readonly { name: string; content: stri
   return overrides;
 }
 
+/** The parts the overrides give, as `template[.language].part` (for the start-up log). */
+export function overriddenParts(overrides: MailOverrides): string[] {
+  return [...overrides].flatMap(([template, byLanguage]) =>
+    [...byLanguage].flatMap(([language, parts]) =>
+      Object.keys(parts).map((part) => [template, language, part].filter(Boolean).join('.')),
+    ),
+  );
+}
+
 /**
  * The language tags to try for a user's tag, most specific first, lower case:
  * `pt-BR` → `pt-br`, `pt`. Empty for an empty or malformed tag.

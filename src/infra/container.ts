@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Config, ConfigError } from '../config.ts';
 import type { DatabaseHandle, Db } from '../db/index.ts';
+import { overriddenParts } from '../domain/mail-overrides.ts';
 import { type AbuseMetrics, createAbuseMetrics } from './abuse-metrics.ts';
 import { AuditSealer } from './audit-chain.ts';
 import {
@@ -88,6 +89,10 @@ export async function createServices(
   const metrics = createMetrics();
   // MAIL_TEMPLATE_DIR was read and checked with the configuration; every mail rendered from now on uses it.
   const dropMailOverrides = useMailOverrides(config.mailTemplates);
+  if (config.mailTemplates.size > 0) {
+    const parts = overriddenParts(config.mailTemplates);
+    log.info({ mail_templates: parts }, `mail templates: ${parts.length} part(s) replaced from MAIL_TEMPLATE_DIR`);
+  }
   const abuseMetrics = createAbuseMetrics(metrics);
   const ownBreach = overrides.breach ? undefined : createBreachChecker(config, log, abuseMetrics, breachIndex);
   const clock = overrides.clock ?? systemClock;

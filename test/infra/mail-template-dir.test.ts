@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { ConfigError } from '../../src/config.ts';
 import { MAIL_VARIABLES } from '../../src/domain/mail-overrides.ts';
 import { MAIL_TEMPLATES, renderMail, useMailOverrides } from '../../src/infra/mail-templates.ts';
-import { json, newUser, startApp, testConfig } from '../helpers.ts';
+import { json, logCapture, newUser, startApp, testConfig } from '../helpers.ts';
 import { startAppWithMail, type TestMailServer, tokenFrom } from '../mail-server.ts';
 
 const dirs: string[] = [];
@@ -273,7 +273,18 @@ describe('MAIL_TEMPLATE_DIR end to end', () => {
       'verify_email.en.html':
         '<!doctype html><html><body><p>Hi {{name}},</p><p><a href="{{link}}">Confirm your address</a></p><p>The Acme team</p></body></html>',
     });
-    ({ app, smtp, close } = await startAppWithMail({ MAIL_TEMPLATE_DIR: dir }));
+    const logs = logCapture();
+    ({ app, smtp, close } = await startAppWithMail(
+      { MAIL_TEMPLATE_DIR: dir },
+      { logger: { level: 'info', stream: logs.stream } },
+    ));
+    const started = logs.lines.map((l) => JSON.parse(l)).find((l) => /^mail templates:/.test(l.msg));
+    assert.equal(started?.msg, 'mail templates: 3 part(s) replaced from MAIL_TEMPLATE_DIR');
+    assert.deepEqual(started?.mail_templates, [
+      'verify_email.en.html',
+      'verify_email.en.subject',
+      'verify_email.en.text',
+    ]);
     const user = newUser({ first_name: 'Zoë <b>', language_code: 'en-GB' });
     const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: user });
     assert.equal(res.statusCode, 201, res.body);
