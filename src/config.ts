@@ -1,10 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseEnv } from 'node:util';
 import { checkEmail } from './domain/account-rules.ts';
 import { type CompatProfile, parseCompat } from './domain/compat.ts';
+import {
+  buildMailOverrides,
+  MAIL_OVERRIDE_MAX_BYTES,
+  type MailOverrides,
+  NO_MAIL_OVERRIDES,
+} from './domain/mail-overrides.ts';
 import { type PagesConfig, parsePageStyles, parseRedirectTarget, parseUserDefaults } from './domain/page-options.ts';
 import {
   DEFAULT_MIN_PASSWORD_LENGTH,
@@ -154,6 +160,8 @@ export interface Config {
   accessTokenMetadataClaims: boolean;
   /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
   warnings: string[];
+  /** MAIL_TEMPLATE_DIR: mail template parts that replace the built-in ones, read and checked at start (docs/email.md). */
+  mailTemplates: MailOverrides;
 }
 
 /** One identity provider people may sign in with (SSO_PROVIDERS, SSO_<NAME>_*). */
@@ -446,6 +454,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     accessTokenOrgClaims: read.boolean('ACCESS_TOKEN_ORG_CLAIMS', false),
     accessTokenMetadataClaims: read.boolean('ACCESS_TOKEN_METADATA_CLAIMS', false),
     warnings,
+    mailTemplates: mailTemplateOverrides(read.optional('MAIL_TEMPLATE_DIR')),
   };
 
   // A short token can be guessed over the network; 16 bytes is the least worth comparing.
@@ -538,6 +547,40 @@ function withPassword(
   }
   url.password = encodeURIComponent(password);
   return url.toString();
+}
+
+/** Every file of MAIL_TEMPLATE_DIR, read once here: a bad name or placeholder stops start-up, not a mail. */
+function mailTemplateOverrides(dir: string | undefined): MailOverrides {
+  if (dir === undefined) return NO_MAIL_OVERRIDES;
+  const path = resolve(dir);
+  const fail = (message: string) => new ConfigError('MAIL_TEMPLATE_DIR', `${path}: ${message}`);
+  let names: string[];
+  try {
+    names = readdirSync(path).filter((name) => !name.startsWith('.'));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw fail(
+      code === 'ENOENT' ? 'no such directory' : code === 'ENOTDIR' ? 'is not a directory' : `cannot be read (${code})`,
+    );
+  }
+  const files = names.sort().map((name) => {
+    const file = join(path, name);
+    const stat = statSync(file);
+    if (!stat.isFile()) throw fail(`"${name}" is not a file`);
+    if (stat.size > MAIL_OVERRIDE_MAX_BYTES) throw fail(`"${name}" is larger than ${MAIL_OVERRIDE_MAX_BYTES} bytes`);
+    const bytes = readFileSync(file);
+    const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+    try {
+      return { name, content: utf8.decode(bytes) };
+    } catch {
+      throw fail(`"${name}" is not UTF-8 text`);
+    }
+  });
+  try {
+    return buildMailOverrides(files);
+  } catch (error) {
+    throw fail((error as Error).message);
+  }
 }
 
 /** The address of a From header: `Name <a@example.com>` → `a@example.com`. */

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { Redis } from 'ioredis';
 import { type Config, ConfigError } from '../config.ts';
 import type { DatabaseHandle, Db } from '../db/index.ts';
+import { overriddenParts } from '../domain/mail-overrides.ts';
 import { type AbuseMetrics, createAbuseMetrics } from './abuse-metrics.ts';
 import { AuditSealer } from './audit-chain.ts';
 import {
@@ -19,6 +20,7 @@ import { type Clock, systemClock } from './clock.ts';
 import { HashPool } from './hash-pool.ts';
 import { Housekeeper } from './housekeeping.ts';
 import { Lockout } from './lockout.ts';
+import { useMailOverrides } from './mail-templates.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createMailTransport, OutboxSender, smtpSecrets } from './outbox.ts';
 import { PasswordHasher } from './passwords.ts';
@@ -92,6 +94,12 @@ export async function createServices(
   );
   await revocations.start();
   const metrics = createMetrics();
+  // MAIL_TEMPLATE_DIR was read and checked with the configuration; every mail rendered from now on uses it.
+  const dropMailOverrides = useMailOverrides(config.mailTemplates);
+  if (config.mailTemplates.size > 0) {
+    const parts = overriddenParts(config.mailTemplates);
+    log.info({ mail_templates: parts }, `mail templates: ${parts.length} part(s) replaced from MAIL_TEMPLATE_DIR`);
+  }
   const abuseMetrics = createAbuseMetrics(metrics);
   const ownBreach = overrides.breach ? undefined : createBreachChecker(config, log, abuseMetrics, breachIndex);
   const clock = overrides.clock ?? systemClock;
@@ -153,6 +161,7 @@ export async function createServices(
       return checks;
     },
     close: async () => {
+      dropMailOverrides();
       revocations.stop();
       await outbox.stop();
       await auditSealer.stop();

@@ -1,5 +1,17 @@
+import {
+  fillOverride,
+  languageChain,
+  MAIL_VARIABLES,
+  type MailOverrides,
+  type MailPart,
+  NO_MAIL_OVERRIDES,
+  overridePart,
+} from '../domain/mail-overrides.ts';
 import { oneLine } from '../domain/text.ts';
 import { escapeHtml } from '../views/escape.ts';
+import { GERMAN, GERMAN_ROLES } from './mail-i18n/de.ts';
+import { FRENCH, FRENCH_ROLES } from './mail-i18n/fr.ts';
+import { inBody, inSubject } from './mail-i18n/names.ts';
 
 /** What each mail needs; every value is interpolated escaped in the HTML part. */
 export interface MailDataByTemplate {
@@ -86,19 +98,12 @@ interface Content {
   footer: string;
 }
 
-type Catalog = { [T in MailTemplate]: (data: MailDataByTemplate[T]) => Content };
+export type Catalog = { [T in MailTemplate]: (data: MailDataByTemplate[T]) => Content };
 
-/** Characters of someone else's name that a subject shows at most. */
-export const SUBJECT_NAME_MAX = 60;
-/** Characters of someone else's name that a body line shows at most (names are validated to 100). */
-const BODY_NAME_MAX = 100;
+export { SUBJECT_NAME_MAX } from './mail-i18n/names.ts';
+
 /** Characters a subject has at most, whatever a template puts in it. */
 const SUBJECT_MAX = 200;
-
-/** A name someone else chose, as a subject shows it. */
-const inSubject = (name: string) => oneLine(name, SUBJECT_NAME_MAX);
-/** A name someone else chose, as a body line shows it. */
-const inBody = (name: string) => oneLine(name, BODY_NAME_MAX);
 
 const ROLE_LABELS: Record<string, Record<string, string>> = {
   en: { admin: 'an administrator', user: 'a member', viewer: 'a viewer' },
@@ -477,25 +482,94 @@ const CATALOGS: Record<string, Catalog> = {
   },
 };
 
-/** The catalog language for a BCP 47 tag: its primary subtag when we have it, else English. */
+/** Languages beyond English and Spanish live in modules of their own (src/infra/mail-i18n). */
+const LANGUAGES: Record<string, Catalog> = { ...CATALOGS, fr: FRENCH, de: GERMAN };
+const ROLES_BY_LANGUAGE: Record<string, Record<string, string>> = {
+  ...ROLE_LABELS,
+  fr: FRENCH_ROLES,
+  de: GERMAN_ROLES,
+};
+
+/** The languages every template has a built-in copy in. */
+export const MAIL_LANGUAGES: readonly string[] = Object.keys(LANGUAGES);
+
+/** Each template's placeholders are fields of its data: a template missing in MAIL_VARIABLES is a type error here. */
+const VARIABLES: { readonly [T in MailTemplate]: readonly (keyof MailDataByTemplate[T] & string)[] } = MAIL_VARIABLES;
+
+/**
+ * The catalog language for a BCP 47 tag, case-insensitive: the tag, then the
+ * tag with its last subtag cut (`pt-BR` → `pt`), else English.
+ */
 export function mailLanguage(languageCode: string): string {
-  const primary = languageCode.split('-')[0]?.toLowerCase() ?? 'en';
-  return primary in CATALOGS ? primary : 'en';
+  return languageChain(languageCode).find((tag) => Object.hasOwn(LANGUAGES, tag)) ?? 'en';
 }
 
-/** Chooses the user's language by its primary subtag, falling back to English. */
+/**
+ * MAIL_TEMPLATE_DIR's parts, for every mail this process renders. Mail is
+ * rendered where a flow queues it, inside a transaction, far from the
+ * services; the overrides come from the process's configuration, so they are
+ * installed once at start-up (createServices) rather than passed down.
+ * Returns the function that uninstalls them.
+ */
+export function useMailOverrides(next: MailOverrides): () => void {
+  overrides = next;
+  return () => {
+    if (overrides === next) overrides = NO_MAIL_OVERRIDES;
+  };
+}
+
+let overrides: MailOverrides = NO_MAIL_OVERRIDES;
+
+/**
+ * Chooses the user's language (see mailLanguage); each part (subject, text,
+ * HTML) comes from MAIL_TEMPLATE_DIR when a file gives it, else from the
+ * built-in copy.
+ */
 export function renderMail<T extends MailTemplate>(
   template: T,
   languageCode: string,
   data: MailDataByTemplate[T],
 ): RenderedMail {
   const language = mailLanguage(languageCode);
-  const catalog = CATALOGS[language] as Catalog;
+  const catalog = LANGUAGES[language] as Catalog;
   const content = (catalog[template] as (data: MailDataByTemplate[T]) => Content)(data);
+  const override = (part: MailPart) => overridePart(overrides, template, languageCode, part);
+  const values = variableValues(template, language, data);
+  const subjectOverride = override('subject');
+  const filledSubject = subjectOverride ? fillOverride(subjectOverride, (v) => inSubject(values[v] ?? '')) : '';
   // One line whatever a template put in it: a line break in a subject would be a header of its own.
-  const subject = oneLine(content.subject, SUBJECT_MAX);
-  return { subject, text: renderText(content), html: renderHtml({ ...content, subject }, language) };
+  // An override left blank by its values (a null `code`) gives way to the built-in subject: never none.
+  const subject = oneLine(filledSubject, SUBJECT_MAX) || oneLine(content.subject, SUBJECT_MAX);
+  const textOverride = override('text');
+  const htmlOverride = override('html');
+  return {
+    subject,
+    // Plain text carries the values as they are; HTML escapes each of them.
+    text: textOverride ? fillOverride(textOverride, (v) => values[v] ?? '') : renderText(content),
+    html: htmlOverride
+      ? fillOverride(htmlOverride, (v) => escapeHtml(values[v]))
+      : renderHtml({ ...content, subject }, language),
+  };
 }
+
+/** What each placeholder of a template shows: the data's value on one line, a role in words, nothing for null. */
+function variableValues<T extends MailTemplate>(
+  template: T,
+  language: string,
+  data: MailDataByTemplate[T],
+): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const variable of VARIABLES[template]) {
+    const value = data[variable];
+    const shown = value === null || value === undefined ? '' : oneLine(String(value), OVERRIDE_VALUE_MAX);
+    const roles = ROLES_BY_LANGUAGE[language] ?? {};
+    values[variable] = variable === 'role' && Object.hasOwn(roles, shown) ? (roles[shown] as string) : shown;
+  }
+  return values;
+}
+
+/** A placeholder's value is one line of at most this many characters (a link fits). */
+const OVERRIDE_VALUE_MAX = 2048;
 
 function renderText(content: Content): string {
   return [
