@@ -56,7 +56,14 @@ export type AuditAction =
   | 'sso_account_created'
   | 'sso_refused'
   | 'identity_linked'
-  | 'identity_unlinked';
+  | 'identity_unlinked'
+  | 'admin_user_created'
+  | 'admin_user_deleted'
+  | 'admin_password_reset_sent'
+  | 'admin_superuser_changed'
+  | 'admin_sessions_viewed'
+  | 'admin_sessions_revoked'
+  | 'admin_user_exported';
 
 export interface AuditEntry {
   action: AuditAction;

@@ -37,7 +37,12 @@ export interface MailDataByTemplate {
     role: string;
     link: string;
     abuseContact: string;
-  };
+  } /**
+   * An administrator made the account without a password (POST /admin/users,
+   * `gatehouse users create`): `link` opens the reset page to choose one, valid
+   * `hours` hours; following it also confirms the address.
+   */;
+  account_created: { name: string; username: string; link: string; hours: number };
 }
 
 export type MailTemplate = keyof MailDataByTemplate;
@@ -55,6 +60,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'email_sign_in',
   'passkey_added',
   'identity_linked',
+  'account_created',
 ];
 
 export interface RenderedMail {
@@ -240,6 +246,16 @@ const CATALOGS: Record<string, Catalog> = {
       actions: link ? [{ label: 'Sign in', link }] : [],
       footer: 'If you did not ask to sign in, ignore this message: nobody can sign in without it.',
     }),
+    account_created: ({ name, username, link, hours }) => ({
+      subject: 'An account was created for you',
+      greeting: `Hello ${name},`,
+      lines: [
+        `An administrator created an account for you, with the username ${inBody(username)}.`,
+        `Choose a password to start using it. This link is valid for ${hours} hours and works once.`,
+      ],
+      actions: [{ label: 'Choose a password', link }],
+      footer: 'If you did not expect this account, you can ignore this message.',
+    }),
   },
   es: {
     verify_email: ({ name, link }) => ({
@@ -386,6 +402,16 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       actions: link ? [{ label: 'Iniciar sesión', link }] : [],
       footer: 'Si no pediste iniciar sesión, ignora este mensaje: nadie puede entrar sin él.',
+    }),
+    account_created: ({ name, username, link, hours }) => ({
+      subject: 'Se ha creado una cuenta para ti',
+      greeting: `Hola ${name}:`,
+      lines: [
+        `Un administrador ha creado una cuenta para ti, con el nombre de usuario ${inBody(username)}.`,
+        `Elige una contraseña para empezar a usarla. Este enlace es válido durante ${hours} horas y funciona una sola vez.`,
+      ],
+      actions: [{ label: 'Elegir una contraseña', link }],
+      footer: 'Si no esperabas esta cuenta, puedes ignorar este mensaje.',
     }),
   },
 };
