@@ -181,8 +181,8 @@ describe('administration of users', () => {
       assert.deepEqual(listed, [body]);
       await login(String(user.username), String(user.password));
       const [row] = await assertAuditedByAdmin('admin_user_created', String(body.uuid));
-      assert.equal((row?.details as Body).password_set, true);
-      assert.equal((row?.details as Body).mailed, null);
+      assert.equal((row?.details as Body | undefined)?.password_set, true);
+      assert.equal((row?.details as Body | undefined)?.mailed, null);
     });
 
     test('with a password, unverified: the verification mail goes as at registration, and following it verifies', async () => {
@@ -253,7 +253,7 @@ describe('administration of users', () => {
       assert.equal(after.has_password, true);
       assert.notEqual(after.email_verified_at, null);
       const [audit] = await assertAuditedByAdmin('admin_user_created', String(json(res).uuid));
-      assert.equal((audit?.details as Body).mailed, 'account_created');
+      assert.equal((audit?.details as Body | undefined)?.mailed, 'account_created');
     });
 
     test('a weak or breached password answers 422 with the registration codes; nothing is created', async () => {
@@ -370,8 +370,8 @@ describe('administration of users', () => {
         .executeTakeFirst();
       assert.equal(orgRow, undefined);
       const [row] = await assertAuditedByAdmin('admin_user_deleted', user.uuid);
-      assert.equal((row?.details as Body).sessions_revoked, 1);
-      assert.deepEqual((row?.details as Body).organizations_deleted, [String(json(org).uuid)]);
+      assert.equal((row?.details as Body | undefined)?.sessions_revoked, 1);
+      assert.deepEqual((row?.details as Body | undefined)?.organizations_deleted, [String(json(org).uuid)]);
       assertProblem(await call('DELETE', `/users/${user.uuid}`), 404, 'NOT_FOUND');
     });
 
@@ -536,7 +536,7 @@ describe('administration of users', () => {
       );
       assert.equal(json<Body[]>(await call('GET', `/users/${user.uuid}/sessions`)).length, 1);
       const [row] = await assertAuditedByAdmin('admin_sessions_revoked', user.uuid);
-      assert.equal((row?.details as Body).session_uuid, secondSession.sid);
+      assert.equal((row?.details as Body | undefined)?.session_uuid, secondSession.sid);
       // Already revoked, unknown, malformed, or someone else's: 404.
       for (const id of [String(secondSession.sid), UNKNOWN, 'nope']) {
         assertProblem(await call('DELETE', `/users/${user.uuid}/sessions/${id}`), 404, 'NOT_FOUND');
@@ -578,8 +578,8 @@ describe('administration of users', () => {
       assert.equal(refresh.statusCode, 401, refresh.body);
       assert.deepEqual(json<Body[]>(await call('GET', `/users/${user.uuid}/sessions`)), []);
       const [row] = await assertAuditedByAdmin('admin_sessions_revoked', user.uuid);
-      assert.equal((row?.details as Body).sessions_revoked, 2);
-      assert.equal((row?.details as Body).all_sessions, true);
+      assert.equal((row?.details as Body | undefined)?.sessions_revoked, 2);
+      assert.equal((row?.details as Body | undefined)?.all_sessions, true);
       // The user can sign in again.
       await login(user.username, user.password);
     });
@@ -634,7 +634,7 @@ describe('administration of users', () => {
         .limit(1)
         .execute();
       assert.equal(row?.user_id, admin.id);
-      assert.deepEqual((row?.details as { filters: Body }).filters, {
+      assert.deepEqual((row?.details as { filters: Body } | undefined)?.filters, {
         email: tag,
         limit: 2,
         cursor: first.next_cursor,
