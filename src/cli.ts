@@ -19,6 +19,16 @@ import { migrateCommand } from './cli/migrate.ts';
 import { psqlCommand } from './cli/psql.ts';
 import { CliError, type Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './cli/shared.ts';
 import { usersDisableCommand, usersEnableCommand, usersMfaResetCommand, usersUnlockCommand } from './cli/users.ts';
+import {
+  usersCreateCommand,
+  usersDeleteCommand,
+  usersExportCommand,
+  usersResetPasswordCommand,
+  usersRevokeSessionsCommand,
+  usersSearchCommand,
+  usersSessionsCommand,
+  usersSuperuserCommand,
+} from './cli/users-admin.ts';
 
 const COMMANDS: readonly Command[] = [
   migrateCommand,
@@ -27,6 +37,14 @@ const COMMANDS: readonly Command[] = [
   usersDisableCommand,
   usersEnableCommand,
   usersMfaResetCommand,
+  usersCreateCommand,
+  usersDeleteCommand,
+  usersResetPasswordCommand,
+  usersSuperuserCommand,
+  usersSessionsCommand,
+  usersRevokeSessionsCommand,
+  usersSearchCommand,
+  usersExportCommand,
   clientsCreateCommand,
   clientsListCommand,
   clientsDeleteCommand,

@@ -188,6 +188,16 @@ export const PROBLEMS = {
     title: 'Role is in use',
     fix: 'Give its members another role and revoke its pending invitations, then delete it.',
   },
+  CANNOT_DELETE_SELF: {
+    status: 409,
+    title: 'Superusers cannot delete their own account here',
+    fix: 'Delete your own account with DELETE /api/v1/me, or ask another superuser to delete it.',
+  },
+  LAST_SUPERUSER: {
+    status: 409,
+    title: 'The last superuser cannot lose the superuser flag',
+    fix: 'Make another active user a superuser first (PATCH /api/v1/admin/users/{uuid} with is_superuser: true).',
+  },
   INTERNAL_ERROR: { status: 500, title: 'Internal server error', fix: 'Try again later; the error was logged.' },
   SERVICE_UNAVAILABLE: {
     status: 503,

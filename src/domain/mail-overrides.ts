@@ -26,6 +26,7 @@ export const MAIL_VARIABLES = {
   email_change_confirm: ['name', 'newEmail', 'link'],
   email_change_notice: ['name', 'newEmail', 'link', 'resetLink'],
   email_change_taken: ['name', 'loginLink', 'resetLink'],
+  account_created: ['name', 'username', 'link', 'hours'],
 } as const satisfies Record<string, readonly string[]>;
 
 export type MailPart = 'subject' | 'text' | 'html';

@@ -261,61 +261,89 @@ export async function deleteAccount(
   });
 
   await services.db.transaction().execute(async (trx) => {
-    // Locked in id order so that two admins leaving one organization at once cannot both pass the check.
-    const adminOf = await trx
-      .selectFrom('memberships')
-      .innerJoin('roles', 'roles.id', 'memberships.role_id')
-      .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
-      .select(['organizations.id', 'organizations.uuid', 'organizations.name'])
-      .where('memberships.user_id', '=', user.id)
-      .where('roles.name', '=', 'admin')
-      .orderBy('organizations.id')
-      .forUpdate('organizations')
-      .execute();
-    const blocking: string[] = [];
-    const alone: typeof adminOf = [];
-    for (const org of adminOf) {
-      const others = await trx
-        .selectFrom('memberships')
-        .innerJoin('roles', 'roles.id', 'memberships.role_id')
-        .select([
-          sql<number>`count(*)::int`.as('members'),
-          sql<number>`count(*) filter (where roles.name = 'admin')::int`.as('admins'),
-        ])
-        .where('memberships.organization_id', '=', org.id)
-        .where('memberships.user_id', '!=', user.id)
-        .executeTakeFirstOrThrow();
-      if (others.members === 0) alone.push(org);
-      else if (others.admins === 0) blocking.push(org.name);
-    }
-    if (blocking.length > 0) {
-      throw new AppError('CONFLICT', {
-        detail: `You are the last admin of ${blocking.map((n) => `"${n}"`).join(', ')}; make another member an admin first`,
-      });
-    }
-    for (const org of alone) {
-      await trx.deleteFrom('organizations').where('id', '=', org.id).execute();
-      await recordAudit(
-        trx,
-        {
-          action: 'organization_deleted',
-          userId: user.id,
-          organizationId: org.id,
-          details: { reason: 'owner_deleted' },
-        },
-        context,
-      );
-    }
-    const sessions = await revokeUserSessions(services, user.id, { reason: 'account_deleted' }, trx);
+    const { sessionsRevoked } = await prepareDeletion(services, trx, user, context, { by: 'owner' });
     await recordAudit(
       trx,
       {
         action: 'user_deleted',
         userId: user.id,
-        details: { uuid: user.uuid, username: user.username, sessions_revoked: sessions.length },
+        details: { uuid: user.uuid, username: user.username, sessions_revoked: sessionsRevoked },
       },
       context,
     );
     await trx.deleteFrom('users').where('id', '=', user.id).execute();
   });
+}
+
+/**
+ * The rules and the clearing every deletion of an account goes through, in
+ * the caller's transaction (the owner's DELETE /me, or an administrator's):
+ * refused (409 CONFLICT) while the user is the last admin of an organization
+ * that has other members; organizations the user is alone in are deleted;
+ * every session is revoked and the revocations published. The caller writes
+ * its audit row and deletes the users row.
+ */
+export async function prepareDeletion(
+  services: Services,
+  trx: Kysely<Database>,
+  user: { id: number; username: string },
+  context: RequestContext,
+  options: { by: 'owner' } | { by: 'admin'; actorId: number | null },
+): Promise<{ sessionsRevoked: number; organizationsDeleted: string[] }> {
+  // Locked in id order so that two admins leaving one organization at once cannot both pass the check.
+  const adminOf = await trx
+    .selectFrom('memberships')
+    .innerJoin('roles', 'roles.id', 'memberships.role_id')
+    .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
+    .select(['organizations.id', 'organizations.uuid', 'organizations.name'])
+    .where('memberships.user_id', '=', user.id)
+    .where('roles.name', '=', 'admin')
+    .orderBy('organizations.id')
+    .forUpdate('organizations')
+    .execute();
+  const blocking: string[] = [];
+  const alone: typeof adminOf = [];
+  for (const org of adminOf) {
+    const others = await trx
+      .selectFrom('memberships')
+      .innerJoin('roles', 'roles.id', 'memberships.role_id')
+      .select([
+        sql<number>`count(*)::int`.as('members'),
+        sql<number>`count(*) filter (where roles.name = 'admin')::int`.as('admins'),
+      ])
+      .where('memberships.organization_id', '=', org.id)
+      .where('memberships.user_id', '!=', user.id)
+      .executeTakeFirstOrThrow();
+    if (others.members === 0) alone.push(org);
+    else if (others.admins === 0) blocking.push(org.name);
+  }
+  if (blocking.length > 0) {
+    const names = blocking.map((n) => `"${n}"`).join(', ');
+    throw new AppError('CONFLICT', {
+      detail:
+        options.by === 'owner'
+          ? `You are the last admin of ${names}; make another member an admin first`
+          : `${user.username} is the last admin of ${names}; make another member an admin first`,
+    });
+  }
+  for (const org of alone) {
+    await trx.deleteFrom('organizations').where('id', '=', org.id).execute();
+    await recordAudit(
+      trx,
+      {
+        action: 'organization_deleted',
+        userId: options.by === 'owner' ? user.id : options.actorId,
+        organizationId: org.id,
+        details: options.by === 'owner' ? { reason: 'owner_deleted' } : { reason: 'owner_deleted_by_admin' },
+      },
+      context,
+    );
+  }
+  const sessions = await revokeUserSessions(
+    services,
+    user.id,
+    { reason: options.by === 'owner' ? 'account_deleted' : 'admin' },
+    trx,
+  );
+  return { sessionsRevoked: sessions.length, organizationsDeleted: alone.map((o) => o.uuid) };
 }

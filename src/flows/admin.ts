@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
-import { sql } from 'kysely';
-import type { User } from '../db/schema.ts';
+import { type SelectQueryBuilder, sql } from 'kysely';
+import type { Database, User } from '../db/schema.ts';
 import { checkMetadata } from '../domain/account-rules.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { canonicalUuid, normalizeIdentifier } from '../domain/identifiers.ts';
@@ -31,7 +31,7 @@ export interface AdminUserView extends UserBody {
   app_metadata: Record<string, unknown>;
 }
 
-function adminUserView(user: User): AdminUserView {
+export function adminUserView(user: User): AdminUserView {
   return {
     ...userBody(user),
     is_superuser: user.is_superuser,
@@ -110,7 +110,7 @@ export interface AdminUserChanges {
 type MetadataField = 'app_metadata' | 'user_metadata';
 
 /** The metadata a change sets, checked; VALIDATION_ERROR lists each bad field. */
-function metadataChanges(changes: AdminUserChanges): Partial<Record<MetadataField, Record<string, unknown>>> {
+export function metadataChanges(changes: AdminUserChanges): Partial<Record<MetadataField, Record<string, unknown>>> {
   const valid: Partial<Record<MetadataField, Record<string, unknown>>> = {};
   const errors: FieldError[] = [];
   for (const field of ['app_metadata', 'user_metadata'] as const) {
@@ -253,9 +253,40 @@ function likePattern(term: string): string {
 
 export interface UserQuery {
   search?: string | undefined;
+  /** Part of the email, case-insensitively. */
+  email?: string | undefined;
+  /** Part of the username, case-insensitively. */
+  username?: string | undefined;
+  /** Members of this organization (uuid). */
+  organization?: string | undefined;
+  /** As `search`. */
+  q?: string | undefined;
   is_active?: boolean | undefined;
   cursor?: string | undefined;
   limit?: number | undefined;
+}
+
+/** The filters of `GET /admin/users` beyond `search`: `email`, `username` (parts), `organization` (members of). */
+function filterUsers<Q extends SelectQueryBuilder<Database, 'users', User>>(q: Q, query: UserQuery): Q {
+  let filtered = q;
+  const email = query.email?.trim();
+  if (email) filtered = filtered.where('email', 'like', likePattern(email.toLowerCase())) as Q;
+  const username = query.username?.trim();
+  if (username) filtered = filtered.where('username', 'like', likePattern(username.toLowerCase())) as Q;
+  if (query.organization !== undefined) {
+    const organization = canonicalUuid(query.organization) ?? '00000000-0000-0000-0000-000000000000';
+    filtered = filtered.where((eb) =>
+      eb.exists(
+        eb
+          .selectFrom('memberships')
+          .innerJoin('organizations', 'organizations.id', 'memberships.organization_id')
+          .select('memberships.id')
+          .whereRef('memberships.user_id', '=', 'users.id')
+          .where('organizations.uuid', '=', organization),
+      ),
+    ) as Q;
+  }
+  return filtered;
 }
 
 /** `GET /admin/users`, audited as `admin_users_viewed`. */
@@ -268,13 +299,18 @@ export async function listUsers(
   return readAsAdmin(
     services,
     'admin_users_viewed',
-    { actor, context, filters: query, known: ['search', 'is_active', 'cursor', 'limit'] },
+    {
+      actor,
+      context,
+      filters: query,
+      known: ['search', 'is_active', 'cursor', 'limit', 'email', 'username', 'organization', 'q'],
+    },
     async () => {
       const limit = query.limit ?? DEFAULT_PAGE_SIZE;
       const after = decodeCursor(query.cursor);
       let q = services.db.selectFrom('users').selectAll();
-      const term = query.search?.trim();
-      if (term) {
+      for (const term of [query.search?.trim(), query.q?.trim()]) {
+        if (!term) continue;
         const pattern = likePattern(term.toLowerCase());
         q = q.where((eb) =>
           eb.or([
@@ -285,6 +321,7 @@ export async function listUsers(
         );
       }
       if (query.is_active !== undefined) q = q.where('is_active', '=', query.is_active);
+      q = filterUsers(q, query);
       if (after !== undefined) q = q.where('id', '<', after);
       const rows = await q
         .orderBy('id', 'desc')

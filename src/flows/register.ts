@@ -219,7 +219,7 @@ const TAKEN_BY_CONSTRAINT: Record<string, 'EMAIL_TAKEN' | 'USERNAME_TAKEN'> = {
   users_username_key: 'USERNAME_TAKEN',
 };
 
-function uniqueViolation(error: unknown): 'EMAIL_TAKEN' | 'USERNAME_TAKEN' | undefined {
+export function uniqueViolation(error: unknown): 'EMAIL_TAKEN' | 'USERNAME_TAKEN' | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const { code, constraint } = error as { code?: unknown; constraint?: unknown };
   if (code !== '23505' || typeof constraint !== 'string') return undefined;

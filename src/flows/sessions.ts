@@ -18,7 +18,16 @@ export interface SessionView {
 }
 
 /** The user's live sessions, newest first. */
-export async function listSessions(services: Services, auth: AuthContext): Promise<SessionView[]> {
+export function listSessions(services: Services, auth: AuthContext): Promise<SessionView[]> {
+  return listUserSessions(services, auth.userId, auth.sessionId);
+}
+
+/** A user's live sessions, newest first; `current` marks the one of `currentSessionId` (null: none). */
+export async function listUserSessions(
+  services: Services,
+  userId: number,
+  currentSessionId: number | null,
+): Promise<SessionView[]> {
   const rows = await services.db
     .selectFrom('sessions')
     .leftJoin('oauth_clients', 'oauth_clients.client_id', 'sessions.oauth_client_id')
@@ -34,7 +43,7 @@ export async function listSessions(services: Services, auth: AuthContext): Promi
       'sessions.oauth_client_id',
       'oauth_clients.client_name',
     ])
-    .where('sessions.user_id', '=', auth.userId)
+    .where('sessions.user_id', '=', userId)
     .where('sessions.revoked_at', 'is', null)
     .where('sessions.expires_at', '>', services.clock.now())
     .orderBy('sessions.created_at', 'desc')
@@ -50,7 +59,7 @@ export async function listSessions(services: Services, auth: AuthContext): Promi
     created_at: r.created_at.toISOString(),
     last_used_at: r.last_used_at.toISOString(),
     expires_at: r.expires_at.toISOString(),
-    current: r.id === auth.sessionId,
+    current: r.id === currentSessionId,
   }));
 }
 

@@ -5,7 +5,7 @@ import { listSessions, revokeOwnSession } from '../flows/sessions.ts';
 import { requireUser } from './auth-guard.ts';
 import { problems } from './schemas.ts';
 
-const SessionView = Type.Object({
+export const SessionView = Type.Object({
   id: Type.String({ format: 'uuid', description: 'The session id to DELETE' }),
   user_agent: Type.Union([Type.String(), Type.Null()]),
   ip_address: Type.Union([Type.String(), Type.Null()]),

@@ -62,7 +62,14 @@ export type AuditAction =
   | 'email_change_reverted'
   | 'role_created'
   | 'role_updated'
-  | 'role_deleted';
+  | 'role_deleted'
+  | 'admin_user_created'
+  | 'admin_user_deleted'
+  | 'admin_password_reset_sent'
+  | 'admin_superuser_changed'
+  | 'admin_sessions_viewed'
+  | 'admin_sessions_revoked'
+  | 'admin_user_exported';
 
 export interface AuditEntry {
   action: AuditAction;

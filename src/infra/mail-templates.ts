@@ -55,7 +55,12 @@ export interface MailDataByTemplate {
     role: string;
     link: string;
     abuseContact: string;
-  };
+  } /**
+   * An administrator made the account without a password (POST /admin/users,
+   * `gatehouse users create`): `link` opens the reset page to choose one, valid
+   * `hours` hours; following it also confirms the address.
+   */;
+  account_created: { name: string; username: string; link: string; hours: number };
 }
 
 export type MailTemplate = keyof MailDataByTemplate;
@@ -76,6 +81,7 @@ export const MAIL_TEMPLATES: readonly MailTemplate[] = [
   'email_change_confirm',
   'email_change_notice',
   'email_change_taken',
+  'account_created',
 ];
 
 export interface RenderedMail {
@@ -296,6 +302,16 @@ const CATALOGS: Record<string, Catalog> = {
       ],
       footer: 'If it was not you, you can ignore this message: your account is unchanged.',
     }),
+    account_created: ({ name, username, link, hours }) => ({
+      subject: 'An account was created for you',
+      greeting: `Hello ${name},`,
+      lines: [
+        `An administrator created an account for you, with the username ${inBody(username)}.`,
+        `Choose a password to start using it. This link is valid for ${hours} hours and works once.`,
+      ],
+      actions: [{ label: 'Choose a password', link }],
+      footer: 'If you did not expect this account, you can ignore this message.',
+    }),
   },
   es: {
     verify_email: ({ name, link }) => ({
@@ -478,6 +494,16 @@ const CATALOGS: Record<string, Catalog> = {
         { label: 'Restablecer tu contraseña', link: resetLink },
       ],
       footer: 'Si no fuiste tú, puedes ignorar este mensaje: tu cuenta no cambió.',
+    }),
+    account_created: ({ name, username, link, hours }) => ({
+      subject: 'Se ha creado una cuenta para ti',
+      greeting: `Hola ${name}:`,
+      lines: [
+        `Un administrador ha creado una cuenta para ti, con el nombre de usuario ${inBody(username)}.`,
+        `Elige una contraseña para empezar a usarla. Este enlace es válido durante ${hours} horas y funciona una sola vez.`,
+      ],
+      actions: [{ label: 'Elegir una contraseña', link }],
+      footer: 'Si no esperabas esta cuenta, puedes ignorar este mensaje.',
     }),
   },
 };

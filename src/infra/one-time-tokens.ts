@@ -22,6 +22,8 @@ export interface IssueTokenInput {
   invitationId?: number | null;
   email?: string | null;
   now: Date;
+  /** Instead of the purpose's own lifetime (e.g. the set-password link of an account an administrator made). */
+  ttlSeconds?: number;
 }
 
 export async function issueOneTimeToken(db: Kysely<Database>, input: IssueTokenInput): Promise<string> {
@@ -34,7 +36,9 @@ export async function issueOneTimeToken(db: Kysely<Database>, input: IssueTokenI
       user_id: input.userId ?? null,
       invitation_id: input.invitationId ?? null,
       email: input.email ?? null,
-      expires_at: new Date(input.now.getTime() + ONE_TIME_TOKEN_TTL_SECONDS[input.purpose] * 1000),
+      expires_at: new Date(
+        input.now.getTime() + (input.ttlSeconds ?? ONE_TIME_TOKEN_TTL_SECONDS[input.purpose]) * 1000,
+      ),
     })
     .execute();
   return token;

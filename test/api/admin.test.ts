@@ -237,17 +237,18 @@ describe('administration API', () => {
     test('bad requests: nothing to change 422, wrong type 400, unknown or malformed uuid 404, disabling oneself 409', async () => {
       const user = await register();
       assertProblem(await patch(user.uuid, {}), 422, 'VALIDATION_ERROR');
-      assertProblem(await patch(user.uuid, { is_superuser: true }), 422, 'VALIDATION_ERROR');
+      assertProblem(await patch(user.uuid, { is_staff: true }), 422, 'VALIDATION_ERROR');
       assertProblem(await patch(user.uuid, { is_active: 'no' }), 400, 'MALFORMED_REQUEST');
       assertProblem(await patch('123e4567-e89b-12d3-a456-426614174999', { is_active: false }), 404, 'NOT_FOUND');
       assertProblem(await patch('not-a-uuid', { is_active: false }), 404, 'NOT_FOUND');
       assertProblem(await patch(admin.uuid, { is_active: false }), 409, 'CONFLICT');
       const row = await app.gatehouse.db
         .selectFrom('users')
-        .select(['is_superuser'])
+        .select(['is_superuser', 'is_active'])
         .where('id', '=', user.id)
         .executeTakeFirstOrThrow();
       assert.equal(row.is_superuser, false, 'unknown fields are never applied');
+      assert.equal(row.is_active, true);
     });
   });
 

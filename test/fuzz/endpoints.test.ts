@@ -149,14 +149,42 @@ describe('fuzzing every endpoint', () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
+  /**
+   * A fresh session of the known user or superuser. A fuzzed administration
+   * call may have deleted, disabled or demoted them: a new account then takes
+   * their place (a superuser again for `admin`).
+   */
+  async function signIn(who: 'user' | 'admin', context: { ip: string; userAgent: string }): Promise<string> {
+    const account = known[who]!;
+    const row = await app.gatehouse.db
+      .selectFrom('users')
+      .select(['is_active', 'is_superuser'])
+      .where('username', '=', account.identifier)
+      .executeTakeFirst();
+    if (!row?.is_active || (who === 'admin' && !row.is_superuser)) {
+      const user = newUser();
+      const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: user });
+      assert.equal(res.statusCode, 201, res.body);
+      if (who === 'admin') {
+        await app.gatehouse.db
+          .updateTable('users')
+          .set({ is_superuser: true })
+          .where('username', '=', String(user.username))
+          .execute();
+      }
+      known[who] = { identifier: String(user.username), password: String(user.password) };
+    }
+    return (await loginWithPassword(app.gatehouse, known[who]!, context)).tokens.access_token;
+  }
+
   /** A fresh session each time: fuzzed logouts and revocations must not starve later runs. */
   async function bearer(kind: string, garbage: string): Promise<string | undefined> {
     const context = { ip: '127.0.0.1', userAgent: 'fuzz' };
     switch (kind) {
       case 'user':
-        return (await loginWithPassword(app.gatehouse, known.user!, context)).tokens.access_token;
+        return signIn('user', context);
       case 'superuser':
-        return (await loginWithPassword(app.gatehouse, known.admin!, context)).tokens.access_token;
+        return signIn('admin', context);
       case 'refresh':
         return known.tokens[1];
       case 'tampered': {

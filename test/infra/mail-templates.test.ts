@@ -77,6 +77,12 @@ const hostileData: MailDataByTemplate = {
     abuseContact: HOSTILE,
   },
   email_sign_in: { name: HOSTILE, link: 'http://gatehouse.test/email-sign-in?token=a"b<c', code: '012345' },
+  account_created: {
+    name: HOSTILE,
+    username: HOSTILE,
+    link: 'http://gatehouse.test/reset-password?token=a"b<c',
+    hours: 72,
+  },
 };
 
 const render = (template: keyof MailDataByTemplate, language: string) =>
@@ -137,6 +143,19 @@ describe('mail templates', () => {
     );
   });
 
+  test('account_created names the username, the link and how long it works, in English and Spanish', () => {
+    const data = { name: 'Ann', username: 'ann_k', link: 'http://gatehouse.test/reset-password?token=t', hours: 72 };
+    const en = renderMail('account_created', 'en', data);
+    assert.equal(en.subject, 'An account was created for you');
+    assert.match(en.text, /with the username ann_k\./);
+    assert.match(en.text, /valid for 72 hours/);
+    assert.match(en.text, /Choose a password: http:\/\/gatehouse\.test\/reset-password\?token=t\n/);
+    const es = renderMail('account_created', 'es-MX', data);
+    assert.equal(es.subject, 'Se ha creado una cuenta para ti');
+    assert.match(es.text, /nombre de usuario ann_k\./);
+    assert.match(es.text, /válido durante 72 horas/);
+  });
+
   test('the invitation names the organization, the inviter and the role in words', () => {
     const data = {
       organizationName: 'Acme',
@@ -192,6 +211,12 @@ describe('mail templates', () => {
 
 /** Plain sample data: every value distinct, so that each one can be looked for in the mail. */
 const sampleData: MailDataByTemplate = {
+  account_created: {
+    name: 'Ann',
+    username: 'ann_smith',
+    link: 'http://gatehouse.test/reset-password?token=a1&x=1',
+    hours: 72,
+  },
   email_change_confirm: {
     name: 'Ann',
     newEmail: 'ann.new@example.com',

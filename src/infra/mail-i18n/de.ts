@@ -200,4 +200,14 @@ export const GERMAN: Catalog = {
     ],
     footer: 'Wenn Sie das nicht waren, können Sie diese Nachricht ignorieren: Ihr Konto ist unverändert.',
   }),
+  account_created: ({ name, username, link, hours }) => ({
+    subject: 'Für Sie wurde ein Konto angelegt',
+    greeting: `Hallo ${name},`,
+    lines: [
+      `Ein Administrator hat für Sie ein Konto mit dem Benutzernamen ${inBody(username)} angelegt.`,
+      `Wählen Sie ein Passwort, um es zu nutzen. Dieser Link ist ${hours} Stunden gültig und funktioniert nur einmal.`,
+    ],
+    actions: [{ label: 'Passwort wählen', link }],
+    footer: 'Wenn Sie dieses Konto nicht erwartet haben, können Sie diese Nachricht ignorieren.',
+  }),
 };

@@ -198,4 +198,14 @@ export const FRENCH: Catalog = {
     ],
     footer: "Si ce n'était pas vous, ignorez ce message : votre compte n'a pas changé.",
   }),
+  account_created: ({ name, username, link, hours }) => ({
+    subject: 'Un compte a été créé pour vous',
+    greeting: `Bonjour ${name},`,
+    lines: [
+      `Un administrateur a créé un compte pour vous, avec le nom d'utilisateur ${inBody(username)}.`,
+      `Choisissez un mot de passe pour commencer à l'utiliser. Ce lien est valable ${hours} heures et ne fonctionne qu'une fois.`,
+    ],
+    actions: [{ label: 'Choisir un mot de passe', link }],
+    footer: "Si vous n'attendiez pas ce compte, vous pouvez ignorer ce message.",
+  }),
 };
