@@ -19,6 +19,7 @@ import { migrateCommand } from './cli/migrate.ts';
 import { psqlCommand } from './cli/psql.ts';
 import { CliError, type Command, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './cli/shared.ts';
 import { usersDisableCommand, usersEnableCommand, usersMfaResetCommand, usersUnlockCommand } from './cli/users.ts';
+import { webhooksListCommand, webhooksReplayCommand } from './cli/webhooks.ts';
 
 const COMMANDS: readonly Command[] = [
   migrateCommand,
@@ -36,6 +37,8 @@ const COMMANDS: readonly Command[] = [
   breachImportCommand,
   keysGenerateCommand,
   keysRotateCommand,
+  webhooksReplayCommand,
+  webhooksListCommand,
   psqlCommand,
 ];
 

@@ -43,6 +43,7 @@ import { sessionRoutes } from './http/sessions.ts';
 import { ssoRoutes } from './http/sso.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { verifyEmailRoutes } from './http/verify-email.ts';
+import { webhookRoutes } from './http/webhooks.ts';
 import type { BreachChecker } from './infra/breach.ts';
 import type { Clock } from './infra/clock.ts';
 import { createServices, type Services } from './infra/container.ts';
@@ -119,6 +120,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onReady', async () => services.housekeeper.start());
+  app.addHook('onReady', async () => services.webhooks.start());
   if (options.metrics !== false && config.metricsPort !== undefined) {
     const server = await metricsServer({ metrics: services.metrics, token: config.metricsToken });
     app.addHook('onListen', async () => {
@@ -234,6 +236,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(passkeyRoutes);
         await api.register(adminRoutes);
         await api.register(oauthClientRoutes);
+        await api.register(webhookRoutes);
         await api.register(organizationRoutes);
         await api.register(memberRoutes);
         await api.register(invitationRoutes);

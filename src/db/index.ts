@@ -25,6 +25,7 @@ import * as passkeys from './migrations/0009_passkeys.ts';
 import * as emailSignIn from './migrations/0010_email_sign_in.ts';
 import * as oidcProvider from './migrations/0011_oidc_provider.ts';
 import * as sso from './migrations/0012_sso.ts';
+import * as webhooks from './migrations/0017_webhooks.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -244,6 +245,7 @@ const migrations: Record<string, Migration> = {
   '0010_email_sign_in': emailSignIn,
   '0011_oidc_provider': oidcProvider,
   '0012_sso': sso,
+  '0017_webhooks': webhooks,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -267,7 +267,7 @@ export async function deleteAccount(
           action: 'organization_deleted',
           userId: user.id,
           organizationId: org.id,
-          details: { reason: 'owner_deleted' },
+          details: { uuid: org.uuid, reason: 'owner_deleted' },
         },
         context,
       );

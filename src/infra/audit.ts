@@ -56,7 +56,9 @@ export type AuditAction =
   | 'sso_account_created'
   | 'sso_refused'
   | 'identity_linked'
-  | 'identity_unlinked';
+  | 'identity_unlinked'
+  | 'webhook_endpoint_created'
+  | 'webhook_endpoint_deleted';
 
 export interface AuditEntry {
   action: AuditAction;

@@ -24,6 +24,7 @@ import { PasswordHasher } from './passwords.ts';
 import { RateLimits } from './rate-limits.ts';
 import { RevocationList } from './revocations.ts';
 import { TokenService } from './tokens.ts';
+import { WebhookSender } from './webhooks.ts';
 
 /** Everything a flow needs, passed explicitly: swapped by configuration, never mocked. */
 export interface Services {
@@ -55,6 +56,8 @@ export interface Services {
   auditSealer: AuditSealer;
   /** Deletes expired sessions, spent tokens and old records every HOUSEKEEPING_INTERVAL_MINUTES. */
   housekeeper: Housekeeper;
+  /** Turns sealed audit rows into signed webhook deliveries and sends them (docs/webhooks.md). */
+  webhooks: WebhookSender;
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -98,7 +101,14 @@ export async function createServices(
   );
   metrics.gaugeOnScrape('gatehouse_hash_running', 'Password hashes running now', () => hashPool.running);
   metrics.gaugeOnScrape('gatehouse_outbox_backlog', 'Mails waiting in the outbox', () => pendingMail(database.db));
-  const auditSealer = new AuditSealer(database.db, log, { onSealed: (count) => metrics.auditRowsSealed.inc(count) });
+  const webhooks = new WebhookSender({ db: database.db, config, log });
+  const auditSealer = new AuditSealer(database.db, log, {
+    onSealed: (count) => {
+      metrics.auditRowsSealed.inc(count);
+      // Sealed rows may be events: dispatch them now rather than at the next poll.
+      webhooks.kick();
+    },
+  });
   const outbox = new OutboxSender({
     db: database.db,
     transport: createMailTransport({ ...config, log }),
@@ -138,6 +148,7 @@ export async function createServices(
     metrics,
     auditSealer,
     housekeeper,
+    webhooks,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);
@@ -147,6 +158,7 @@ export async function createServices(
       revocations.stop();
       await outbox.stop();
       await auditSealer.stop();
+      await webhooks.stop();
       await housekeeper.stop();
       ownBreach?.close?.();
       redis?.disconnect();

@@ -25,6 +25,8 @@ export interface Purged {
   email_sign_ins: number;
   /** The OpenID provider's expired interactions, sessions, grants, codes and tokens. */
   oidc_payloads: number;
+  /** Webhook deliveries a day past success, or past being given up. */
+  webhook_deliveries: number;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -93,6 +95,14 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
     oidc_payloads: Number(
       (await db.deleteFrom('oidc_payloads').where('expires_at', '<', graceEnd).executeTakeFirst()).numDeletedRows,
     ),
+    // `gatehouse webhooks replay` queues them again from the audit log, which is kept.
+    webhook_deliveries: await deleteInChunks(db, 'webhook_deliveries', () =>
+      db
+        .selectFrom('webhook_deliveries')
+        .select('id')
+        .where('status', '!=', 'pending')
+        .where('finished_at', '<', graceEnd),
+    ),
   };
 }
 
@@ -104,7 +114,8 @@ type ChunkedTable =
   | 'login_attempts'
   | 'registration_attempts'
   | 'email_outbox'
-  | 'email_sign_ins';
+  | 'email_sign_ins'
+  | 'webhook_deliveries';
 
 /** Deletes the rows whose ids `which` selects, CHUNK at a time, until none is left; returns how many went. */
 async function deleteInChunks(
