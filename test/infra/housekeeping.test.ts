@@ -97,6 +97,22 @@ async function seed(db: Db) {
     return identifier;
   };
 
+  const delivery = (status: 'pending' | 'delivered' | 'failed', finished_at: Date | null) =>
+    db
+      .insertInto('webhook_deliveries')
+      .values({
+        msg_id: `msg_${randomUUID()}`,
+        target: 'config:https://hooks.example.com/in',
+        url: 'https://hooks.example.com/in',
+        event_type: 'user.created',
+        payload: '{}',
+        seq: 0,
+        status,
+        finished_at,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+      .then((r) => r.id);
   return {
     userId: user.id,
     gone: {
@@ -108,6 +124,7 @@ async function seed(db: Db) {
       lockouts: [await lockout('forgotten', ago(2 * DAY), null), await lockout('old-lock', ago(3 * DAY), ago(2 * DAY))],
       email_sign_ins: [await signIn(ago(2 * DAY))],
       oidc_payloads: [await oidc(ago(2 * DAY))],
+      webhook_deliveries: [await delivery('delivered', ago(2 * DAY)), await delivery('failed', ago(2 * DAY))],
     },
     kept: {
       // Expired less than a day ago, live, or revoked but not yet expired.
@@ -122,6 +139,8 @@ async function seed(db: Db) {
       email_sign_ins: [await signIn(ago(DAY / 2)), await signIn(ahead(DAY))],
       // Expired less than a day ago, live, and a row without an expiry (none the provider writes today).
       oidc_payloads: [await oidc(ago(DAY / 2)), await oidc(ahead(DAY)), await oidc(null)],
+      // Delivered less than a day ago, and one still being retried.
+      webhook_deliveries: [await delivery('delivered', ago(DAY / 2)), await delivery('pending', null)],
     },
   };
 }
@@ -203,6 +222,7 @@ describe('housekeeping', () => {
       lockouts: 0,
       email_sign_ins: 0,
       oidc_payloads: 0,
+      webhook_deliveries: 0,
     });
   });
 
