@@ -21,7 +21,7 @@ export const WEBHOOK_EVENT_TYPES = [
   'mfa.disabled',
 ] as const;
 
-export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
+type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
 /** A new audit action becomes an event by a line here (and, if its row lacks a uuid, a detail in its flow). */
 const EVENT_OF_ACTION: Record<string, WebhookEventType> = {

@@ -148,7 +148,7 @@ const INSERT_CHUNK = 500;
  * transaction with the cursor. Returns how many audit rows it read; 0 also
  * when another instance holds the cursor.
  */
-export async function dispatchSealedEvents(db: Kysely<Database>, config: Config, batchSize = 500): Promise<number> {
+async function dispatchSealedEvents(db: Kysely<Database>, config: Config, batchSize = 500): Promise<number> {
   return db.transaction().execute(async (trx) => {
     const cursor = await trx
       .selectFrom('webhook_cursor')
@@ -243,7 +243,7 @@ const DELIVERY_CONCURRENCY = 4;
 /** On shutdown, deliveries in flight get this long to finish. */
 const STOP_TIMEOUT_MS = 5_000;
 
-export function retryDelayMs(attempts: number, baseMs: number): number {
+function retryDelayMs(attempts: number, baseMs: number): number {
   const step = RETRY_STEPS[Math.min(attempts, RETRY_STEPS.length) - 1] ?? 1;
   return step * baseMs;
 }
