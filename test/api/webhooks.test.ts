@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createSuperuser } from '../../src/flows/admin.ts';
-import { json, newUser, startApp, uniqueName } from '../helpers.ts';
+import { json, logCapture, newUser, startApp, uniqueName } from '../helpers.ts';
 import { waitUntil } from '../support/ports.ts';
 import { assertProblem } from '../support/problem.ts';
 import { type ReceivedEvent, testWebhookSecret, WebhookReceiver } from '../support/webhook-receiver.ts';
@@ -249,5 +249,49 @@ describe('signed webhooks', () => {
       const anonymous = await app.inject({ method: 'POST', url: '/api/v1/admin/webhooks', payload });
       assert.equal(anonymous.statusCode, 401, anonymous.body);
     });
+  });
+});
+
+describe('webhook logs', () => {
+  const secret = testWebhookSecret();
+  const receiver = new WebhookReceiver(secret);
+  const logs = logCapture();
+  let app: FastifyInstance;
+
+  before(async () => {
+    await receiver.start();
+    app = await startApp(
+      {
+        REQUIRE_EMAIL_VERIFICATION: 'false',
+        LOG_LEVEL: 'info',
+        LOG_FORMAT: 'json',
+        WEBHOOK_URLS: `${receiver.url}?token=receiver-token-in-url`,
+        WEBHOOK_SECRET: secret,
+        REDIS_KEY_PREFIX: `t:${uniqueName('webhook-logs')}:`,
+      },
+      { logger: { stream: logs.stream } },
+    );
+  });
+  after(async () => {
+    await app.close();
+    await receiver.stop();
+  });
+
+  test('a delivery is logged by webhook-id and receiver origin, never with its secret, signature, body or URL token', async () => {
+    const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });
+    assert.equal(res.statusCode, 201, res.body);
+    const uuid = String(json(res).uuid);
+    await waitUntil('the event', () => receiver.events.some((e) => e.payload.data.user === uuid));
+    const event = receiver.events.find((e) => e.payload.data.user === uuid) as ReceivedEvent;
+    await waitUntil('the delivery log line', () => logs.lines.some((l) => l.includes('webhook delivered')));
+    const line = JSON.parse(logs.lines.find((l) => l.includes('webhook delivered')) as string) as Body;
+    assert.equal(line.webhook_id, event.id);
+    assert.equal(line.type, 'user.created');
+    assert.equal(line.receiver, `config:${new URL(receiver.url).origin}`);
+    const all = logs.lines.join('\n');
+    assert.ok(!all.includes(secret.slice(6)), 'secret');
+    assert.ok(!all.includes(String(event.headers['webhook-signature']).slice(3)), 'signature');
+    assert.ok(!all.includes(event.body), 'body');
+    assert.ok(!all.includes('receiver-token-in-url'), 'URL token');
   });
 });
