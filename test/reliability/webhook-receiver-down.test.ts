@@ -143,3 +143,63 @@ describe('webhook receiver down', () => {
     );
   });
 });
+
+/**
+ * Two instances on one database (the second shares the first's connection
+ * pool, or its embedded database) both send: each delivery is claimed by one
+ * of them, so the receiver gets every event once, still in order of commit.
+ */
+describe('two instances sending webhooks from one database', () => {
+  const secret = testWebhookSecret();
+  const receiver = new WebhookReceiver(secret);
+  const apps: FastifyInstance[] = [];
+
+  before(async () => {
+    await receiver.start();
+    const env = {
+      REQUIRE_EMAIL_VERIFICATION: 'false',
+      WEBHOOK_URLS: receiver.url,
+      WEBHOOK_SECRET: secret,
+      WEBHOOK_RETRY_BASE_MS: '20',
+      REDIS_KEY_PREFIX: `t:${uniqueName('webhooks-two')}:`,
+    };
+    apps.push(await startApp(env));
+    apps.push(await startApp(env, { database: apps[0]?.gatehouse.database }));
+  });
+  after(async () => {
+    await apps[1]?.close();
+    await apps[0]?.close();
+    await receiver.stop();
+  });
+
+  test('each event is sent once, by one instance or the other', async () => {
+    await receiver.stop();
+    const users: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const app = apps[i % 2] as FastifyInstance;
+      const res = await app.inject({ method: 'POST', url: '/api/v1/register', payload: newUser() });
+      assert.equal(res.statusCode, 201, res.body);
+      users.push(String(json(res).uuid));
+    }
+    const db = (apps[0] as FastifyInstance).gatehouse.db;
+    await waitUntil(
+      'six deliveries waiting',
+      async () =>
+        (await db.selectFrom('webhook_deliveries').select('id').where('status', '=', 'pending').execute()).length === 6,
+    );
+    await receiver.start();
+    await db
+      .updateTable('webhook_deliveries')
+      .set({ next_attempt_at: sql`now()` })
+      .where('status', '=', 'pending')
+      .execute();
+    for (const app of apps) app.gatehouse.webhooks.kick();
+    await waitUntil('every event delivered', () => receiver.events.length >= 6, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(
+      receiver.events.map((e) => e.payload.data.user),
+      users,
+    );
+    assert.equal(new Set(receiver.events.map((e) => e.id)).size, 6);
+  });
+});
