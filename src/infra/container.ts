@@ -101,6 +101,9 @@ export async function createServices(
   );
   metrics.gaugeOnScrape('gatehouse_hash_running', 'Password hashes running now', () => hashPool.running);
   metrics.gaugeOnScrape('gatehouse_outbox_backlog', 'Mails waiting in the outbox', () => pendingMail(database.db));
+  metrics.gaugeOnScrape('gatehouse_webhook_backlog', 'Webhook deliveries waiting to be sent', () =>
+    pendingWebhooks(database.db),
+  );
   const webhooks = new WebhookSender({ db: database.db, config, log });
   const auditSealer = new AuditSealer(database.db, log, {
     onSealed: (count) => {
@@ -169,6 +172,15 @@ export async function createServices(
 async function pendingMail(db: Db): Promise<number> {
   const row = await db
     .selectFrom('email_outbox')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('status', '=', 'pending')
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
+}
+
+async function pendingWebhooks(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom('webhook_deliveries')
     .select((eb) => eb.fn.countAll<number>().as('count'))
     .where('status', '=', 'pending')
     .executeTakeFirstOrThrow();

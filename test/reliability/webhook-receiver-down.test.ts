@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
-import { json, newUser, startApp, uniqueName } from '../helpers.ts';
+import { json, newUser, scrapeMetrics, startApp, TEST_METRICS_TOKEN, uniqueName } from '../helpers.ts';
 import { waitUntil } from '../support/ports.ts';
 import { testWebhookSecret, WebhookReceiver } from '../support/webhook-receiver.ts';
 
@@ -22,6 +22,7 @@ describe('webhook receiver down', () => {
       WEBHOOK_URLS: receiver.url,
       WEBHOOK_SECRET: secret,
       WEBHOOK_RETRY_BASE_MS: '20',
+      METRICS_TOKEN: TEST_METRICS_TOKEN,
       REDIS_KEY_PREFIX: `t:${uniqueName('webhooks-down')}:`,
     });
   });
@@ -85,6 +86,7 @@ describe('webhook receiver down', () => {
       rows.slice(1).every((r) => r.attempts === 0),
       'one attempt at a time per receiver',
     );
+    assert.match((await scrapeMetrics(app)).body, /^gatehouse_webhook_backlog 10$/m);
     // An hour down: the events are an hour old, far from being given up.
     await app.gatehouse.db
       .updateTable('webhook_deliveries')
@@ -111,6 +113,7 @@ describe('webhook receiver down', () => {
     assert.deepEqual(receiver.refused, []);
     const left = await pending();
     assert.deepEqual(left, []);
+    assert.match((await scrapeMetrics(app)).body, /^gatehouse_webhook_backlog 0$/m);
   });
 
   test('a delivery still failing a day after its event is given up, and the next one goes', async () => {
