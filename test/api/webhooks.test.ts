@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createSuperuser } from '../../src/flows/admin.ts';
-import { json, logCapture, newUser, startApp, uniqueName } from '../helpers.ts';
+import { json, logCapture, newUser, startApp, strongPassword, uniqueName } from '../helpers.ts';
 import { waitUntil } from '../support/ports.ts';
 import { assertProblem } from '../support/problem.ts';
 import { type ReceivedEvent, testWebhookSecret, WebhookReceiver } from '../support/webhook-receiver.ts';
@@ -106,6 +106,47 @@ describe('signed webhooks', () => {
     await eventFor(receiver, 'user.created', nextUuid);
     // Events arrive in order of commit: anything the refused registrations sent would have come first.
     assert.equal(receiver.ofType('user.created').length, before + 1);
+  });
+
+  test('profile, organization, password and logout changes send their events, in order of commit', async () => {
+    const user = newUser();
+    const uuid = String(json(await register(user)).uuid);
+    const token = String(json(await login(user.username, user.password)).access_token);
+    const auth = { authorization: `Bearer ${token}` };
+    const send = (method: 'POST' | 'PATCH', url: string, payload: Body) =>
+      app.inject({ method, url: `/api/v1${url}`, headers: auth, payload });
+    assert.equal((await send('PATCH', '/me', { first_name: 'Ana' })).statusCode, 200);
+    const org = await send('POST', '/organizations', { name: `Org ${uniqueName('o')}` });
+    assert.equal(org.statusCode, 201, org.body);
+    const next = strongPassword();
+    const changed = await send('POST', '/change-password', {
+      current_password: user.password,
+      new_password: next,
+      confirm_password: next,
+    });
+    assert.ok(changed.statusCode < 300, changed.body);
+    const fresh = String(json(await login(user.username, next)).access_token);
+    const out = await app.inject({
+      method: 'POST',
+      url: '/api/v1/logout',
+      headers: { authorization: `Bearer ${fresh}` },
+    });
+    assert.ok(out.statusCode < 300, out.body);
+
+    const revoked = await eventFor(receiver, 'session.revoked', uuid);
+    assert.deepEqual(revoked.payload.data, { user: uuid, session: sessionOf(fresh) });
+    const mine = receiver.events.filter((e) => e.payload.data.user === uuid).map((e) => e.payload.type);
+    assert.deepEqual(mine, [
+      'user.created',
+      'session.created',
+      'user.updated',
+      'organization.created',
+      'password.changed',
+      'session.created',
+      'session.revoked',
+    ]);
+    const created = receiver.ofType('organization.created').find((e) => e.payload.data.user === uuid);
+    assert.deepEqual(created?.payload.data, { organization: String(json(org).uuid), user: uuid });
   });
 
   test('an event has one webhook-id, and a receiver gets each once', async () => {
