@@ -29,6 +29,7 @@ import {
   usersSessionsCommand,
   usersSuperuserCommand,
 } from './cli/users-admin.ts';
+import { webhooksListCommand, webhooksReplayCommand } from './cli/webhooks.ts';
 
 const COMMANDS: readonly Command[] = [
   migrateCommand,
@@ -54,6 +55,8 @@ const COMMANDS: readonly Command[] = [
   breachImportCommand,
   keysGenerateCommand,
   keysRotateCommand,
+  webhooksReplayCommand,
+  webhooksListCommand,
   psqlCommand,
 ];
 

@@ -19,6 +19,7 @@ import {
   type PasswordHasherName,
   type PasswordPolicyPreset,
 } from './domain/password-policy.ts';
+import { WEBHOOK_SECRET_RULE, webhookSecretBytes, webhookUrlProblem } from './domain/webhook-events.ts';
 
 export type Environment = 'development' | 'test' | 'production';
 export type JwtAlgorithm = 'HS256' | 'EdDSA' | 'ES256' | 'RS256';
@@ -158,6 +159,11 @@ export interface Config {
   accessTokenOrgClaims: boolean;
   /** ACCESS_TOKEN_METADATA_CLAIMS: access tokens carry `user_metadata` and `app_metadata`. */
   accessTokenMetadataClaims: boolean;
+  /** Receivers of signed webhooks besides the registered endpoints (WEBHOOK_URLS), signed with `webhookSecret`. */
+  webhookUrls: string[];
+  webhookSecret: string | undefined;
+  /** First webhook retry delay; later ones are multiples of it (5 s → 30 s, 2 min … 8 h). */
+  webhookRetryBaseMs: number;
   /** Settings worth an operator's attention that do not stop start-up; each is logged as a warning at start. */
   warnings: string[];
   /** MAIL_TEMPLATE_DIR: mail template parts that replace the built-in ones, read and checked at start (docs/email.md). */
@@ -301,6 +307,30 @@ const DEFAULT_CAPTCHA_VERIFY_URLS: Record<CaptchaProvider, string> = {
 export function listenUrl(host: string, port: number): string {
   if (host === '' || host === '0.0.0.0' || host === '::') return `http://localhost:${port}`;
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** WEBHOOK_URLS with the WEBHOOK_SECRET that signs for them, and the retry pace. */
+function webhookSettings(
+  read: Reader,
+  environment: Environment,
+): Pick<Config, 'webhookUrls' | 'webhookSecret' | 'webhookRetryBaseMs'> {
+  const webhookUrls = [...new Set(read.list('WEBHOOK_URLS'))];
+  for (const url of webhookUrls) {
+    const problem = webhookUrlProblem(url, environment === 'production');
+    if (problem) throw new ConfigError('WEBHOOK_URLS', `"${url}": ${problem}`);
+  }
+  const webhookSecret = read.optional('WEBHOOK_SECRET');
+  if (webhookUrls.length > 0 && webhookSecret === undefined) {
+    throw new ConfigError('WEBHOOK_SECRET', `is required when WEBHOOK_URLS is set: ${WEBHOOK_SECRET_RULE}`);
+  }
+  if (webhookSecret !== undefined && !webhookSecretBytes(webhookSecret)) {
+    throw new ConfigError('WEBHOOK_SECRET', `must be ${WEBHOOK_SECRET_RULE} (e.g. whsec_$(openssl rand -base64 32))`);
+  }
+  return {
+    webhookUrls,
+    webhookSecret,
+    webhookRetryBaseMs: read.integer('WEBHOOK_RETRY_BASE_MS', 5_000, 10, 3_600_000),
+  };
 }
 
 /** WEBAUTHN_ORIGINS: each entry a bare origin (`https://host[:port]`), else PUBLIC_URL's origin. */
@@ -453,6 +483,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     ssoProviders: ssoProviders(read, environment),
     accessTokenOrgClaims: read.boolean('ACCESS_TOKEN_ORG_CLAIMS', false),
     accessTokenMetadataClaims: read.boolean('ACCESS_TOKEN_METADATA_CLAIMS', false),
+    ...webhookSettings(read, environment),
     warnings,
     mailTemplates: mailTemplateOverrides(read.optional('MAIL_TEMPLATE_DIR')),
   };

@@ -48,6 +48,7 @@ import { sessionRoutes } from './http/sessions.ts';
 import { ssoRoutes } from './http/sso.ts';
 import { validatorCompiler } from './http/validation.ts';
 import { verifyEmailRoutes } from './http/verify-email.ts';
+import { webhookRoutes } from './http/webhooks.ts';
 import type { BreachChecker } from './infra/breach.ts';
 import type { ClaimsHook } from './infra/claims.ts';
 import type { Clock } from './infra/clock.ts';
@@ -169,6 +170,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
   app.addHook('onReady', async () => services.outbox.start());
   app.addHook('onReady', async () => services.auditSealer.start());
   app.addHook('onReady', async () => services.housekeeper.start());
+  app.addHook('onReady', async () => services.webhooks.start());
   if (options.metrics !== false && config.metricsPort !== undefined) {
     const server = await metricsServer({ metrics: services.metrics, token: config.metricsToken });
     app.addHook('onListen', async () => {
@@ -285,6 +287,7 @@ async function gatehousePlugin(app: FastifyInstance, options: GatehouseOptions):
         await api.register(passkeyRoutes);
         await api.register(adminRoutes);
         await api.register(oauthClientRoutes);
+        await api.register(webhookRoutes);
         await api.register(organizationRoutes);
         await api.register(memberRoutes);
         await api.register(invitationRoutes);

@@ -424,3 +424,49 @@ test('REGISTER_RETURNS_TOKENS=true is refused with REQUIRE_EMAIL_VERIFICATION=tr
     (error: unknown) => error instanceof ConfigError && error.variable === 'REGISTER_RETURNS_TOKENS',
   );
 });
+
+test('WEBHOOK_URLS need a WEBHOOK_SECRET of 24 to 64 bytes, whsec_-prefixed, and https in production but on loopback', () => {
+  const secret = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+  const refuses = (env: Record<string, string>, variable: string) =>
+    assert.throws(
+      () => loadConfig({ DATA_DIR: dataDir(), ...env }),
+      (error: unknown) => error instanceof ConfigError && error.variable === variable,
+    );
+  refuses({ WEBHOOK_URLS: 'https://hooks.example.com/in' }, 'WEBHOOK_SECRET');
+  refuses(
+    { WEBHOOK_URLS: 'https://hooks.example.com/in', WEBHOOK_SECRET: Buffer.alloc(32).toString('base64') },
+    'WEBHOOK_SECRET',
+  );
+  refuses(
+    { WEBHOOK_URLS: 'https://hooks.example.com/in', WEBHOOK_SECRET: `whsec_${Buffer.alloc(23).toString('base64')}` },
+    'WEBHOOK_SECRET',
+  );
+  refuses(
+    { WEBHOOK_URLS: 'https://hooks.example.com/in', WEBHOOK_SECRET: `whsec_${Buffer.alloc(65).toString('base64')}` },
+    'WEBHOOK_SECRET',
+  );
+  refuses(
+    { WEBHOOK_URLS: 'https://hooks.example.com/in', WEBHOOK_SECRET: 'whsec_not base64 at all!!' },
+    'WEBHOOK_SECRET',
+  );
+  refuses({ WEBHOOK_URLS: 'hooks.example.com/in', WEBHOOK_SECRET: secret }, 'WEBHOOK_URLS');
+  refuses({ WEBHOOK_URLS: 'ftp://hooks.example.com/in', WEBHOOK_SECRET: secret }, 'WEBHOOK_URLS');
+  refuses({ WEBHOOK_RETRY_BASE_MS: '5' }, 'WEBHOOK_RETRY_BASE_MS');
+  const production = {
+    ENVIRONMENT: 'production',
+    SECRET_KEY: 'x'.repeat(32),
+    SMTP_URL: 'smtp://mail.example.com',
+    PUBLIC_URL: 'https://auth.example.com',
+    WEBHOOK_SECRET: secret,
+  };
+  refuses({ ...production, WEBHOOK_URLS: 'http://hooks.example.com/in' }, 'WEBHOOK_URLS');
+  const c = loadConfig({
+    DATA_DIR: dataDir(),
+    ...production,
+    WEBHOOK_URLS: 'https://hooks.example.com/in, http://127.0.0.1:9000/hooks,https://hooks.example.com/in',
+  });
+  assert.deepEqual(c.webhookUrls, ['https://hooks.example.com/in', 'http://127.0.0.1:9000/hooks']);
+  assert.equal(c.webhookSecret, secret);
+  assert.equal(c.webhookRetryBaseMs, 5_000);
+  assert.deepEqual(loadConfig({ DATA_DIR: dataDir() }).webhookUrls, []);
+});

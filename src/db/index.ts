@@ -28,6 +28,7 @@ import * as sso from './migrations/0012_sso.ts';
 import * as emailChanges from './migrations/0013_email_changes.ts';
 import * as customRoles from './migrations/0014_custom_roles.ts';
 import * as claimsMetadata from './migrations/0015_claims_metadata.ts';
+import * as webhooks from './migrations/0017_webhooks.ts';
 import { PGliteDialect } from './pglite-dialect.ts';
 import { PreparingClient } from './prepared.ts';
 import { privateDatabaseFiles } from './private-files.ts';
@@ -250,6 +251,7 @@ const migrations: Record<string, Migration> = {
   '0013_email_changes': emailChanges,
   '0014_custom_roles': customRoles,
   '0015_claims_metadata': claimsMetadata,
+  '0017_webhooks': webhooks,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -368,6 +368,45 @@ interface EmailChangesTable {
   created_at: Generated<Date>;
 }
 
+export interface WebhookEndpointsTable {
+  id: Generated<number>;
+  uuid: Generated<string>;
+  url: string;
+  /** Event types sent to it; empty: every type. */
+  events: ColumnType<string[], string[] | undefined, string[]>;
+  /** `<iv>.<tag>.<ciphertext>` of the `whsec_…` secret, AES-256-GCM under `key_id`. */
+  secret_ciphertext: string;
+  key_id: string;
+  created_by: number | null;
+  created_at: Generated<Date>;
+}
+
+export interface WebhookDeliveriesTable {
+  id: Generated<number>;
+  /** The `webhook-id` header: one per event, the same on every attempt and replay. */
+  msg_id: string;
+  /** `endpoint:<uuid>` or `config:<url>`. */
+  target: string;
+  endpoint_id: number | null;
+  url: string;
+  event_type: string;
+  /** The JSON body, exactly as signed. */
+  payload: string;
+  /** seal_seq of the audit row: the order of commit. */
+  seq: number;
+  status: Generated<'pending' | 'delivered' | 'failed'>;
+  attempts: Generated<number>;
+  next_attempt_at: Generated<Date>;
+  last_error: string | null;
+  created_at: Generated<Date>;
+  finished_at: NullableTimestamp;
+}
+
+interface WebhookCursorTable {
+  id: number;
+  last_seq: number;
+}
+
 export interface Database {
   users: UsersTable;
   organizations: OrganizationsTable;
@@ -395,6 +434,9 @@ export interface Database {
   user_identities: UserIdentitiesTable;
   sso_states: SsoStatesTable;
   email_changes: EmailChangesTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_cursor: WebhookCursorTable;
 }
 
 export type User = Selectable<UsersTable>;

@@ -334,7 +334,7 @@ export async function prepareDeletion(
         action: 'organization_deleted',
         userId: options.by === 'owner' ? user.id : options.actorId,
         organizationId: org.id,
-        details: options.by === 'owner' ? { reason: 'owner_deleted' } : { reason: 'owner_deleted_by_admin' },
+        details: { uuid: org.uuid, reason: options.by === 'owner' ? 'owner_deleted' : 'owner_deleted_by_admin' },
       },
       context,
     );

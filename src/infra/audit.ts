@@ -69,7 +69,9 @@ export type AuditAction =
   | 'admin_superuser_changed'
   | 'admin_sessions_viewed'
   | 'admin_sessions_revoked'
-  | 'admin_user_exported';
+  | 'admin_user_exported'
+  | 'webhook_endpoint_created'
+  | 'webhook_endpoint_deleted';
 
 export interface AuditEntry {
   action: AuditAction;

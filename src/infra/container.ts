@@ -27,6 +27,7 @@ import { PasswordHasher } from './passwords.ts';
 import { RateLimits } from './rate-limits.ts';
 import { RevocationList } from './revocations.ts';
 import { TokenService } from './tokens.ts';
+import { WebhookSender } from './webhooks.ts';
 
 /** Everything a flow needs, passed explicitly: swapped by configuration, never mocked. */
 export interface Services {
@@ -62,6 +63,8 @@ export interface Services {
   hostPermissions: readonly string[];
   /** The host application's extra access token claims (plugin option `claims`). */
   claimsHook: ClaimsHook | undefined;
+  /** Turns sealed audit rows into signed webhook deliveries and sends them (docs/webhooks.md). */
+  webhooks: WebhookSender;
   /** `ok` or `down` for each dependency /readyz reports on. */
   readiness(): Promise<Record<string, 'ok' | 'down'>>;
   close(): Promise<void>;
@@ -113,7 +116,17 @@ export async function createServices(
   );
   metrics.gaugeOnScrape('gatehouse_hash_running', 'Password hashes running now', () => hashPool.running);
   metrics.gaugeOnScrape('gatehouse_outbox_backlog', 'Mails waiting in the outbox', () => pendingMail(database.db));
-  const auditSealer = new AuditSealer(database.db, log, { onSealed: (count) => metrics.auditRowsSealed.inc(count) });
+  metrics.gaugeOnScrape('gatehouse_webhook_backlog', 'Webhook deliveries waiting to be sent', () =>
+    pendingWebhooks(database.db),
+  );
+  const webhooks = new WebhookSender({ db: database.db, config, log });
+  const auditSealer = new AuditSealer(database.db, log, {
+    onSealed: (count) => {
+      metrics.auditRowsSealed.inc(count);
+      // Sealed rows may be events: dispatch them now rather than at the next poll.
+      webhooks.kick();
+    },
+  });
   const outbox = new OutboxSender({
     db: database.db,
     transport: createMailTransport({ ...config, log }),
@@ -155,6 +168,7 @@ export async function createServices(
     housekeeper,
     hostPermissions: overrides.hostPermissions ?? [],
     claimsHook: overrides.claims,
+    webhooks,
     readiness: async () => {
       const checks: Record<string, 'ok' | 'down'> = { database: (await database.ping()) ? 'ok' : 'down' };
       if (redis) checks.redis = await pingRedis(redis);
@@ -165,6 +179,7 @@ export async function createServices(
       revocations.stop();
       await outbox.stop();
       await auditSealer.stop();
+      await webhooks.stop();
       await housekeeper.stop();
       ownBreach?.close?.();
       redis?.disconnect();
@@ -175,6 +190,15 @@ export async function createServices(
 async function pendingMail(db: Db): Promise<number> {
   const row = await db
     .selectFrom('email_outbox')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('status', '=', 'pending')
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
+}
+
+async function pendingWebhooks(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom('webhook_deliveries')
     .select((eb) => eb.fn.countAll<number>().as('count'))
     .where('status', '=', 'pending')
     .executeTakeFirstOrThrow();

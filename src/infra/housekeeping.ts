@@ -27,6 +27,8 @@ export interface Purged {
   oidc_payloads: number;
   /** Changes of e-mail address whose links (confirmation, then undo) all expired. */
   email_changes: number;
+  /** Webhook deliveries a day past success, or past being given up. */
+  webhook_deliveries: number;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -102,6 +104,14 @@ export async function purgeExpired(db: Db, now: Date, retention: Retention): Pro
         .where('confirm_expires_at', '<', graceEnd)
         .where((w) => w.or([w('revert_expires_at', 'is', null), w('revert_expires_at', '<', graceEnd)])),
     ),
+    // `gatehouse webhooks replay` queues them again from the audit log, which is kept.
+    webhook_deliveries: await deleteInChunks(db, 'webhook_deliveries', () =>
+      db
+        .selectFrom('webhook_deliveries')
+        .select('id')
+        .where('status', '!=', 'pending')
+        .where('finished_at', '<', graceEnd),
+    ),
   };
 }
 
@@ -114,7 +124,8 @@ type ChunkedTable =
   | 'registration_attempts'
   | 'email_outbox'
   | 'email_sign_ins'
-  | 'email_changes';
+  | 'email_changes'
+  | 'webhook_deliveries';
 
 /** Deletes the rows whose ids `which` selects, CHUNK at a time, until none is left; returns how many went. */
 async function deleteInChunks(

@@ -425,6 +425,7 @@ describe('gatehouse CLI', () => {
         'registration_attempts',
         'sessions',
         'webauthn_challenges',
+        'webhook_deliveries',
       ]);
       assert.ok((purged.sessions ?? 0) >= 1);
       const left = await inDatabase((db) =>

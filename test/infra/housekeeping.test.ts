@@ -112,6 +112,22 @@ async function seed(db: Db) {
     return identifier;
   };
 
+  const delivery = (status: 'pending' | 'delivered' | 'failed', finished_at: Date | null) =>
+    db
+      .insertInto('webhook_deliveries')
+      .values({
+        msg_id: `msg_${randomUUID()}`,
+        target: 'config:https://hooks.example.com/in',
+        url: 'https://hooks.example.com/in',
+        event_type: 'user.created',
+        payload: '{}',
+        seq: 0,
+        status,
+        finished_at,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+      .then((r) => r.id);
   return {
     userId: user.id,
     gone: {
@@ -125,6 +141,7 @@ async function seed(db: Db) {
       oidc_payloads: [await oidc(ago(2 * DAY))],
       // Never confirmed, and confirmed with an undo link that expired too.
       email_changes: [await emailChange(ago(2 * DAY), null), await emailChange(ago(8 * DAY), ago(2 * DAY))],
+      webhook_deliveries: [await delivery('delivered', ago(2 * DAY)), await delivery('failed', ago(2 * DAY))],
     },
     kept: {
       // Expired less than a day ago, live, or revoked but not yet expired.
@@ -145,6 +162,8 @@ async function seed(db: Db) {
         await emailChange(ago(DAY / 2), null),
         await emailChange(ago(3 * DAY), ahead(4 * DAY)),
       ],
+      // Delivered less than a day ago, and one still being retried.
+      webhook_deliveries: [await delivery('delivered', ago(DAY / 2)), await delivery('pending', null)],
     },
   };
 }
@@ -227,6 +246,7 @@ describe('housekeeping', () => {
       email_sign_ins: 0,
       oidc_payloads: 0,
       email_changes: 0,
+      webhook_deliveries: 0,
     });
   });
 
