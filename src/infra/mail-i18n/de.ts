@@ -1,5 +1,5 @@
 import type { RoleName } from '../../domain/roles.ts';
-import type { Catalog } from '../mail-templates.ts';
+import type { Catalog } from './catalog.ts';
 import { inBody, inSubject } from './names.ts';
 
 /** A role as the invitation names it: "… Acme als Mitglied beizutreten". */
