@@ -91,7 +91,7 @@ describe('browser test files without a working Chromium', () => {
       assert.equal(count(run.output, 'Browser tests skipped'), 1, run.output);
       assert.match(
         run.output,
-        /Browser tests skipped, no Chromium at \/nonexistent: test\/browser\/accessibility\.test\.ts, test\/browser\/email-sign-in\.test\.ts, test\/browser\/journey\.test\.ts, test\/browser\/mfa\.test\.ts, test\/browser\/oidc\.test\.ts, test\/browser\/passkeys\.test\.ts, test\/browser\/sso\.test\.ts\.\nTo run them: apt-get install chromium \(or set CHROMIUM_PATH to a Chromium binary\)\./,
+        /Browser tests skipped, no Chromium at \/nonexistent: test\/browser\/accessibility\.test\.ts, test\/browser\/email-change\.test\.ts, test\/browser\/email-sign-in\.test\.ts, test\/browser\/journey\.test\.ts, test\/browser\/mfa\.test\.ts, test\/browser\/oidc\.test\.ts, test\/browser\/passkeys\.test\.ts, test\/browser\/sso\.test\.ts\.\nTo run them: apt-get install chromium \(or set CHROMIUM_PATH to a Chromium binary\)\./,
       );
       assert.equal(count(run.output, '# needs Chromium, none at /nonexistent'), BROWSER_FILES.length, run.output);
       assert.match(run.output, /ℹ fail 0/);

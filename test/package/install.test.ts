@@ -207,7 +207,7 @@ describe(`the ${PACKAGE.name} package in a host application`, { timeout: 300_000
         !['package.json', 'README.md', 'CHANGELOG.md', 'LICENSE', 'bin/gatehouse.mjs'].includes(path),
     );
     assert.deepEqual(stray, [], 'no sources, tests, benchmarks, docs or screenshots');
-    assert.ok(packed.size < 400_000, `the tarball is small (${packed.size} bytes)`);
+    assert.ok(packed.size < 500_000, `the tarball is small (${packed.size} bytes)`);
 
     const installed = join(host, 'node_modules', PACKAGE.name);
     const typescript = filesUnder(installed).filter((path) => path.endsWith('.ts') && !path.endsWith('.d.ts'));
