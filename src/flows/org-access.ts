@@ -129,7 +129,7 @@ export function requirePermission(access: OrganizationAccess, requirement: Requi
  * a second factor in an organization that requires one is
  * 403 MFA_REQUIRED_BY_ORGANIZATION, whatever the role, with `enrol_url`.
  */
-export async function authorizeMember(
+async function authorizeMember(
   db: Kysely<Database>,
   userId: number,
   organizationUuid: string,
