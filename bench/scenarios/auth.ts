@@ -124,6 +124,14 @@ export default async function auth(ctx: BenchContext): Promise<BenchResult[]> {
         },
       }),
     };
+    // The organization guard: each session's user is a member (admin ⊇ user) of one organization.
+    const organization = await fetch(`${api}/organizations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${readSessions[0]?.access_token}` },
+      body: JSON.stringify({ name: `Bench ${Date.now()}` }),
+    });
+    if (organization.status !== 201) throw new Error(`POST /organizations answered ${organization.status}`);
+    const orgPing = `${server.url}/bench/organizations/${((await organization.json()) as { uuid: string }).uuid}/ping`;
     // The guard does the same work whichever session a request carries.
     const oneSession: Pick<LoadOptions, 'headers'> = {
       headers: { authorization: `Bearer ${readSessions[0]?.access_token}` },
@@ -132,6 +140,7 @@ export default async function auth(ctx: BenchContext): Promise<BenchResult[]> {
     // Warm the instance's session-id cache and the JIT before measuring.
     await load({ url: `${server.url}/guarded`, ...eachSession, connections: 10, seconds: 1 });
     await load({ url: `${api}/me`, ...eachSession, connections: 10, seconds: 1 });
+    await load({ url: orgPing, ...eachSession, connections: 10, seconds: 1 });
 
     // The machine's load drifts during a run: each figure alternates with its own baseline, round by round,
     // and the median of the per-round ratios is reported.
@@ -147,6 +156,12 @@ export default async function auth(ctx: BenchContext): Promise<BenchResult[]> {
         {
           name: `GET /api/v1/me (one database read; ${READ_CONNECTIONS} sessions, concurrent reads batched)`,
           url: `${api}/me`,
+          sessions: eachSession,
+          target: 0.15,
+        },
+        {
+          name: `host route behind requireOrgRole('user') (JWT verify + one membership read; ${READ_CONNECTIONS} sessions, concurrent reads batched)`,
+          url: orgPing,
           sessions: eachSession,
           target: 0.15,
         },

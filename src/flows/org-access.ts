@@ -1,4 +1,6 @@
-import { type Kysely, sql } from 'kysely';
+import { CompiledQuery, type Kysely, sql } from 'kysely';
+import { BatchedRead } from '../db/batched-read.ts';
+import { prepared } from '../db/prepared.ts';
 import type { Database } from '../db/schema.ts';
 import { AppError } from '../domain/errors.ts';
 import { isUuid } from '../domain/identifiers.ts';
@@ -127,7 +129,7 @@ export function requirePermission(access: OrganizationAccess, requirement: Requi
  * a second factor in an organization that requires one is
  * 403 MFA_REQUIRED_BY_ORGANIZATION, whatever the role, with `enrol_url`.
  */
-export async function authorizeMember(
+async function authorizeMember(
   db: Kysely<Database>,
   userId: number,
   organizationUuid: string,
@@ -137,6 +139,11 @@ export async function authorizeMember(
 ): Promise<OrganizationAccess> {
   const access = await findMembership(db, userId, organizationUuid, sessionId, hostPermissions);
   if (!access) throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+  return checkAccess(access, requirement);
+}
+
+/** The second-factor policy, then the permission check, on a membership found. */
+function checkAccess(access: OrganizationAccess, requirement: Requirement): OrganizationAccess {
   if (access.missingRequiredMfa) {
     throw new AppError('MFA_REQUIRED_BY_ORGANIZATION', {
       detail: `${access.name} requires a second factor: turn on an authenticator app for your account first`,
@@ -145,6 +152,125 @@ export async function authorizeMember(
   }
   requirePermission(access, requirement);
   return access;
+}
+
+/** The organization uuid read for a malformed one: never generated, so no organization has it. */
+const NO_ORGANIZATION = '00000000-0000-0000-0000-000000000000';
+
+/** A live session and, when its user is a member of the organization, the membership (null columns otherwise). */
+interface GuardRow {
+  session_uuid: string;
+  organization_uuid: string;
+  session_id: number;
+  user_id: number;
+  user_uuid: string;
+  passkey_session: boolean;
+  id: number | null;
+  uuid: string | null;
+  name: string | null;
+  slug: string | null;
+  role: string | null;
+  permissions: unknown;
+  built_in: boolean | null;
+  require_mfa: boolean | null;
+  has_mfa: boolean | null;
+}
+
+/**
+ * The guard's read for many (session, organization) pairs in one statement:
+ * each live session (not revoked, the revocation check) with its user's
+ * membership in the organization, its role row and the second-factor facts.
+ * The same columns and rules as `findMembership`.
+ */
+function guardRows(db: Kysely<Database>): (keys: string[]) => Promise<Map<string, GuardRow>> {
+  const query = prepared(
+    CompiledQuery.raw(
+      `select k.session_uuid::text as session_uuid, k.organization_uuid::text as organization_uuid,
+  s.id as session_id, s.user_id, u.uuid::text as user_uuid,
+  (',' || s.amr || ',') like '%,webauthn,%' as passkey_session,
+  m.id, m.uuid, m.name, m.slug, m.role, m.permissions, m.built_in, m.require_mfa, m.has_mfa
+from unnest($1::uuid[], $2::uuid[]) as k(session_uuid, organization_uuid)
+join sessions s on s.uuid = k.session_uuid and s.revoked_at is null
+join users u on u.id = s.user_id
+left join lateral (
+  select o.id, o.uuid::text as uuid, o.name, o.slug, r.name as role, r.permissions, r.built_in, o.require_mfa,
+    exists (select 1 from mfa_totp t where t.user_id = ms.user_id and t.confirmed_at is not null) as has_mfa
+  from memberships ms
+  join organizations o on o.id = ms.organization_id
+  join roles r on r.id = ms.role_id
+  where o.uuid = k.organization_uuid and ms.user_id = s.user_id
+) m on true`,
+    ),
+  );
+  return async (keys) => {
+    const sessions: string[] = [];
+    const organizations: string[] = [];
+    for (const key of keys) {
+      const [session, organization] = key.split(' ');
+      sessions.push(session as string);
+      organizations.push(organization as string);
+    }
+    const { rows } = await db.executeQuery<GuardRow>(CompiledQuery.raw(query.sql, [sessions, organizations]));
+    return new Map(rows.map((row) => [`${row.session_uuid} ${row.organization_uuid}`, row]));
+  };
+}
+
+const guardReads = new WeakMap<Kysely<Database>, BatchedRead<string, GuardRow>>();
+
+/** A guarded request's caller: the live session behind its access token and its membership. */
+export interface GuardedCaller {
+  userId: number;
+  sessionId: number;
+  access: OrganizationAccess;
+}
+
+/**
+ * The organization guard's check, after the access token was verified:
+ * the session is live (TOKEN_INVALID otherwise, as `requireUser`), then as
+ * `authorizeMember`. Membership, role and revocation come from one statement
+ * that concurrent guard checks share (see BatchedRead), so every answer is
+ * read after the request arrived: a member removed or demoted, or a session
+ * revoked, before it is refused. Nothing is cached between requests.
+ */
+export async function authorizeSessionMember(
+  db: Kysely<Database>,
+  token: { sessionUuid: string; userUuid: string },
+  organizationUuid: string,
+  requirement: Requirement,
+  hostPermissions: readonly string[] = [],
+): Promise<GuardedCaller> {
+  let reads = guardReads.get(db);
+  if (!reads) {
+    reads = new BatchedRead(guardRows(db));
+    guardReads.set(db, reads);
+  }
+  const organization = isUuid(organizationUuid) ? organizationUuid.toLowerCase() : NO_ORGANIZATION;
+  // PostgreSQL answers uuids in lower case.
+  const row = isUuid(token.sessionUuid)
+    ? await reads.read(`${token.sessionUuid.toLowerCase()} ${organization}`)
+    : undefined;
+  // A token naming one user and another's session was never issued: refused like a revoked one.
+  if (!row || row.user_uuid !== token.userUuid) {
+    throw new AppError('TOKEN_INVALID', { detail: 'The session has been revoked' });
+  }
+  if (row.id === null || organization === NO_ORGANIZATION) {
+    throw new AppError('NOT_FOUND', { detail: 'Organization not found' });
+  }
+  const access: OrganizationAccess = {
+    organizationId: row.id,
+    organizationUuid: row.uuid as string,
+    name: row.name as string,
+    slug: row.slug as string,
+    userId: row.user_id,
+    role: row.role as string,
+    permissions: rolePermissions(
+      { name: row.role as string, built_in: row.built_in === true, permissions: row.permissions },
+      hostPermissions,
+    ),
+    missingRequiredMfa: row.require_mfa === true && !row.has_mfa && !row.passkey_session,
+    sessionId: row.session_id,
+  };
+  return { userId: row.user_id, sessionId: row.session_id, access: checkAccess(access, requirement) };
 }
 
 /**

@@ -8,8 +8,8 @@ import {
   type Requirement,
   type RoleName,
 } from '../domain/roles.ts';
-import { authorizeMember, type OrganizationAccess } from '../flows/org-access.ts';
-import { requireUser } from './auth-guard.ts';
+import { authorizeSessionMember, type OrganizationAccess } from '../flows/org-access.ts';
+import { bearerToken } from './auth-guard.ts';
 import { sendProblem } from './problem.ts';
 
 declare module 'fastify' {
@@ -60,16 +60,25 @@ function organizationGuard(requirement: Requirement, options: OrgGuardOptions): 
       ) {
         throw new Error(`requirePermission: "${requirement}" is not declared in the plugin's \`permissions\` option`);
       }
-      await requireUser(request, reply);
+      // As requireUser, except that the session's revocation is checked by the membership read itself
+      // (one statement, shared by concurrent guard checks), as GET /me does.
+      const claims = await request.server.gatehouse.tokens.verify(bearerToken(request), 'access');
       const value = (request.params as Record<string, unknown> | undefined)?.[param];
-      request.membership = await authorizeMember(
+      const caller = await authorizeSessionMember(
         db,
-        request.auth.userId,
+        { sessionUuid: claims.sid, userUuid: claims.sub },
         typeof value === 'string' ? value : '',
         requirement,
-        request.auth.sessionId,
         hostPermissions,
       );
+      request.auth = {
+        userId: caller.userId,
+        userUuid: claims.sub,
+        email: claims.email as string,
+        sessionId: caller.sessionId,
+        sessionUuid: claims.sid,
+      };
+      request.membership = caller.access;
       return undefined;
     } catch (error) {
       return sendProblem(request, reply, error);
