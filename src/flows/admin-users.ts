@@ -18,14 +18,6 @@ import { listUserSessions, type SessionView } from './sessions.ts';
 /** How long the set-password link of an account made without a password works. */
 export const SET_PASSWORD_LINK_HOURS = 72;
 
-/** The user a path names; NOT_FOUND for an unknown or malformed uuid. */
-export async function userByUuid(services: Services, uuid: string): Promise<User> {
-  const id = canonicalUuid(uuid);
-  const target = id && (await services.db.selectFrom('users').selectAll().where('uuid', '=', id).executeTakeFirst());
-  if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
-  return target;
-}
-
 /**
  * Every administrative action on a user is audited with the administrator as
  * the row's `user_id` (null at the CLI) and the user acted on in `details`.

@@ -189,6 +189,14 @@ export async function updateUserAsAdmin(
   return adminUserView(updated);
 }
 
+/** The user a path names; NOT_FOUND for an unknown or malformed uuid. */
+export async function userByUuid(services: Services, uuid: string): Promise<User> {
+  const id = canonicalUuid(uuid);
+  const target = id && (await services.db.selectFrom('users').selectAll().where('uuid', '=', id).executeTakeFirst());
+  if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
+  return target;
+}
+
 /** `updateUserAsAdmin` for the user a path names; NOT_FOUND for an unknown or malformed uuid. */
 export async function updateUserByUuid(
   services: Services,
@@ -197,10 +205,7 @@ export async function updateUserByUuid(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<AdminUserView> {
-  const id = canonicalUuid(uuid);
-  const target = id && (await services.db.selectFrom('users').selectAll().where('uuid', '=', id).executeTakeFirst());
-  if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
-  return updateUserAsAdmin(services, target, changes, actor, context);
+  return updateUserAsAdmin(services, await userByUuid(services, uuid), changes, actor, context);
 }
 
 /** `POST /admin/users/{uuid}/mfa/reset`; NOT_FOUND for an unknown or malformed uuid. */
@@ -210,10 +215,7 @@ export async function resetMfaByUuid(
   actor: AdminActor,
   context: RequestContext,
 ): Promise<boolean> {
-  const id = canonicalUuid(uuid);
-  const target = id && (await services.db.selectFrom('users').selectAll().where('uuid', '=', id).executeTakeFirst());
-  if (!target) throw new AppError('NOT_FOUND', { detail: 'No such user' });
-  return resetMfaAsAdmin(services, target, actor, context);
+  return resetMfaAsAdmin(services, await userByUuid(services, uuid), actor, context);
 }
 
 /** Reads by superusers are audited too: who looked at whose data, and with which filters (after a successful read). */

@@ -10,6 +10,7 @@ import {
   metadataChanges,
   resetMfaByUuid,
   updateUserByUuid,
+  userByUuid,
 } from '../flows/admin.ts';
 import {
   createUserAsAdmin,
@@ -20,7 +21,6 @@ import {
   revokeSessionsAsAdmin,
   sendPasswordResetAsAdmin,
   setSuperuserAsAdmin,
-  userByUuid,
 } from '../flows/admin-users.ts';
 import { requireSuperuser } from './auth-guard.ts';
 import { Metadata, OptionalText, problems, UserOrganization } from './schemas.ts';
