@@ -118,6 +118,8 @@ export interface LoadOptions {
   body?: string;
   /** Builds each request's body (and headers) afresh, e.g. unique users. */
   setupRequest?: (request: autocannon.Request) => autocannon.Request;
+  /** autocannon's own request list, for requests that depend on the connection's previous response. */
+  requests?: autocannon.Request[];
   connections?: number;
   seconds?: number;
   amount?: number;
@@ -130,6 +132,7 @@ export async function load(options: LoadOptions): Promise<LoadResult> {
     headers: options.headers ?? {},
     ...(options.body !== undefined && { body: options.body }),
     ...(options.setupRequest && { requests: [{ setupRequest: options.setupRequest }] }),
+    ...(options.requests && { requests: options.requests }),
     connections: options.connections ?? 10,
     ...(options.amount ? { amount: options.amount } : { duration: options.seconds ?? SECONDS }),
     timeout: 30,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { executePrepared } from '../db/prepared.ts';
+import { type Binder, CachedStatement } from '../db/prepared.ts';
 import type { User } from '../db/schema.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
 import { normalizeIdentifier } from '../domain/identifiers.ts';
@@ -11,10 +11,16 @@ import { loginNeedsCaptcha } from '../infra/captcha.ts';
 import { hostClaims, metadataOf, orgClaimsOf, productClaims } from '../infra/claims.ts';
 import type { Services } from '../infra/container.ts';
 import { type LockoutSource, lockoutSubject, type Reservation } from '../infra/lockout.ts';
-import { hasTotp } from '../infra/mfa.ts';
-import { type IssuedSession, newSession, type SessionKind, startedSession } from '../infra/sessions.ts';
+import {
+  type IssuedSession,
+  NEW_SESSION_COLUMNS,
+  type NewSessionRow,
+  newSession,
+  type SessionKind,
+  startedSession,
+} from '../infra/sessions.ts';
 import { sha256Hex } from '../infra/sha256.ts';
-import { findUserByIdentifier } from '../infra/users.ts';
+import { findLoginUser } from '../infra/users.ts';
 
 export interface LoginInput {
   /** Username or email, as typed. */
@@ -91,7 +97,7 @@ export async function loginWithPassword(
 
   // Overloaded: shed now, before any database work (503 with Retry-After).
   services.hashPool.assertCapacity();
-  const user = await findUserByIdentifier(services.db, identifier);
+  const user = await findLoginUser(services.db, identifier);
   const subject = lockoutSubject(user, identifier);
   const source = loginSource(user, input.device);
   let reservation: Reservation;
@@ -149,7 +155,7 @@ export async function loginWithPassword(
     throw error;
   }
   const hashUpgraded = needsRehash && (await upgradeHash(services, user, password));
-  if (await hasTotp(services.db, user.id)) {
+  if (user.has_totp) {
     // The password alone proves nothing yet: its reservation is given back, not reset, so
     // that a right password cannot clear the wrong codes counted against the account.
     await services.lockout.cancelled(reservation);
@@ -307,17 +313,71 @@ export async function recordLoginSuccess(
     user: { id: user.id, uuid: user.uuid, email: user.email },
     session: { uuid: session.uuid, amr, auth_time: Math.floor(session.issuedAt.getTime() / 1000) },
   });
-  // One statement, so one round trip: last_login_at, the attempt, the audit row and the session, all or nothing.
-  const query = services.db
-    .with('touched', (db) =>
-      db.updateTable('users').set({ last_login_at: now }).where('id', '=', user.id).returning('id'),
+  const shape: SuccessShape = `${services.config.accessTokenOrgClaims ? 'orgs' : ''}|${method ?? ''}`;
+  const [row] = await successStatement.execute(services.db, shape, {
+    userId: user.id,
+    identifier,
+    ip: context.ip,
+    userAgent: context.userAgent,
+    now,
+    kind,
+    hashUpgraded,
+    amr,
+    ...(method && { method }),
+    ...sessionValues(session.row),
+  });
+  if (!row) throw new Error('session insert returned no row');
+  const claims = { ...host, ...productClaims(services.config, { ...row, ...metadataOf(user) }) };
+  return startedSession(services, user, session, row.id, claims);
+}
+
+type SuccessShape = `${'orgs' | ''}|${'email' | 'webauthn' | 'sso' | ''}`;
+
+type SessionValues = { [K in keyof NewSessionRow as `session_${K}`]: NewSessionRow[K] };
+
+interface SuccessValues extends SessionValues, Record<string, unknown> {
+  userId: number;
+  identifier: string;
+  ip: string | null;
+  userAgent: string | null;
+  now: Date;
+  kind: SessionKind;
+  hashUpgraded: boolean;
+  amr: string[];
+  method?: string;
+}
+
+function sessionValues(row: NewSessionRow): SessionValues {
+  return Object.fromEntries(NEW_SESSION_COLUMNS.map((column) => [`session_${column}`, row[column]])) as SessionValues;
+}
+
+/**
+ * The writes of recordLoginSuccess in one statement, so one round trip: last_login_at, the attempt, the audit
+ * row and the session, all or nothing. Compiled once per shape: whether the organizations claim comes from
+ * this same statement, and how the user signed in (`method`, in the audit row).
+ */
+const successStatement = new CachedStatement((db, bind: Binder<SuccessValues>, shape: SuccessShape) => {
+  const [orgs, method] = shape.split('|');
+  const now = bind('now');
+  const userId = bind('userId');
+  const context = { ip: bind('ip'), userAgent: bind('userAgent') };
+  const details = {
+    session_uuid: bind('session_uuid'),
+    kind: bind('kind'),
+    hash_upgraded: bind('hashUpgraded'),
+    amr: bind('amr'),
+    ...(method && { method: bind('method') }),
+  };
+  return db
+    .with('touched', (qc) =>
+      qc.updateTable('users').set({ last_login_at: now }).where('id', '=', userId).returning('id'),
     )
-    .with('attempt', (db) =>
-      db
+    .with('attempt', (qc) =>
+      qc
         .insertInto('login_attempts')
         .values({
-          identifier,
-          user_id: user.id,
+          identifier: bind('identifier'),
+          user_id: userId,
           ip_address: context.ip,
           user_agent: context.userAgent,
           success: true,
@@ -326,34 +386,16 @@ export async function recordLoginSuccess(
         })
         .returning('id'),
     )
-    .with('audit', (db) =>
-      db
+    .with('audit', (qc) =>
+      qc
         .insertInto('audit_logs')
-        .values(
-          auditRow(
-            {
-              action: 'login_success',
-              userId: user.id,
-              details: {
-                session_uuid: session.uuid,
-                kind,
-                hash_upgraded: hashUpgraded,
-                amr,
-                ...(method && { method }),
-              },
-            },
-            context,
-          ),
-        )
+        .values(auditRow({ action: 'login_success', userId, details }, context))
         .returning('id'),
     )
     .insertInto('sessions')
-    .values(session.row)
+    .values(
+      Object.fromEntries(NEW_SESSION_COLUMNS.map((column) => [column, bind(`session_${column}`)])) as NewSessionRow,
+    )
     .returning('id')
-    // The organizations claim comes from this same statement; off, the statement is unchanged.
-    .$if(services.config.accessTokenOrgClaims, (q) => q.returning(orgClaimsOf(user.id).as('org_claims')));
-  const [row] = await executePrepared(services.db, query);
-  if (!row) throw new Error('session insert returned no row');
-  const claims = { ...host, ...productClaims(services.config, { ...row, ...metadataOf(user) }) };
-  return startedSession(services, user, session, row.id, claims);
-}
+    .$if(orgs === 'orgs', (q) => q.returning(orgClaimsOf(userId).as('org_claims')));
+});

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { executePrepared } from '../db/prepared.ts';
+import { type Binder, CachedStatement } from '../db/prepared.ts';
 import { AppError } from '../domain/errors.ts';
 import { decideRefresh, type RefreshableSession } from '../domain/refresh-reuse.ts';
 import type { RequestContext } from '../domain/request-context.ts';
@@ -30,7 +30,10 @@ export async function rotateRefreshToken(
   const claims = await services.tokens.verify(refreshToken, 'refresh');
   const presented = { subject: claims.sub, tokenHash: sha256Hex(claims.jti) };
 
-  const rotated = await rotateCurrent(services, claims.sid, presented, context);
+  const rotated =
+    claims.gen !== undefined && !services.claimsHook
+      ? await rotateCurrent(services, { ...presented, sid: claims.sid, generation: claims.gen }, context)
+      : undefined;
   if (rotated) return rotated;
 
   // Everything else (a race lost, a spent token, a revoked or expired session) under the session's row lock.
@@ -154,94 +157,129 @@ export async function rotateRefreshToken(
 }
 
 /**
- * The common refresh, in two statements and no transaction: the presented
- * token is its live session's current one. The read is followed by an UPDATE
- * that swaps the token only if it is still the current one (and writes the
- * audit row in the same statement), so of two refreshes racing with one
- * token exactly one swaps; the other gets undefined and takes the locked path.
+ * The common refresh, in one statement and no transaction: the presented
+ * token (generation `generation`, which it carries) is its live session's
+ * current one. The UPDATE swaps it for the next generation's only if it is
+ * still the current one, and writes the audit row in the same statement, so
+ * of two refreshes racing with one token exactly one swaps; the other gets
+ * undefined and takes the locked path, as does anything else (a spent token,
+ * a revoked, expired or disabled session). With a claims hook the locked path
+ * is taken throughout: the hook answers before the session changes.
  */
 async function rotateCurrent(
   services: Services,
-  sessionUuid: string,
-  presented: { subject: string; tokenHash: string },
+  presented: { subject: string; tokenHash: string; sid: string; generation: number },
   context: RequestContext,
 ): Promise<IssuedSession | undefined> {
-  const db = services.db;
-  const [row] = await executePrepared(
-    db,
-    db
-      .selectFrom('sessions')
-      .innerJoin('users', 'users.id', 'sessions.user_id')
-      .select([
-        'sessions.id',
-        'sessions.user_id',
-        'sessions.refresh_token_hash',
-        'sessions.previous_token_hash',
-        'sessions.rotated_at',
-        'sessions.created_at',
-        'sessions.generation',
-        'sessions.expires_at',
-        'sessions.revoked_at',
-        'sessions.amr',
-        'sessions.auth_time',
-        'users.uuid as user_uuid',
-        'users.email',
-        'users.is_active',
-      ])
-      .$if(services.config.accessTokenOrgClaims, (q) => q.select(orgClaimsOf(sql.ref('users.id')).as('org_claims')))
-      .$if(services.config.accessTokenMetadataClaims, (q) => q.select(['users.user_metadata', 'users.app_metadata']))
-      .where('sessions.uuid', '=', sessionUuid),
-  );
+  const { config, tokens } = services;
   const now = services.clock.now();
-  if (!row || decideRefresh(refreshable(services, row), presented, now, 0).kind !== 'rotate') return undefined;
-  // Before the swap: a failing hook leaves the presented refresh token current.
-  const extraClaims = await accessClaims(services, row, sessionUuid);
-  const generation = row.generation + 1;
-  const expiresAt = sessionExpiry(services, row.created_at, now);
+  const generation = presented.generation + 1;
+  const shape =
+    `${config.accessTokenOrgClaims ? 'orgs' : ''}+${config.accessTokenMetadataClaims ? 'metadata' : ''}` as const;
+  const [row] = await swapStatement.execute(services.db, shape, {
+    sid: presented.sid,
+    subject: presented.subject,
+    presentedHash: presented.tokenHash,
+    presentedGeneration: presented.generation,
+    nextHash: sha256Hex(tokens.refreshTokenId(presented.sid, generation)),
+    generation,
+    now,
+    sliding: new Date(now.getTime() + tokens.refreshLifetimeSeconds * 1000),
+    maxAgeMs: config.sessionMaxAgeDays * 86_400_000,
+    ip: context.ip,
+    userAgent: context.userAgent,
+  });
+  if (!row) return undefined;
+  const session = {
+    uuid: presented.sid,
+    generation,
+    issuedAt: now,
+    expiresAt: row.expires_at,
+    ...authenticationOf(row),
+  };
+  const issued = await tokenPair(
+    services,
+    { uuid: presented.subject, email: row.email },
+    session,
+    now,
+    productClaims(config, row),
+  );
+  return { tokens: issued, session: { id: row.id, uuid: presented.sid, expiresAt: row.expires_at } };
+}
+
+type SwapShape = `${'orgs' | ''}+${'metadata' | ''}`;
+
+interface SwapValues extends Record<string, unknown> {
+  sid: string;
+  subject: string;
+  presentedHash: string;
+  presentedGeneration: number;
+  nextHash: string;
+  generation: number;
+  now: Date;
+  /** REFRESH_TOKEN_EXPIRE_DAYS from now. */
+  sliding: Date;
+  /** SESSION_MAX_AGE_DAYS. */
+  maxAgeMs: number;
+  ip: string | null;
+  userAgent: string | null;
+}
+
+/** The swap of rotateCurrent, compiled once per shape (which claims the access token carries). */
+const swapStatement = new CachedStatement((db, bind: Binder<SwapValues>, shape: SwapShape) => {
+  const now = bind('now');
+  // sessionExpiry and refreshable() in SQL: the sliding expiry, capped at SESSION_MAX_AGE_DAYS from the login.
+  const end = sql<Date>`sessions.created_at + ${bind('maxAgeMs')}::double precision * interval '1 millisecond'`;
   const audit: AuditEntry = {
     action: 'token_refresh',
-    userId: row.user_id,
-    details: { session_uuid: sessionUuid, generation },
+    details: { session_uuid: bind('sid'), generation: bind('generation') },
   };
-  const [swapped] = await executePrepared(
-    db,
-    db
-      .with('swapped', (qc) =>
-        qc
-          .updateTable('sessions')
-          .set({
-            refresh_token_hash: sha256Hex(services.tokens.refreshTokenId(sessionUuid, generation)),
-            previous_token_hash: presented.tokenHash,
-            rotated_at: now,
-            generation,
-            last_used_at: now,
-            expires_at: expiresAt,
-          })
-          .where('id', '=', row.id)
-          .where('refresh_token_hash', '=', presented.tokenHash)
-          .where('revoked_at', 'is', null)
-          .returning('id'),
-      )
-      .with('audit', (qc) =>
-        qc
-          .insertInto('audit_logs')
-          .columns(AUDIT_COLUMNS)
-          .expression((eb) => eb.selectFrom('swapped').select(auditSelection(audit, context))),
-      )
-      .selectFrom('swapped')
-      .select('id'),
-  );
-  if (!swapped) return undefined;
-  const user = { uuid: row.user_uuid, email: row.email };
-  const tokens = await tokenPair(
-    services,
-    user,
-    { uuid: sessionUuid, generation, issuedAt: now, expiresAt, ...authenticationOf(row) },
-    now,
-    extraClaims,
-  );
-  return { tokens, session: { id: row.id, uuid: sessionUuid, expiresAt } };
-}
+  return db
+    .with('swapped', (qc) =>
+      qc
+        .updateTable('sessions')
+        .from('users')
+        .set({
+          refresh_token_hash: bind('nextHash'),
+          previous_token_hash: bind('presentedHash'),
+          rotated_at: now,
+          generation: bind('generation'),
+          last_used_at: now,
+          expires_at: sql<Date>`least(${bind('sliding')}::timestamptz, ${end})`,
+        })
+        .whereRef('users.id', '=', 'sessions.user_id')
+        .where('sessions.uuid', '=', bind('sid'))
+        .where('sessions.refresh_token_hash', '=', bind('presentedHash'))
+        .where('sessions.generation', '=', bind('presentedGeneration'))
+        .where('sessions.revoked_at', 'is', null)
+        .where('sessions.expires_at', '>', now)
+        .where(end, '>', now)
+        .where('users.uuid', '=', bind('subject'))
+        .where('users.is_active', '=', true)
+        .returning([
+          'sessions.id',
+          'sessions.user_id',
+          'sessions.expires_at',
+          'sessions.amr',
+          'sessions.auth_time',
+          'users.email',
+        ])
+        .$if(shape.startsWith('orgs'), (q) => q.returning(orgClaimsOf(sql.ref('users.id')).as('org_claims')))
+        .$if(shape.endsWith('metadata'), (q) => q.returning(['users.user_metadata', 'users.app_metadata'])),
+    )
+    .with('audit', (qc) =>
+      qc
+        .insertInto('audit_logs')
+        .columns(AUDIT_COLUMNS)
+        .expression((eb) =>
+          eb
+            .selectFrom('swapped')
+            .select(auditSelection(audit, { ip: bind('ip'), userAgent: bind('userAgent') }, 'swapped.user_id')),
+        ),
+    )
+    .selectFrom('swapped')
+    .selectAll();
+});
 
 /** The host's claims, then the product's (which win: the hook cannot name them). */
 async function accessClaims(

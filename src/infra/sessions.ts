@@ -49,9 +49,26 @@ export type RevocationReason =
   | 'admin'
   | 'email_change_reverted';
 
+/** The columns of a new session's row, every one set by newSession (a cached statement binds each). */
+export const NEW_SESSION_COLUMNS = [
+  'uuid',
+  'user_id',
+  'refresh_token_hash',
+  'user_agent',
+  'ip_address',
+  'kind',
+  'created_at',
+  'last_used_at',
+  'expires_at',
+  'auth_time',
+  'amr',
+] as const;
+
+export type NewSessionRow = { [K in (typeof NEW_SESSION_COLUMNS)[number]]: Insertable<SessionsTable>[K] };
+
 /** A session about to be inserted: its row, and what its first tokens need. */
 export interface NewSession {
-  row: Insertable<SessionsTable>;
+  row: NewSessionRow;
   uuid: string;
   issuedAt: Date;
   expiresAt: Date;

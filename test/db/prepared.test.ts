@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { CompiledQuery, sql } from 'kysely';
 import { type DatabaseHandle, openDatabase } from '../../src/db/index.ts';
-import { prepared } from '../../src/db/prepared.ts';
+import { type Binder, CachedStatement, prepared } from '../../src/db/prepared.ts';
 import { requireService, urlReachable } from '../helpers.ts';
 
 // Named prepared statements are a PostgreSQL server feature: this runs on the
@@ -73,4 +73,37 @@ test('DATABASE_POOL_SIZE bounds the connections an instance opens', async (t) =>
   } finally {
     await small.close();
   }
+});
+
+test('a cached statement is built once per shape; each run binds its own values, inside JSON too', async (t) => {
+  if (skip || !handle) return t.skip(skip || 'no database');
+  let builds = 0;
+  const statement = new CachedStatement(
+    (db, bind: Binder<{ n: number; label: string; at: Date }>, shape: 'plain' | 'doubled') => {
+      builds++;
+      const n = bind('n');
+      const details = JSON.stringify({ label: bind('label'), n });
+      return db
+        .selectNoFrom([
+          sql<number>`${n}::int * ${shape === 'doubled' ? 2 : 1}`.as('n'),
+          sql<Record<string, unknown>>`${details}::jsonb`.as('details'),
+          sql<Date>`${bind('at')}::timestamptz`.as('at'),
+        ])
+        .$castTo<{ n: number; details: Record<string, unknown>; at: Date }>();
+    },
+  );
+  const at = new Date('2026-12-07T12:00:00.123Z');
+  const run = (shape: 'plain' | 'doubled', n: number, label: string) =>
+    statement.execute(handle!.db, shape, { n, label, at });
+  // A value that needs escaping inside JSON keeps its meaning.
+  assert.deepEqual(await run('plain', 3, 'a "quoted" \\ label'), [
+    { n: 3, details: { label: 'a "quoted" \\ label', n: 3 }, at },
+  ]);
+  assert.deepEqual(await run('plain', 5, 'b'), [{ n: 5, details: { label: 'b', n: 5 }, at }]);
+  assert.deepEqual(await run('doubled', 5, 'c'), [{ n: 10, details: { label: 'c', n: 5 }, at }]);
+  assert.equal(builds, 2, 'one build per shape');
+  await assert.rejects(
+    statement.execute(handle!.db, 'plain', { n: 1, label: undefined as unknown as string, at }),
+    /no value bound for "label"/,
+  );
 });

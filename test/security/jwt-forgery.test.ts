@@ -217,6 +217,39 @@ describe('forged tokens against the default HS256 deployment', () => {
     );
   });
 
+  test('a refresh token without `gen` (issued before refresh tokens carried it) rotates under the row lock; the successor carries it', async () => {
+    const fresh = await login(app, victim);
+    const [, payload] = parts(fresh.refresh_token);
+    const { gen, ...legacy } = JSON.parse(Buffer.from(payload, 'base64url').toString()) as JWTPayload;
+    assert.equal(gen, 0, 'a new session starts at generation 0');
+    const res = await refreshRequest(app, sign(legacy));
+    assert.equal(res.statusCode, 200, res.body);
+    const successor = json<Tokens>(res).refresh_token;
+    assert.equal(decodeJwt(successor).gen, 1);
+    assert.equal((await sessionRow(app, fresh.access_token)).generation, 1);
+    // The successor takes the one-statement path: generation 2, one audit row per rotation.
+    const next = json<Tokens>(await refreshRequest(app, successor));
+    assert.equal(decodeJwt(next.refresh_token).gen, 2);
+    assert.equal((await sessionRow(app, fresh.access_token)).generation, 2);
+    const sessionUuid = String(decodeJwt(fresh.access_token).sid);
+    const audits = await app.gatehouse.db
+      .selectFrom('audit_logs')
+      .select('details')
+      .where('action', '=', 'token_refresh')
+      .where('user_id', '=', victim.id)
+      .execute();
+    assert.deepEqual(
+      audits
+        .map((a) => a.details as Record<string, unknown>)
+        .filter((d) => d.session_uuid === sessionUuid)
+        .map((d) => d.generation),
+      [1, 2],
+    );
+    // The token spent without `gen` is, like any spent token, a reuse after the interval.
+    clock.advance(11_000);
+    assertProblem(await refreshRequest(app, sign(legacy)), 401, 'REFRESH_TOKEN_REUSED');
+  });
+
   test('a forged session cookie on the pages is no session: /account sends the browser to log in', async () => {
     const browser = new Browser(app);
     const refreshClaims = decodeJwt(tokens.refresh_token);
