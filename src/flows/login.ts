@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
 import { type Binder, CachedStatement } from '../db/prepared.ts';
 import type { User } from '../db/schema.ts';
 import { AppError, type FieldError } from '../domain/errors.ts';
-import { normalizeIdentifier } from '../domain/identifiers.ts';
+import { isEmailIdentifier, normalizeIdentifier } from '../domain/identifiers.ts';
 import { normalizePassword } from '../domain/password-policy.ts';
 import type { RequestContext } from '../domain/request-context.ts';
 import { isStorableText } from '../domain/text.ts';
@@ -10,7 +11,7 @@ import { auditRow, recordAudit } from '../infra/audit.ts';
 import { loginNeedsCaptcha } from '../infra/captcha.ts';
 import { hostClaims, metadataOf, orgClaimsOf, productClaims } from '../infra/claims.ts';
 import type { Services } from '../infra/container.ts';
-import { type LockoutSource, lockoutSubject, type Reservation } from '../infra/lockout.ts';
+import { type LockoutRow, type LockoutSource, lockoutSubject, type Reservation } from '../infra/lockout.ts';
 import {
   type IssuedSession,
   NEW_SESSION_COLUMNS,
@@ -20,7 +21,6 @@ import {
   startedSession,
 } from '../infra/sessions.ts';
 import { sha256Hex } from '../infra/sha256.ts';
-import { findLoginUser } from '../infra/users.ts';
 
 export interface LoginInput {
   /** Username or email, as typed. */
@@ -79,6 +79,96 @@ export function loginSource(user: User | undefined, device: TrustedDevice | unde
   return user && device?.userIds.includes(user.id) ? `device:${device.id}` : 'untrusted';
 }
 
+/** What a password login reads before it hashes: the account, its second factor, its lockout row. */
+interface LoginRead {
+  user: (User & { has_totp: boolean }) | undefined;
+  /** The lockout row of the attempt's subject and source (lockoutSubject, loginSource), read alongside. */
+  lockoutRow: { row: LockoutRow | undefined } | undefined;
+}
+
+/**
+ * One statement for a known and an unknown name alike (the two paths cost the
+ * same): the user the identifier names, whether a confirmed authenticator
+ * guards the account, and the `lockouts` row the reservation checks for a
+ * lock. The statement names the subject and source it computed, and the row is
+ * used only if they are the ones lockoutSubject and loginSource give.
+ */
+async function readLogin(
+  services: Services,
+  identifier: string,
+  device: TrustedDevice | undefined,
+): Promise<LoginRead> {
+  const column = isEmailIdentifier(identifier) ? 'email' : 'username';
+  const deviceSource: LockoutSource = device ? `device:${device.id}` : 'untrusted';
+  const [row] = await loginReadStatement.execute(services.db, column, {
+    identifier,
+    nameSubject: lockoutSubject(undefined, identifier),
+    deviceUserIds: device?.userIds ?? [],
+    deviceSource,
+  });
+  if (!row) throw new Error('the login read returned no row');
+  const {
+    lockout_subject,
+    lockout_source,
+    lockout_failures,
+    lockout_lock_count,
+    lockout_locked_until,
+    lockout_updated_at,
+    ...columns
+  } = row;
+  const user = columns.id === null ? undefined : (columns as User & { has_totp: boolean });
+  const matches = lockout_subject === lockoutSubject(user, identifier) && lockout_source === loginSource(user, device);
+  const lockoutRow =
+    lockout_failures === null || lockout_lock_count === null || lockout_updated_at === null
+      ? undefined
+      : {
+          failures: lockout_failures,
+          lock_count: lockout_lock_count,
+          locked_until: lockout_locked_until,
+          updated_at: lockout_updated_at,
+        };
+  return { user, lockoutRow: matches ? { row: lockoutRow } : undefined };
+}
+
+interface LoginReadValues extends Record<string, unknown> {
+  identifier: string;
+  /** The subject of a name without an account. */
+  nameSubject: string;
+  /** The users the browser's device cookie was issued to, and that device's source. */
+  deviceUserIds: number[];
+  deviceSource: LockoutSource;
+}
+
+/** readLogin's statement, compiled once per column the identifier is looked up in. */
+const loginReadStatement = new CachedStatement((db, bind: Binder<LoginReadValues>, column: 'email' | 'username') => {
+  // lockoutSubject and loginSource, in SQL.
+  const subject = sql<string>`coalesce('user:' || users.id, ${bind('nameSubject')})`;
+  const source = sql<string>`case when users.id = any(${bind('deviceUserIds')}::bigint[]) then ${bind('deviceSource')} else 'untrusted' end`;
+  return db
+    .selectFrom(sql<{ one: number }>`(select 1 as one)`.as('one'))
+    .leftJoin('users', (join) => join.on(`users.${column}`, '=', bind('identifier')))
+    .leftJoin('lockouts', (join) => join.on('lockouts.identifier', '=', subject).on('lockouts.source', '=', source))
+    .selectAll('users')
+    .select((eb) => [
+      eb
+        .exists(
+          eb
+            .selectFrom('mfa_totp')
+            .select('mfa_totp.user_id')
+            .whereRef('mfa_totp.user_id', '=', 'users.id')
+            .where('mfa_totp.confirmed_at', 'is not', null),
+        )
+        .$castTo<boolean>()
+        .as('has_totp'),
+      subject.as('lockout_subject'),
+      source.as('lockout_source'),
+      'lockouts.failures as lockout_failures',
+      'lockouts.lock_count as lockout_lock_count',
+      'lockouts.locked_until as lockout_locked_until',
+      'lockouts.updated_at as lockout_updated_at',
+    ]);
+});
+
 /**
  * Password login: one path for every outcome. An unknown user costs one hash
  * like a wrong password, and both answer with the same body; the account's
@@ -97,7 +187,7 @@ export async function loginWithPassword(
 
   // Overloaded: shed now, before any database work (503 with Retry-After).
   services.hashPool.assertCapacity();
-  const user = await findLoginUser(services.db, identifier);
+  const { user, lockoutRow } = await readLogin(services, identifier, input.device);
   const subject = lockoutSubject(user, identifier);
   const source = loginSource(user, input.device);
   let reservation: Reservation;
@@ -109,7 +199,7 @@ export async function loginWithPassword(
       }
     }
     // A locked source is refused even with the right password, before any hashing.
-    reservation = await services.lockout.reserve(subject, source);
+    reservation = await services.lockout.reserve(subject, source, lockoutRow);
   } catch (error) {
     // Refused before the password was looked at: still an attempt on the record.
     if (error instanceof AppError && (error.code === 'ACCOUNT_LOCKED' || error.code === 'CAPTCHA_FAILED')) {

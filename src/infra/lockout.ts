@@ -91,7 +91,8 @@ export function lockoutSubject(user: { id: number } | undefined, typed: string):
   return user ? `user:${user.id}` : `name:${lockoutIdentifier(typed)}`;
 }
 
-interface LockoutRow {
+/** A (subject, source) row of `lockouts`, as a reservation reads it. */
+export interface LockoutRow {
   failures: number;
   lock_count: number;
   locked_until: Date | null;
@@ -186,10 +187,10 @@ export class Lockout {
    * ACCOUNT_LOCKED with Retry-After while the source is locked, or while
    * reservations in flight already fill its allowance.
    */
-  async reserve(subject: string, source: LockoutSource): Promise<Reservation> {
+  async reserve(subject: string, source: LockoutSource, known?: { row: LockoutRow | undefined }): Promise<Reservation> {
     const now = this.#deps.clock.now();
     if (this.#redisReady()) {
-      const reservation = await this.#reserveWithRedis(subject, source, now);
+      const reservation = await this.#reserveWithRedis(subject, source, now, known);
       if (reservation) return reservation;
     }
     return this.#reserveInPostgres(subject, source, now);
@@ -309,7 +310,13 @@ export class Lockout {
   }
 
   /** undefined when Redis failed mid-way: the caller reserves in PostgreSQL instead. */
-  async #reserveWithRedis(subject: string, source: LockoutSource, now: Date): Promise<Reservation | undefined> {
+  /** `known`: the PostgreSQL row, when the caller read it with its own statement (a login, with the account). */
+  async #reserveWithRedis(
+    subject: string,
+    source: LockoutSource,
+    now: Date,
+    known: { row: LockoutRow | undefined } | undefined,
+  ): Promise<Reservation | undefined> {
     const { lockoutMinutes } = this.#deps.config;
     const threshold = this.threshold;
     const [reply, row] = await Promise.all([
@@ -323,7 +330,7 @@ export class Lockout {
           FORGET_MS,
         ),
       ),
-      this.#row(subject, source),
+      known ? known.row : this.#row(subject, source),
     ]);
     if (!reply) return undefined;
     const [granted, redisFailures, countedAt] = reply.map(Number) as [number, number, number];
