@@ -161,7 +161,7 @@ export default async function auth(_ctx: BenchContext): Promise<BenchResult[]> {
           name: `GET /api/v1/me (one database read; ${READ_CONNECTIONS} sessions, concurrent reads batched)`,
           url: `${api}/me`,
           sessions: eachSession,
-          target: 0.15,
+          target: 0.25,
         },
         {
           name: `host route behind requireOrgRole('user') (JWT verify + one membership read; ${READ_CONNECTIONS} sessions, concurrent reads batched)`,
@@ -234,6 +234,7 @@ export default async function auth(_ctx: BenchContext): Promise<BenchResult[]> {
         unit: 'req/s',
         ratio: round(saturated.ratio),
         baseline: `argon2id verifications/s (${allCores} concurrent), alternating rounds`,
+        target: 0.75,
         p50_ms: saturated.p50,
         p99_ms: saturated.p99,
       });
