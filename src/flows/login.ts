@@ -12,6 +12,7 @@ import { loginNeedsCaptcha } from '../infra/captcha.ts';
 import { hostClaims, metadataOf, orgClaimsOf, productClaims } from '../infra/claims.ts';
 import type { Services } from '../infra/container.ts';
 import { type LockoutRow, type LockoutSource, lockoutSubject, type Reservation } from '../infra/lockout.ts';
+import { totpConfirmed } from '../infra/mfa.ts';
 import {
   type IssuedSession,
   NEW_SESSION_COLUMNS,
@@ -149,17 +150,8 @@ const loginReadStatement = new CachedStatement((db, bind: Binder<LoginReadValues
     .leftJoin('users', (join) => join.on(`users.${column}`, '=', bind('identifier')))
     .leftJoin('lockouts', (join) => join.on('lockouts.identifier', '=', subject).on('lockouts.source', '=', source))
     .selectAll('users')
-    .select((eb) => [
-      eb
-        .exists(
-          eb
-            .selectFrom('mfa_totp')
-            .select('mfa_totp.user_id')
-            .whereRef('mfa_totp.user_id', '=', 'users.id')
-            .where('mfa_totp.confirmed_at', 'is not', null),
-        )
-        .$castTo<boolean>()
-        .as('has_totp'),
+    .select([
+      totpConfirmed(sql.ref('users.id')).as('has_totp'),
       subject.as('lockout_subject'),
       source.as('lockout_source'),
       'lockouts.failures as lockout_failures',

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { type Expression, type Kysely, type RawBuilder, sql } from 'kysely';
 import { executePrepared } from '../db/prepared.ts';
 import type { Database } from '../db/schema.ts';
 
@@ -26,11 +26,13 @@ export async function mfaStatus(db: Kysely<Database>, userId: number): Promise<M
   return { totp: totp !== undefined, backup_codes_left: totp ? Number(codes.n) : 0 };
 }
 
-/** Whether an authenticator app is on; asked on every successful password login, so a prepared statement. */
+/** Whether an authenticator app is on (step-up checks, e-mail and federated sign-in); a prepared statement. */
 export async function hasTotp(db: Kysely<Database>, userId: number): Promise<boolean> {
-  const [row] = await executePrepared(
-    db,
-    db.selectFrom('mfa_totp').select('user_id').where('user_id', '=', userId).where('confirmed_at', 'is not', null),
-  );
-  return row !== undefined;
+  const [row] = await executePrepared(db, db.selectNoFrom(totpConfirmed(sql.val(userId)).as('on')));
+  return row?.on === true;
+}
+
+/** Whether the user `userId` names has a confirmed authenticator app, as an expression any statement can select. */
+export function totpConfirmed(userId: Expression<number>): RawBuilder<boolean> {
+  return sql<boolean>`exists (select 1 from mfa_totp where mfa_totp.user_id = ${userId} and mfa_totp.confirmed_at is not null)`;
 }
